@@ -1,0 +1,70 @@
+"""Django admin: channels, their messages (read-only), and API keys."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from .models import ApiKey, Channel, Message
+
+
+@admin.register(Channel)
+class ChannelAdmin(admin.ModelAdmin):
+    list_display = ["slug", "title", "visibility", "is_active", "last_sequence", "updated_at"]
+    list_filter = ["visibility", "is_active"]
+    search_fields = ["slug", "title", "description"]
+    prepopulated_fields = {"slug": ["title"]}
+    readonly_fields = ["last_sequence", "created_at", "updated_at"]
+    filter_horizontal = ["members"]
+    fieldsets = [
+        (None, {"fields": ["slug", "title", "description", "is_active"]}),
+        ("Access", {"fields": ["visibility", "members", "allowed_origins"]}),
+        ("History", {"fields": ["retention_count", "retention_age", "last_sequence"]}),
+        ("Timestamps", {"fields": ["created_at", "updated_at"]}),
+    ]
+
+
+@admin.register(Message)
+class MessageAdmin(admin.ModelAdmin):
+    list_display = ["channel", "sequence", "event", "publisher", "created_at"]
+    list_filter = ["channel", "event"]
+    search_fields = ["event", "publisher"]
+    list_select_related = ["channel"]
+    date_hierarchy = "created_at"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # messages are published through the API, never typed in
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    list_display = ["name", "prefix", "is_active", "created_at", "last_used_at"]
+    list_filter = ["is_active"]
+    search_fields = ["name", "prefix"]
+    filter_horizontal = ["channels"]
+    readonly_fields = ["prefix", "created_at", "last_used_at"]
+    actions = ["revoke"]
+
+    def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
+        if not change:
+            fresh, secret = ApiKey.generate(obj.name)
+            obj.prefix, obj.secret_hash = fresh.prefix, fresh.secret_hash
+            super().save_model(request, obj, form, change)
+            self.message_user(
+                request,
+                f"The key's secret, shown only this once: {secret}",
+                level=messages.WARNING,
+            )
+            return
+        super().save_model(request, obj, form, change)
+
+    @admin.action(description="Revoke the selected keys")
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        count = queryset.update(is_active=False)
+        self.message_user(request, f"Revoked {count} key(s).")

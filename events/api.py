@@ -1,0 +1,188 @@
+"""The JSON API: publish to a channel and read its history."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from channels.db import database_sync_to_async
+from django.core.exceptions import RequestDataTooBig
+from django.db import DatabaseError
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.middleware.csrf import CsrfViewMiddleware
+from django.views.decorators.csrf import csrf_exempt
+
+from . import publishing
+from .auth import (
+    Reader,
+    active_channels,
+    authenticate_api_key,
+    bearer_secret,
+    check_read,
+    require_key_for,
+    verify_token,
+)
+from .conf import conf
+from .exceptions import (
+    InvalidInput,
+    NotAuthenticated,
+    PayloadTooLarge,
+    PermissionDenied,
+    PushsiteError,
+    ServiceUnavailable,
+)
+from .models import Message
+from .responses import error_response, from_exception
+
+logger = logging.getLogger(__name__)
+
+PUBLISH_FIELDS = {"event", "data"}
+
+
+@csrf_exempt  # API keys ignore cookies; the session path checks CSRF itself.
+async def channel_messages(request: HttpRequest, slug: str) -> HttpResponse:
+    """``POST`` publishes to the channel; ``GET`` reads its history."""
+    try:
+        if request.method == "POST":
+            started = time.perf_counter()
+            message = await database_sync_to_async(store_from_request)(request, slug)
+            await publishing.fan_out(message)
+            publishing.record_published(message, started)
+            response = JsonResponse(publishing.message_json(message, slug), status=201)
+            response["Location"] = f"/api/channels/{slug}/messages?after={message.sequence - 1}&limit=1"
+            return response
+        if request.method in {"GET", "HEAD"}:
+            payload, allow_origin = await database_sync_to_async(read_history)(request, slug)
+            response = JsonResponse(payload)
+            response["Vary"] = "Origin, Cookie, Authorization"
+            if allow_origin:
+                response["Access-Control-Allow-Origin"] = allow_origin
+            return response
+        response = error_response(
+            405, "method_not_allowed", f"{request.method} is not allowed here; use GET or POST."
+        )
+        response["Allow"] = "GET, HEAD, POST"
+        return response
+    except PushsiteError as error:
+        return from_exception(error)
+    except DatabaseError:
+        logger.exception("Database error while handling %s %s", request.method, request.path)
+        error = ServiceUnavailable("The database is not available; nothing was published. Try again shortly.")
+        response = from_exception(error)
+        response["Retry-After"] = "5"
+        return response
+
+
+def store_from_request(request: HttpRequest, slug: str) -> Message:
+    """Authenticate, validate and store one publish request (runs in a worker thread)."""
+    limit = int(conf.MAX_MESSAGE_BYTES)
+    declared = request.META.get("CONTENT_LENGTH") or "0"
+    if declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"The body is {declared} bytes; the limit is {limit}.")
+
+    secret = bearer_secret(request.META.get("HTTP_AUTHORIZATION"))
+    if secret is not None:
+        key = authenticate_api_key(secret)
+        publisher = f"key:{key.name} ({key.prefix})"
+    else:
+        key = None
+        publisher = _staff_publisher(request)
+    channel = active_channels([slug])[0]
+    if key is not None:
+        require_key_for(key, channel)
+
+    try:
+        body = request.body
+    except RequestDataTooBig as exc:
+        raise PayloadTooLarge(f"The body is over the limit of {limit} bytes.") from exc
+    if len(body) > limit:
+        raise PayloadTooLarge(f"The body is {len(body)} bytes; the limit is {limit}.")
+    event, data = parse_publish_body(body)
+    return publishing.store_message(channel, data, event=event, publisher=publisher)
+
+
+def _staff_publisher(request: HttpRequest) -> str:
+    user = request.user
+    if not user.is_authenticated:
+        raise NotAuthenticated("Publishing needs 'Authorization: Bearer <api key>' or a staff login.")
+    if not (user.is_active and user.is_staff):
+        raise PermissionDenied("Only staff users may publish with a session.")
+    rejection = CsrfViewMiddleware(lambda r: HttpResponse()).process_view(request, None, (), {})  # type: ignore[arg-type]
+    if rejection is not None:
+        raise PermissionDenied("CSRF check failed: send the csrftoken cookie's value in X-CSRFToken.")
+    return f"user:{user.get_username()}"
+
+
+def parse_publish_body(body: bytes) -> tuple[str, Any]:
+    """``event`` and ``data`` from a publish body, or InvalidInput naming what is wrong."""
+    try:
+        payload = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidInput(f"The body is not valid JSON: {exc}.") from exc
+    except RecursionError as exc:
+        raise InvalidInput("The body's JSON is nested too deeply.") from exc
+    if not isinstance(payload, dict):
+        raise InvalidInput('The body must be a JSON object: {"event": "<type>", "data": <any JSON>}.')
+    unknown = sorted(set(payload) - PUBLISH_FIELDS)
+    if unknown:
+        raise InvalidInput(f"Unknown field {unknown[0]!r}; a message has only 'event' and 'data'.")
+    if "data" not in payload:
+        raise InvalidInput("The field 'data' is required (any JSON value, null included).")
+    event = payload.get("event", "message")
+    publishing.validate_event_type(event)
+    return event, payload["data"]
+
+
+def read_history(request: HttpRequest, slug: str) -> tuple[dict[str, Any], str | None]:
+    """One page of a channel's history, under the same rules as subscribing."""
+    after = _int_param(request, "after", default=0, minimum=0)
+    max_limit = int(conf.HISTORY_MAX_LIMIT)
+    limit = _int_param(request, "limit", default=int(conf.HISTORY_DEFAULT_LIMIT), minimum=1)
+    if limit > max_limit:
+        raise InvalidInput(f"limit may be at most {max_limit}.")
+    channel = active_channels([slug])[0]
+    reader = Reader(user=request.user)
+    secret = bearer_secret(request.META.get("HTTP_AUTHORIZATION"))
+    if secret is not None:
+        reader.key = authenticate_api_key(secret)
+    token = request.GET.get("token")
+    if token:
+        reader.grant = verify_token(token)
+    check_read(channel, reader)
+    origin = request.META.get("HTTP_ORIGIN")
+    allow_origin = origin if origin and origin in channel.allowed_origins else None
+
+    rows = list(Message.objects.filter(channel=channel, sequence__gt=after).order_by("sequence")[: limit + 1])
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    oldest = (
+        Message.objects.filter(channel=channel)
+        .order_by("sequence")
+        .values_list("sequence", flat=True)
+        .first()
+    )
+    return (
+        {
+            "channel": channel.slug,
+            "messages": [publishing.message_json(row, channel.slug) for row in rows],
+            "has_more": has_more,
+            "last_id": channel.last_sequence,
+            # When after + 1 < first_available_id, older messages are gone.
+            "first_available_id": oldest,
+        },
+        allow_origin,
+    )
+
+
+def _int_param(request: HttpRequest, name: str, *, default: int, minimum: int) -> int:
+    raw = request.GET.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 19:
+        raise InvalidInput(f"{name} must be a whole number, not {raw[:40]!r}.")
+    value = int(raw)
+    if value < minimum:
+        raise InvalidInput(f"{name} must be at least {minimum}.")
+    return value

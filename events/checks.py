@@ -1,0 +1,73 @@
+"""System checks: bad configuration fails at start, with an id."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, Warning, register
+
+from .conf import DEFAULTS, conf
+
+
+@register()
+def check_channel_layer(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
+    layers = getattr(settings, "CHANNEL_LAYERS", {})
+    if "default" not in layers:
+        return [
+            Error(
+                "Pushsite needs a default channel layer.",
+                hint="Set CHANNEL_LAYERS['default'] (REDIS_URL selects channels-redis).",
+                id="events.E001",
+            )
+        ]
+    return []
+
+
+@register()
+def check_pushsite_settings(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
+    messages: list[CheckMessage] = []
+    overrides = getattr(settings, "PUSHSITE", {}) or {}
+    for name in overrides:
+        if name not in DEFAULTS:
+            messages.append(
+                Warning(
+                    f"PUSHSITE_{name} is not a Pushsite setting and is ignored.",
+                    hint="The README lists the settings.",
+                    id="events.W001",
+                )
+            )
+    for name in DEFAULTS:
+        try:
+            value = getattr(conf, name)
+        except Exception as exc:
+            messages.append(Error(str(exc), id="events.E002"))
+            continue
+        if isinstance(value, int | float) and value <= 0:
+            messages.append(
+                Error(f"PUSHSITE_{name} must be greater than zero, not {value}.", id="events.E003")
+            )
+    heartbeat = _number(conf, "HEARTBEAT_SECONDS")
+    timeout = _number(conf, "SEND_TIMEOUT_SECONDS")
+    if heartbeat is not None and heartbeat > 55:
+        messages.append(
+            Warning(
+                "PUSHSITE_HEARTBEAT_SECONDS is above 55: many proxies close connections idle for 60 s.",
+                id="events.W002",
+            )
+        )
+    if timeout is not None and timeout < 1:
+        messages.append(
+            Warning(
+                "PUSHSITE_SEND_TIMEOUT_SECONDS below 1 s evicts readers on ordinary network hiccups.",
+                id="events.W003",
+            )
+        )
+    return messages
+
+
+def _number(source: Any, name: str) -> float | None:
+    try:
+        return float(getattr(source, name))
+    except Exception:
+        return None

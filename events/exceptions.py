@@ -1,0 +1,56 @@
+"""Domain errors. Each carries the HTTP status and error code the API answers with."""
+
+from __future__ import annotations
+
+
+class PushsiteError(Exception):
+    """Base class: a request Pushsite refuses, with a sentence saying why."""
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class InvalidInput(PushsiteError):
+    """A field, header or body that is malformed or out of range."""
+
+    status = 400
+    code = "invalid"
+
+
+class NotAuthenticated(PushsiteError):
+    """No credentials, or credentials that are wrong, expired or revoked."""
+
+    status = 401
+    code = "unauthorized"
+
+
+class PermissionDenied(PushsiteError):
+    """Valid credentials that do not allow this action."""
+
+    status = 403
+    code = "forbidden"
+
+
+class ChannelNotFound(PushsiteError):
+    """No active channel has this slug."""
+
+    status = 404
+    code = "channel_not_found"
+
+
+class PayloadTooLarge(PushsiteError):
+    """A body or payload over the configured size limit."""
+
+    status = 413
+    code = "too_large"
+
+
+class ServiceUnavailable(PushsiteError):
+    """A backing service (database or channel layer) cannot be reached."""
+
+    status = 503
+    code = "unavailable"

@@ -1,0 +1,52 @@
+"""Stored messages as SSE frames: the JSON envelope, encoded once per message."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from . import sse
+
+RESET_EVENT = "pushsite.reset"
+
+
+def isoformat_utc(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def envelope(*, slug: str, sequence: int, event: str, data: Any, published_at: datetime) -> dict[str, Any]:
+    """The JSON object a subscriber receives; the published payload sits under ``data``."""
+    return {
+        "id": sequence,
+        "channel": slug,
+        "event": event,
+        "data": data,
+        "published_at": isoformat_utc(published_at),
+    }
+
+
+def dumps(value: Any) -> str:
+    # Compact, and json.dumps escapes every control character, so the result is
+    # always a single line (the encoder would split it safely anyway).
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def message_fields(*, slug: str, sequence: int, event: str, data: Any, published_at: datetime) -> bytes:
+    """The ``event:``/``data:`` part of a message's frame, without its id line."""
+    payload = envelope(slug=slug, sequence=sequence, event=event, data=data, published_at=published_at)
+    return sse.encode_fields(dumps(payload), event=event)
+
+
+def reset_fields(*, slug: str, requested_after: int, resumed_after: int, reason: str) -> bytes:
+    """The event that tells a client history it asked for is gone (no silent gap)."""
+    payload = {
+        "channel": slug,
+        "event": RESET_EVENT,
+        "data": {
+            "reason": reason,
+            "requested_after": requested_after,
+            "resumed_after": resumed_after,
+        },
+    }
+    return sse.encode_fields(dumps(payload), event=RESET_EVENT)

@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from events.channels_admin import create_api_key
+
+
+class Command(BaseCommand):
+    help = "Create an API key; its secret is printed once, alone on the last line."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("name")
+        parser.add_argument(
+            "--channel",
+            action="append",
+            dest="channels",
+            default=[],
+            metavar="SLUG",
+            help="Limit the key to this channel; repeat for more. Default: every channel.",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            key, secret = create_api_key(options["name"], options["channels"])
+        except ValidationError as exc:
+            raise CommandError("; ".join(exc.messages)) from exc
+        scope = ", ".join(options["channels"]) or "all channels"
+        self.stdout.write(f"Created API key {key.name!r} (prefix {key.prefix}) for {scope}.")
+        self.stdout.write("The secret is shown only now; store it safely:")
+        self.stdout.write(secret)

@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from events.channels_admin import VISIBILITIES, upsert_channel
+
+
+class Command(BaseCommand):
+    help = "Create a channel, or update the given fields of an existing one."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("slug")
+        parser.add_argument("--title")
+        parser.add_argument("--visibility", choices=VISIBILITIES)
+        parser.add_argument(
+            "--allow-origin",
+            action="append",
+            dest="allowed_origins",
+            metavar="ORIGIN",
+            help="An origin (https://site.example) whose pages may subscribe; repeat for more.",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            channel, created = upsert_channel(
+                options["slug"],
+                title=options["title"],
+                visibility=options["visibility"],
+                allowed_origins=options["allowed_origins"],
+            )
+        except ValidationError as exc:
+            raise CommandError("; ".join(exc.messages)) from exc
+        verb = "Created" if created else "Updated"
+        self.stdout.write(f"{verb} channel {channel.slug} ({channel.visibility}).")

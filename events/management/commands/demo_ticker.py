@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+
+import httpx
+from django.core.management.base import BaseCommand, CommandParser
+
+
+class Command(BaseCommand):
+    help = "Publish a made-up score to the 'scores' channel through the HTTP API every few seconds."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--url", default="http://127.0.0.1:8000")
+        parser.add_argument("--api-key", required=True)
+        parser.add_argument("--every", type=float, default=3.0, help="Seconds between messages.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        home, away = 0, 0
+        endpoint = options["url"].rstrip("/") + "/api/channels/scores/messages"
+        headers = {"Authorization": f"Bearer {options['api_key']}"}
+        with httpx.Client(timeout=5.0) as client:
+            while True:
+                if random.random() < 0.5:
+                    home += 1
+                else:
+                    away += 1
+                body = {"event": "score", "data": {"match": "Reds v Blues", "home": home, "away": away}}
+                try:
+                    client.post(endpoint, json=body, headers=headers).raise_for_status()
+                except httpx.HTTPError as exc:
+                    self.stderr.write(f"demo ticker: {exc}")
+                time.sleep(options["every"])

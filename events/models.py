@@ -1,0 +1,207 @@
+"""Channels, their stored messages, and the API keys that may publish to them."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator
+from django.db import models
+from django.utils import timezone
+
+from .conf import conf
+
+EVENT_TYPE_PATTERN = r"[A-Za-z0-9_.:-]{1,64}"
+RESERVED_EVENT_PREFIX = "pushsite."
+
+
+def default_retention_count() -> int:
+    return int(conf.DEFAULT_RETENTION_COUNT)
+
+
+def validate_origin(value: str) -> None:
+    """An allowed origin is exactly scheme://host[:port], as browsers send it."""
+    parts = urlsplit(value)
+    if (
+        parts.scheme not in {"http", "https"}
+        or not parts.hostname
+        or parts.path
+        or parts.query
+        or parts.fragment
+        or parts.username
+        or parts.password
+        or value != value.strip()
+        or value.endswith("/")
+    ):
+        raise ValidationError(
+            "%(value)s is not an origin: write scheme and host only, "
+            "like https://partner.example or http://localhost:8080 (no path, no trailing slash).",
+            params={"value": value},
+        )
+
+
+def validate_origin_list(value: Any) -> None:
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ValidationError("Allowed origins must be a list of origins.")
+    for origin in value:
+        validate_origin(origin)
+
+
+class Visibility(models.TextChoices):
+    PUBLIC = "public", "Public: anyone may subscribe"
+    AUTHENTICATED = "authenticated", "Authenticated: logged-in users or a token"
+    PRIVATE = "private", "Private: members, staff, or a signed token"
+
+
+class ChannelQuerySet(models.QuerySet["Channel"]):
+    def active(self) -> ChannelQuerySet:
+        return self.filter(is_active=True)
+
+
+class Channel(models.Model):
+    """A named stream of messages that browsers subscribe to."""
+
+    slug = models.SlugField(max_length=50, unique=True)
+    title = models.CharField(max_length=200, blank=True)
+    description = models.TextField(blank=True)
+    visibility = models.CharField(max_length=16, choices=Visibility.choices, default=Visibility.PUBLIC)
+    members = models.ManyToManyField(
+        settings.AUTH_USER_MODEL,
+        blank=True,
+        related_name="pushsite_channels",
+        help_text="Users who may read a private channel with their session.",
+    )
+    allowed_origins = models.JSONField(
+        default=list,
+        blank=True,
+        validators=[validate_origin_list],
+        help_text="Other sites (scheme://host[:port]) whose pages may subscribe cross-origin.",
+    )
+    retention_count = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        default=default_retention_count,
+        help_text="Keep at least this many recent messages for replay; empty keeps all.",
+    )
+    retention_age = models.DurationField(
+        null=True,
+        blank=True,
+        help_text="Drop messages older than this (e.g. 7 00:00:00 for a week); empty keeps them.",
+    )
+    is_active = models.BooleanField(
+        default=True, help_text="Inactive channels refuse subscribers and publishers."
+    )
+    # Last sequence number handed out; bumped inside the publishing transaction,
+    # which holds this row's write lock until commit, so sequence order is
+    # commit order (see events/publishing.py).
+    last_sequence = models.BigIntegerField(default=0, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = ChannelQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.title or self.slug
+
+    @property
+    def display_title(self) -> str:
+        return self.title or self.slug
+
+    def retention_cutoff(self) -> datetime | None:
+        if self.retention_age is None:
+            return None
+        return timezone.now() - self.retention_age
+
+
+class Message(models.Model):
+    """One published event, stored before it is sent."""
+
+    channel = models.ForeignKey(Channel, on_delete=models.CASCADE, related_name="messages")
+    sequence = models.BigIntegerField(help_text="Position in the channel; the event id.")
+    event = models.CharField(
+        max_length=64,
+        default="message",
+        validators=[RegexValidator(f"^{EVENT_TYPE_PATTERN}\\Z")],
+    )
+    data = models.JSONField(null=True)
+    publisher = models.CharField(
+        max_length=200, blank=True, help_text="Who published it: an API key, a user, a command."
+    )
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["channel", "sequence"]
+        constraints = [
+            models.UniqueConstraint(fields=["channel", "sequence"], name="unique_channel_sequence")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.channel_id}#{self.sequence} {self.event}"
+
+
+KEY_PREFIX_LENGTH = 8
+
+
+def hash_secret(secret: str) -> str:
+    # API key secrets are 256 random bits, so a fast hash is enough (nothing to
+    # brute-force) and keeps each publish cheap; a password hash would add
+    # hundreds of milliseconds per request.
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class ApiKeyQuerySet(models.QuerySet["ApiKey"]):
+    def active(self) -> ApiKeyQuerySet:
+        return self.filter(is_active=True)
+
+
+class ApiKey(models.Model):
+    """A publisher's credential. Only a hash of the secret is stored."""
+
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(
+        max_length=16, unique=True, editable=False, help_text="Public start of the key."
+    )
+    secret_hash = models.CharField(max_length=64, editable=False)
+    channels = models.ManyToManyField(
+        Channel,
+        blank=True,
+        related_name="api_keys",
+        help_text="Channels this key may use; none selected means every channel.",
+    )
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    objects = ApiKeyQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = "API key"
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @classmethod
+    def generate(cls, name: str) -> tuple[ApiKey, str]:
+        """A new unsaved key and its secret, which is shown once and never stored."""
+        prefix = secrets.token_hex(KEY_PREFIX_LENGTH // 2)
+        secret = f"psk_{prefix}_{secrets.token_urlsafe(32)}"
+        return cls(name=name, prefix=prefix, secret_hash=hash_secret(secret)), secret
+
+    @staticmethod
+    def prefix_of(secret: str) -> str | None:
+        parts = secret.split("_")
+        if len(parts) < 3 or parts[0] != "psk" or len(parts[1]) != KEY_PREFIX_LENGTH:
+            return None
+        return parts[1]
+
+    def matches(self, secret: str) -> bool:
+        return secrets.compare_digest(self.secret_hash, hash_secret(secret))

@@ -1,0 +1,184 @@
+"""Publishing: validate, store (durably, with the next sequence number), then fan out.
+
+The fan-out sends the encoded frame once to the channel's group; in each server
+process one relay (events/relay.py) is the group's member and hands the bytes
+to its local connections.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from . import frames, metrics
+from .conf import conf
+from .exceptions import ChannelNotFound, InvalidInput, PayloadTooLarge
+from .models import EVENT_TYPE_PATTERN, RESERVED_EVENT_PREFIX, Channel, Message
+
+logger = logging.getLogger(__name__)
+
+FRAME_MESSAGE_TYPE = "pushsite.frame"
+_EVENT_TYPE = re.compile(EVENT_TYPE_PATTERN)
+
+
+def group_name(channel_id: int) -> str:
+    return f"pushsite.channel.{channel_id}"
+
+
+def validate_event_type(event: Any) -> str:
+    if not isinstance(event, str):
+        raise InvalidInput("event must be a string.")
+    if not _EVENT_TYPE.fullmatch(event):
+        raise InvalidInput(
+            f"event must be 1 to 64 characters from letters, digits and _ . : - (got {event[:80]!r})."
+        )
+    if event.startswith(RESERVED_EVENT_PREFIX):
+        raise InvalidInput(f"event types starting with {RESERVED_EVENT_PREFIX!r} are reserved.")
+    return event
+
+
+def validate_payload(data: Any) -> None:
+    try:
+        size = len(frames.dumps(data).encode())
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"data must be JSON-serialisable: {exc}.") from exc
+    limit = int(conf.MAX_MESSAGE_BYTES)
+    if size > limit:
+        raise PayloadTooLarge(f"data is {size} bytes encoded; the limit is {limit}.")
+
+
+def store_message(
+    channel: Channel | str, data: Any, *, event: str = "message", publisher: str = ""
+) -> Message:
+    """Store a message with its channel's next sequence number. Validates first."""
+    validate_event_type(event)
+    validate_payload(data)
+    slug = channel.slug if isinstance(channel, Channel) else channel
+    with transaction.atomic():
+        # The UPDATE takes the channel row's write lock (on SQLite, the database
+        # write lock) and holds it to commit, so concurrent publishers get
+        # sequence numbers in commit order: "resume after N" can never skip a
+        # message that commits later with a lower number.
+        bumped = Channel.objects.active().filter(slug=slug).update(last_sequence=F("last_sequence") + 1)
+        if not bumped:
+            raise ChannelNotFound(f"No active channel is called {slug!r}.")
+        row = Channel.objects.filter(slug=slug).values(
+            "pk", "last_sequence", "retention_count", "retention_age"
+        )[0]
+        message = Message.objects.create(
+            # A partial instance: it lets callers read message.channel.slug
+            # without another query.
+            channel=Channel(pk=row["pk"], slug=slug),
+            sequence=row["last_sequence"],
+            event=event,
+            data=data,
+            publisher=publisher[:200],
+        )
+        _prune_if_due(row)
+    return message
+
+
+def _prune_if_due(row: dict[str, Any]) -> None:
+    # Amortised: pruning runs on every PRUNE_EVERY-th message of a channel, so
+    # a channel may hold up to PRUNE_EVERY messages more than its retention.
+    sequence = row["last_sequence"]
+    if sequence % int(conf.PRUNE_EVERY) != 0:
+        return
+    history = Message.objects.filter(channel_id=row["pk"])
+    if row["retention_count"] is not None:
+        history.filter(sequence__lte=sequence - row["retention_count"]).delete()
+    if row["retention_age"] is not None:
+        history.filter(created_at__lt=timezone.now() - row["retention_age"]).delete()
+
+
+def frame_message(message: Message, slug: str) -> dict[str, Any]:
+    """The channel-layer message carrying ``message``'s encoded frame to the relays."""
+    return {
+        "type": FRAME_MESSAGE_TYPE,
+        "channel_id": message.channel_id,
+        "sequence": message.sequence,
+        "fields": message_fields(message, slug),
+        "published": message.created_at.timestamp(),
+    }
+
+
+def message_fields(message: Message, slug: str) -> bytes:
+    return frames.message_fields(
+        slug=slug,
+        sequence=message.sequence,
+        event=message.event,
+        data=message.data,
+        published_at=message.created_at,
+    )
+
+
+async def fan_out(message: Message) -> None:
+    """Send a stored message to every server process subscribed to its channel."""
+    slug = message.channel.slug
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        await layer.group_send(group_name(message.channel_id), frame_message(message, slug))
+    except Exception:
+        # The message is stored; every relay compares its position with the
+        # database every RELAY_POLL_SECONDS and fills the gap from there, so a
+        # failed fan-out delays delivery but loses nothing.
+        metrics.FANOUT_FAILURES.inc()
+        logger.exception(
+            "Fan-out of %s#%s failed; relays will replay it from the database.",
+            slug,
+            message.sequence,
+        )
+
+
+def publish(channel: Channel | str, data: Any, event: str = "message", *, publisher: str = "") -> Message:
+    """Store a message and fan it out once the surrounding transaction commits."""
+    started = time.perf_counter()
+    message = store_message(channel, data, event=event, publisher=publisher)
+    transaction.on_commit(lambda: async_to_sync(fan_out)(message))
+    record_published(message, started)
+    return message
+
+
+async def apublish(
+    channel: Channel | str, data: Any, event: str = "message", *, publisher: str = ""
+) -> Message:
+    """Async twin of :func:`publish`: stores in a worker thread, then fans out."""
+    started = time.perf_counter()
+    message = await database_sync_to_async(store_message)(channel, data, event=event, publisher=publisher)
+    await fan_out(message)
+    record_published(message, started)
+    return message
+
+
+def record_published(message: Message, started: float) -> None:
+    """Metrics and the audit line for a published message."""
+    metrics.record_publish(message, time.perf_counter() - started)
+    logger.info(
+        "Published %s#%s event=%s by %s",
+        message.channel.slug,
+        message.sequence,
+        message.event,
+        message.publisher or "-",
+    )
+
+
+def message_json(message: Message, slug: str) -> dict[str, Any]:
+    """A stored message as the JSON API shows it (the same envelope subscribers get)."""
+    return frames.envelope(
+        slug=slug,
+        sequence=message.sequence,
+        event=message.event,
+        data=message.data,
+        published_at=message.created_at,
+    )

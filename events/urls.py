@@ -1,0 +1,15 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from . import api, views
+
+app_name = "events"
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("channels/<slug:slug>/", views.channel_page, name="channel"),
+    path("api/channels/<slug:slug>/messages", api.channel_messages, name="api-messages"),
+    path("healthz", views.healthz, name="healthz"),
+    path("metrics", views.metrics, name="metrics"),
+]

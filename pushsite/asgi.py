@@ -1,0 +1,30 @@
+"""ASGI entry point: ``pushsite.asgi:application``.
+
+SSE streams go to the Channels consumer; everything else to Django. Lifespan
+shutdown closes every open stream cleanly so that clients resume elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "pushsite.settings")
+
+# Set up Django (apps, settings) before importing anything that uses models.
+django_application = get_asgi_application()
+
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.urls import re_path  # noqa: E402
+
+from events.lifespan import lifespan  # noqa: E402
+from events.routing import http_urlpatterns  # noqa: E402
+
+application: Any = ProtocolTypeRouter(
+    {
+        "http": URLRouter([*http_urlpatterns, re_path(r"", django_application)]),
+        "lifespan": lifespan,
+    }
+)

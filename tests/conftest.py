@@ -1,0 +1,73 @@
+"""Fixtures shared by the suite: a real server process with a pool of channels."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from channels.layers import channel_layers
+
+from tests.support.servers import ServerProcess, Site
+
+POOL_SIZE = 60
+SERVER_SETTINGS = {
+    "HEARTBEAT_SECONDS": "1",
+    "FEED_LINGER_SECONDS": "0.5",
+    "RELAY_POLL_SECONDS": "0.5",
+    "PRUNE_EVERY": "1",
+}
+
+
+@pytest.fixture(autouse=True)
+def _flush_channel_layers() -> Iterator[None]:
+    """In-process tests must not see each other's channel-layer messages."""
+    yield
+    channel_layers.backends.clear()
+
+
+@pytest.fixture(scope="session")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Site:
+    workdir: Path = tmp_path_factory.mktemp("site")
+    site = Site(
+        workdir=workdir,
+        database_url=f"sqlite:///{workdir / 'db.sqlite3'}",
+        settings=dict(SERVER_SETTINGS),
+    )
+    site.prepare()
+    site.shell(
+        "from events.channels_admin import upsert_channel\n"
+        f"for n in range({POOL_SIZE}): upsert_channel(f'pool-{{n}}')\n"
+        "upsert_channel('private-room', visibility='private')\n"
+        "upsert_channel('members', visibility='authenticated')\n"
+        "upsert_channel('partner-feed', allowed_origins=['http://partner.example:8080'])\n"
+        "from events.models import Channel\n"
+        "Channel.objects.filter(slug='short-history').delete()\n"
+        "c, _ = upsert_channel('short-history'); c.retention_count = 3; c.save()\n"
+        "c, _ = upsert_channel('switched-off'); c.is_active = False; c.save()\n"
+    )
+    return site
+
+
+@pytest.fixture(scope="session")
+def api_key(site: Site) -> str:
+    return site.create_api_key("tests")
+
+
+@pytest.fixture(scope="session")
+def server(site: Site) -> Iterator[ServerProcess]:
+    process = ServerProcess(site, name="server").start()
+    yield process
+    process.stop()
+
+
+_pool = itertools.count()
+
+
+@pytest.fixture
+def channel(site: Site) -> str:
+    """A public channel no other test publishes to."""
+    number = next(_pool)
+    assert number < POOL_SIZE, "raise POOL_SIZE in tests/conftest.py"
+    return f"pool-{number}"

@@ -1,0 +1,23 @@
+"""Settings for the in-process tests: production settings with test-safe defaults.
+
+Real server processes started by the tests use pushsite.settings with their own
+environment (tests/support/servers.py).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("DJANGO_SECRET_KEY", "tests-only-secret-key-not-used-anywhere-else")
+os.environ.setdefault("DJANGO_ALLOWED_HOSTS", "testserver,localhost,127.0.0.1")
+
+from pushsite.settings import *  # noqa: E402, F403
+
+# In-process tests always use the in-memory layer; Redis is exercised by the
+# system tests against real server processes.
+CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast test logins

@@ -1,0 +1,99 @@
+"""An asyncio SSE subscriber for tests: real HTTP, decoded with events.sse.Decoder."""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import json
+from contextlib import AsyncExitStack
+from typing import Any
+
+import httpx
+
+from events.sse import Decoder, ServerSentEvent
+
+
+class Subscriber:
+    """One open stream. ``async with Subscriber(url) as sub: await sub.events(3)``."""
+
+    def __init__(self, url: str, *, headers: dict[str, str] | None = None) -> None:
+        self.url = url
+        self.headers = {"Accept": "text/event-stream", **(headers or {})}
+        self.decoder = Decoder()
+        self._utf8 = codecs.getincrementaldecoder("utf-8")()
+        self.response: httpx.Response | None = None
+        self.raw = bytearray()
+        self._pending: list[ServerSentEvent] = []
+        self._stack = AsyncExitStack()
+        self._chunks: Any = None
+
+    async def __aenter__(self) -> Subscriber:
+        client = await self._stack.enter_async_context(
+            httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=None))
+        )
+        self.response = await self._stack.enter_async_context(
+            client.stream("GET", self.url, headers=self.headers)
+        )
+        self._chunks = self.response.aiter_raw()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._stack.aclose()
+
+    @property
+    def status(self) -> int:
+        assert self.response is not None
+        return self.response.status_code
+
+    async def _read_more(self) -> bool:
+        try:
+            chunk = await self._chunks.__anext__()
+        except StopAsyncIteration:
+            return False
+        self.raw.extend(chunk)
+        self._pending.extend(self.decoder.feed(self._utf8.decode(chunk)))
+        return True
+
+    async def next_event(self, timeout: float = 5.0) -> ServerSentEvent:
+        async with asyncio.timeout(timeout):
+            while not self._pending:
+                if not await self._read_more():
+                    raise EOFError("the server ended the stream")
+        return self._pending.pop(0)
+
+    async def events(self, count: int, timeout: float = 10.0) -> list[ServerSentEvent]:
+        """The next ``count`` events, within ``timeout`` seconds in all."""
+        received: list[ServerSentEvent] = []
+        async with asyncio.timeout(timeout):
+            while len(received) < count:
+                received.append(await self.next_event(timeout))
+        return received
+
+    async def until_closed(self, timeout: float = 10.0) -> list[ServerSentEvent]:
+        """Every event until the server ends the stream."""
+        received: list[ServerSentEvent] = []
+        async with asyncio.timeout(timeout):
+            while True:
+                try:
+                    received.append(await self.next_event(timeout))
+                except EOFError:
+                    return received
+
+    async def wait_for_bytes(self, needle: bytes, timeout: float = 5.0) -> None:
+        async with asyncio.timeout(timeout):
+            while needle not in self.raw:
+                if not await self._read_more():
+                    raise EOFError(f"stream ended before {needle!r}")
+
+    async def body(self) -> Any:
+        """For error responses: the JSON body."""
+        assert self.response is not None
+        return json.loads(await self.response.aread())
+
+
+def ids(events: list[ServerSentEvent]) -> list[int]:
+    """The message ids (sequence numbers) inside the envelopes."""
+    return [json.loads(event.data)["id"] for event in events]
