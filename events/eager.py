@@ -24,7 +24,11 @@ def start_eagerly(coro: Coroutine[Any, Any, None]) -> asyncio.Future[None] | Non
         suspended_on = coro.send(None)
     except StopIteration:
         return None
-    return asyncio.ensure_future(_finish(coro, suspended_on))
+    task = asyncio.ensure_future(_finish(coro, suspended_on))
+    # A Task cancelled before its first step never runs _finish, so nothing
+    # would reach coro: close it, so its cleanup (finally blocks) runs now.
+    task.add_done_callback(lambda _: coro.close())
+    return task
 
 
 async def _finish(coro: Coroutine[Any, Any, None], suspended_on: Any) -> None:

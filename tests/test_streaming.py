@@ -28,7 +28,9 @@ async def publish(server: ServerProcess, key: str, slug: str, data: Any, event: 
     return int(response.json()["id"])
 
 
-async def test_every_subscriber_receives_each_message(server: ServerProcess, api_key: str, channel: str) -> None:
+async def test_every_subscriber_receives_each_message(
+    server: ServerProcess, api_key: str, channel: str
+) -> None:
     subscribers = [Subscriber(f"{server.url}/events/{channel}/") for _ in range(5)]
     async with asyncio.TaskGroup() as group:
         for subscriber in subscribers:
@@ -95,7 +97,9 @@ async def test_resume_with_query_parameter(server: ServerProcess, api_key: str, 
         assert ids(await subscriber.events(2)) == sent[1:]
 
 
-async def test_multi_channel_stream_resumes_every_channel(server: ServerProcess, api_key: str, site: Site) -> None:
+async def test_multi_channel_stream_resumes_every_channel(
+    server: ServerProcess, api_key: str, site: Site
+) -> None:
     first, second = "pool-58", "pool-59"
     url = f"{server.url}/events/?channel={first}&channel={second}"
     async with Subscriber(url) as subscriber:
@@ -244,9 +248,13 @@ async def test_history_gone_gives_an_explicit_reset(server: ServerProcess, api_k
     assert ids(events[1:]) == sent[3:]
 
 
-async def test_position_beyond_the_end_resets_to_the_end(server: ServerProcess, api_key: str, channel: str) -> None:
+async def test_position_beyond_the_end_resets_to_the_end(
+    server: ServerProcess, api_key: str, channel: str
+) -> None:
     last = await publish(server, api_key, channel, "only")
-    async with Subscriber(f"{server.url}/events/{channel}/", headers={"Last-Event-ID": "999999"}) as subscriber:
+    async with Subscriber(
+        f"{server.url}/events/{channel}/", headers={"Last-Event-ID": "999999"}
+    ) as subscriber:
         reset = await subscriber.next_event()
         assert reset.event == "pushsite.reset"
         assert reset.id == str(last)

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# One command from a fresh clone to a running Pushsite with demo channels:
+# virtual environment, dependencies, database, demo channels, an admin login
+# and an API key (printed), a ticker publishing to "scores", then the server.
+# Embedded defaults: SQLite in the project folder and the in-memory channel layer.
+set -euo pipefail
+source "$(dirname "$0")/bootstrap.sh"
+cd "$ROOT"
+ensure_venv requirements.txt
+
+export DJANGO_DEBUG="${DJANGO_DEBUG:-1}"
+PORT="${PORT:-8000}"
+URL="http://127.0.0.1:$PORT"
+
+say "Preparing the database and the demo"
+"$PY" manage.py migrate --noinput -v0
+seed_output="$("$PY" manage.py seed_demo)"
+api_key="$(printf '%s\n' "$seed_output" | tail -n 1)"
+
+"$PY" manage.py demo_ticker --url "$URL" --api-key "$api_key" >/dev/null 2>&1 &
+ticker=$!
+trap 'kill "$ticker" 2>/dev/null || true' EXIT
+
+cat <<TEXT
+
+$seed_output
+
+  Open            $URL/            (channels; "scores" ticks every 3 s)
+  Admin           $URL/admin/
+  Subscribe       curl -N $URL/events/news/
+  Publish         curl -X POST -H "Authorization: Bearer $api_key" \\
+                       -d '{"event": "notice", "data": {"text": "Hello"}}' \\
+                       $URL/api/channels/news/messages
+
+TEXT
+say "Serving on $URL (Ctrl+C to stop)"
+"$PY" manage.py serve --port "$PORT"

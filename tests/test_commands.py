@@ -1,0 +1,133 @@
+"""The management commands of the contract, run as a user would run them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from io import StringIO
+
+import httpx
+import pytest
+from django.core.management import CommandError, call_command
+
+from events.models import ApiKey, Channel, Message, hash_secret
+from tests.support.servers import ROOT, ServerProcess, Site
+
+pytestmark = pytest.mark.django_db
+
+
+def run(*args: str) -> str:
+    out = StringIO()
+    call_command(*args, stdout=out)
+    return out.getvalue()
+
+
+def test_create_channel_creates_then_updates() -> None:
+    assert "Created channel scores" in run("create_channel", "scores", "--title", "Scores")
+    out = run(
+        "create_channel", "scores", "--visibility", "private", "--allow-origin", "https://partner.example"
+    )
+    assert "Updated channel scores (private)" in out
+    channel = Channel.objects.get(slug="scores")
+    assert channel.title == "Scores"
+    assert channel.allowed_origins == ["https://partner.example"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["bad slug!"], "slug"),
+        (["x", "--allow-origin", "https://site.example/path"], "is not an origin"),
+        (["x", "--allow-origin", "partner.example"], "is not an origin"),
+    ],
+)
+def test_create_channel_explains_bad_input(args: list[str], message: str) -> None:
+    with pytest.raises(CommandError, match=message):
+        run("create_channel", *args)
+    assert not Channel.objects.exists()
+
+
+def test_create_api_key_prints_the_secret_alone_on_the_last_line() -> None:
+    run("create_channel", "news")
+    out = run("create_api_key", "ci", "--channel", "news")
+    secret = out.strip().splitlines()[-1]
+    assert secret.startswith("psk_")
+    key = ApiKey.objects.get(name="ci")
+    assert key.secret_hash == hash_secret(secret)
+    assert secret not in key.secret_hash
+    assert list(key.channels.values_list("slug", flat=True)) == ["news"]
+
+
+def test_create_api_key_for_an_unknown_channel_fails() -> None:
+    with pytest.raises(CommandError, match="No channel is called 'nope'"):
+        run("create_api_key", "ci", "--channel", "nope")
+    assert not ApiKey.objects.exists()
+
+
+def test_publish_parses_json_or_sends_text() -> None:
+    run("create_channel", "news")
+    assert "Published news#1 (notice)" in run("publish", "news", '{"a": 1}', "--event", "notice")
+    run("publish", "news", "just words")
+    assert list(Message.objects.values_list("data", flat=True)) == [{"a": 1}, "just words"]
+    with pytest.raises(CommandError, match="1 to 64"):
+        run("publish", "news", "x", "--event", "bad type")
+
+
+@pytest.mark.system
+def test_listen_prints_events_and_resumes(server: ServerProcess, site: Site, api_key: str) -> None:
+    slug = "pool-57"
+    first = httpx.post(
+        f"{server.url}/api/channels/{slug}/messages",
+        json={"data": "before"},
+        headers={"Authorization": f"Bearer {api_key}"},
+    ).json()["id"]
+    listener = subprocess.Popen(
+        [
+            sys.executable,
+            "manage.py",
+            "listen",
+            slug,
+            "--url",
+            server.url,
+            "--count",
+            "2",
+            "--last-event-id",
+            str(first - 1),
+        ],
+        cwd=ROOT,
+        env=site.env(),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert listener.stdout is not None
+        line = listener.stdout.readline()  # the replayed message
+        assert line.startswith(f"{first}\tmessage\t")
+        assert '"data":"before"' in line
+        second = httpx.post(
+            f"{server.url}/api/channels/{slug}/messages",
+            json={"event": "tick", "data": "live"},
+            headers={"Authorization": f"Bearer {api_key}"},
+        ).json()["id"]
+        line = listener.stdout.readline()
+        assert line.startswith(f"{second}\ttick\t")
+        assert listener.wait(timeout=10) == 0
+    finally:
+        listener.kill()
+
+
+@pytest.mark.system
+def test_listen_reports_a_refusal_instead_of_retrying(server: ServerProcess, site: Site) -> None:
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "manage.py", "listen", "private-room", "--url", server.url],
+        cwd=ROOT,
+        env=site.env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode != 0
+    assert "401" in result.stderr
+    assert time.monotonic() - started < 20

@@ -1,0 +1,132 @@
+"""Health, metrics, system checks and settings from the environment."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import httpx
+import pytest
+from channels.layers import channel_layers
+from django.core.checks import run_checks
+from django.test import AsyncClient, override_settings
+
+from tests.support.servers import ROOT, ServerProcess
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_healthz_reports_database_and_channel_layer() -> None:
+    response = await AsyncClient().get("/healthz")
+    assert response.status_code == 200
+    assert response.json()["database"] == "ok"
+    assert response.json()["channel_layer"] == "ok"
+
+
+@override_settings(
+    CHANNEL_LAYERS={
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": ["redis://127.0.0.1:1"]},
+        }
+    }
+)
+@pytest.mark.django_db(transaction=True)
+async def test_healthz_names_the_failing_part() -> None:
+    channel_layers.backends.clear()
+    response = await AsyncClient().get("/healthz")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["error"] == "unavailable"
+    assert body["database"] == "ok"
+    assert body["channel_layer"].startswith("error")
+    assert "channel_layer" in body["detail"]
+
+
+def test_metrics_on_a_real_server(server: ServerProcess, api_key: str) -> None:
+    httpx.post(
+        f"{server.url}/api/channels/pool-56/messages",
+        json={"data": 1},
+        headers={"Authorization": f"Bearer {api_key}"},
+    ).raise_for_status()
+    text = httpx.get(f"{server.url}/metrics").text
+    assert 'pushsite_messages_published_total{channel="pool-56"}' in text
+    for name in (
+        "pushsite_connections",
+        "pushsite_deliveries_total",
+        "pushsite_publish_seconds_bucket",
+        "pushsite_delivery_lag_seconds_bucket",
+        "pushsite_slow_reader_evictions_total",
+    ):
+        assert name in text
+
+
+@pytest.mark.parametrize(
+    ("override", "check_id"),
+    [
+        ({"HEARTBEAT_SECONDS": 0}, "events.E003"),
+        ({"MAX_BACKLOG_BYTES": "lots"}, "events.E002"),
+        ({"NOT_A_SETTING": 1}, "events.W001"),
+        ({"HEARTBEAT_SECONDS": 90}, "events.W002"),
+    ],
+)
+def test_system_checks_catch_bad_settings(override: dict[str, object], check_id: str) -> None:
+    with override_settings(PUSHSITE=override):
+        assert check_id in {message.id for message in run_checks()}
+
+
+def test_no_channel_layer_is_a_system_check_error() -> None:
+    with override_settings(CHANNEL_LAYERS={}):
+        assert "events.E001" in {message.id for message in run_checks()}
+
+
+def _settings_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "PUSHSITE_"))}
+    env["DJANGO_SETTINGS_MODULE"] = "pushsite.settings"
+    env.update(extra)
+    return env
+
+
+def test_secret_key_is_required_when_debug_is_off() -> None:
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT,
+        env=_settings_env(DJANGO_DEBUG="0"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is off" in result.stderr
+
+
+def test_check_deploy_passes_with_production_settings() -> None:
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT,
+        env=_settings_env(
+            DJANGO_DEBUG="0",
+            DJANGO_HTTPS="1",
+            DJANGO_SECRET_KEY="a-long-random-production-secret-key-0123456789-abcdefghijklmnopq",
+            DJANGO_ALLOWED_HOSTS="push.example.com",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_environment_settings_reach_pushsite_conf() -> None:
+    code = "from events.conf import conf; print(conf.HEARTBEAT_SECONDS, conf.MAX_MESSAGE_BYTES)"
+    result = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code],
+        cwd=ROOT,
+        env=_settings_env(
+            DJANGO_DEBUG="1", PUSHSITE_HEARTBEAT_SECONDS="7.5", PUSHSITE_MAX_MESSAGE_BYTES="1000"
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.stdout.strip().splitlines()[-1] == "7.5 1000"

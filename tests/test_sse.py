@@ -1,0 +1,76 @@
+"""The SSE encoder, byte for byte, and the decoder that reads it back."""
+
+from __future__ import annotations
+
+import pytest
+
+from events import sse
+
+
+@pytest.mark.parametrize(
+    ("data", "event", "id", "expected"),
+    [
+        ("hello", None, None, b"data: hello\n\n"),
+        ("hello", "tick", "7", b"id: 7\nevent: tick\ndata: hello\n\n"),
+        ("", None, None, b"data: \n\n"),
+        ("a\nb", None, None, b"data: a\ndata: b\n\n"),
+        ("a\r\nb", None, None, b"data: a\ndata: b\n\n"),
+        ("a\rb", None, None, b"data: a\ndata: b\n\n"),
+        ("a\n\nb", None, None, b"data: a\ndata: \ndata: b\n\n"),
+        ("trailing\n", None, None, b"data: trailing\ndata: \n\n"),
+        (
+            "x\n\nid: 666\nevent: forged\ndata: evil",
+            None,
+            None,
+            b"data: x\ndata: \ndata: id: 666\ndata: event: forged\ndata: data: evil\n\n",
+        ),
+        ("nul\x00inside", None, None, b"data: nul\x00inside\n\n"),
+        ("ok", "tick\nevent: forged", None, b"event: tickevent: forged\ndata: ok\n\n"),
+        ("ok", "a\r\nb\rc", None, b"event: abc\ndata: ok\n\n"),
+        ("ok", None, "1\n\ndata: forged", b"id: 1data: forged\ndata: ok\n\n"),
+        ("ok", None, "4\x002", b"id: 42\ndata: ok\n\n"),
+        ("ok", "ev\x00il", "1\r2", b"id: 12\nevent: evil\ndata: ok\n\n"),
+        ("caf\u00e9 \u2028 \U0001f600", None, None, "data: caf\u00e9 \u2028 \U0001f600\n\n".encode()),
+    ],
+)
+def test_encode_event(data: str, event: str | None, id: str | None, expected: bytes) -> None:
+    assert sse.encode_event(data, event=event, id=id) == expected
+
+
+def test_fields_plus_id_line_is_the_whole_event() -> None:
+    assert sse.encode_id("5") + sse.encode_fields("x", event="e") == sse.encode_event("x", event="e", id="5")
+
+
+def test_cursor_only_event_sets_an_id_and_dispatches_nothing() -> None:
+    decoder = sse.Decoder()
+    assert sse.encode_cursor_only("news:3\n,x") == b"id: news:3,x\n\n"
+    assert decoder.feed(sse.encode_cursor_only("9").decode()) == []
+    assert decoder.last_event_id == "9"
+
+
+def test_retry_and_comment() -> None:
+    assert sse.encode_retry(2000) == b"retry: 2000\n\n"
+    assert sse.KEEPALIVE == b": keep-alive\n\n"
+    assert sse.encode_comment("a\nb") == b": a\n: b\n\n"
+
+
+@pytest.mark.parametrize(
+    "data", ["plain", "two\nlines", "cr\rlf\r\nmix\n", "", "\n", "id: 3\n\nevent: x", "nul\x00"]
+)
+def test_decoder_round_trips_any_data(data: str) -> None:
+    decoder = sse.Decoder()
+    encoded = sse.encode_event(data, event="kind", id="12").decode()
+    # Fed in awkward pieces, including a CR and LF split across chunks.
+    events = []
+    for start in range(0, len(encoded), 3):
+        events.extend(decoder.feed(encoded[start : start + 3]))
+    assert len(events) == 1
+    expected = data.replace("\r\n", "\n").replace("\r", "\n")
+    assert (events[0].data, events[0].event, events[0].id) == (expected, "kind", "12")
+
+
+def test_decoder_keeps_retry_and_counts_comments() -> None:
+    decoder = sse.Decoder()
+    assert decoder.feed("retry: 1500\n\n: keep-alive\n\n") == []
+    assert decoder.retry == 1500
+    assert decoder.comments == 1
