@@ -29,8 +29,10 @@ ensure_venv() {
   stamp="$VENV/.installed-$(cat "$ROOT/requirements.txt" "$ROOT/$requirements" | sha256sum | cut -c1-16)"
   if [ ! -f "$stamp" ]; then
     say "Installing $requirements"
-    "$PY" -m pip install --quiet --disable-pip-version-check --upgrade pip
-    "$PY" -m pip install --quiet --disable-pip-version-check -r "$ROOT/$requirements"
+    # (Filtered: some machines' pip configuration names mirror folders that
+    # do not exist, and pip warns about each one for every package.)
+    "$PY" -m pip install --quiet --disable-pip-version-check --upgrade pip 2> >(grep -v '^WARNING: Location' >&2)
+    "$PY" -m pip install --quiet --disable-pip-version-check -r "$ROOT/$requirements" 2> >(grep -v '^WARNING: Location' >&2)
     rm -f "$VENV"/.installed-*
     touch "$stamp"
   fi
