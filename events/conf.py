@@ -29,6 +29,10 @@ DEFAULTS: dict[str, Any] = {
     "MAX_CHANNELS_PER_STREAM": 10,
     # Longest accepted Last-Event-ID / lastEventId, in characters.
     "MAX_CURSOR_LENGTH": 1024,
+    # Longest wait for the channel layer when publishing or opening a stream;
+    # past it a publish still succeeds (relays replay it from the database)
+    # and a new stream gets 503.
+    "LAYER_TIMEOUT_SECONDS": 2.0,
     # How often each server process compares its channels' last sequence with
     # the database, to notice a message the channel layer dropped.
     "RELAY_POLL_SECONDS": 2.0,

@@ -13,6 +13,7 @@ from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.http import AsyncHttpConsumer
 from django.conf import settings
+from django.db import DatabaseError
 from django.http.request import split_domain_port, validate_host
 
 from . import cursors, frames, sse
@@ -26,7 +27,13 @@ from .auth import (
     verify_token,
 )
 from .conf import conf
-from .exceptions import ChannelNotFound, InvalidInput, PermissionDenied, PushsiteError
+from .exceptions import (
+    ChannelNotFound,
+    InvalidInput,
+    PermissionDenied,
+    PushsiteError,
+    ServiceUnavailable,
+)
 from .metrics import REJECTED_REQUESTS, stats
 from .relay import get_relay
 from .streams import Stream, StreamChannel
@@ -37,6 +44,7 @@ logger = logging.getLogger(__name__)
 # own: the per-process relay is the group member (ARCHITECTURE.md §5: a layer
 # channel per connection makes every receive scan all of them).
 NO_CHANNEL_LAYER = "pushsite.streams-use-the-relay"
+RETRY_AFTER_SECONDS = 5
 
 
 @dataclass(frozen=True)
@@ -187,19 +195,34 @@ class EventStreamConsumer(AsyncHttpConsumer):
         try:
             request = parse_stream_request(self.scope)
             authorized = await database_sync_to_async(authorize)(request)
+            await self.join_feeds(authorized)
         except PushsiteError as error:
             REJECTED_REQUESTS.labels(code=error.code).inc()
             await self.send_error(error)
             raise StopConsumer() from None
+        except DatabaseError:
+            logger.exception("Database error while opening a stream.")
+            await self.send_error(ServiceUnavailable("The database is not available; retry shortly."))
+            raise StopConsumer() from None
         await self.open_stream(authorized)
+
+    async def join_feeds(self, authorized: Authorized) -> None:
+        """Join the channels' groups before answering, so a layer outage is a quick 503."""
+        relay = get_relay()
+        try:
+            async with asyncio.timeout(float(conf.LAYER_TIMEOUT_SECONDS)):
+                for channel in authorized.channels:
+                    await relay.open_feed(channel.id, channel.slug)
+        except (TimeoutError, OSError, ConnectionError) as exc:
+            logger.warning("Channel layer unavailable for a new stream: %r", exc)
+            raise ServiceUnavailable("The channel layer is not available; retry shortly.") from exc
 
     async def send_error(self, error: PushsiteError) -> None:
         body = frames.dumps({"error": error.code, "detail": error.detail}).encode()
-        await self.send_response(
-            error.status,
-            body,
-            headers=[(b"content-type", b"application/json"), (b"cache-control", b"no-store")],
-        )
+        headers = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
+        if isinstance(error, ServiceUnavailable):
+            headers.append((b"retry-after", str(RETRY_AFTER_SECONDS).encode()))
+        await self.send_response(error.status, body, headers=headers)
 
     async def open_stream(self, authorized: Authorized) -> None:
         headers = [
@@ -228,7 +251,14 @@ class EventStreamConsumer(AsyncHttpConsumer):
         for channel in authorized.channels:
             if channel.id in authorized.beyond_end:
                 stream.reset_to(channel, authorized.beyond_end[channel.id])
-            dispatched = await relay.subscribe(stream, channel.id, channel.slug)
+            try:
+                dispatched = await relay.subscribe(stream, channel.id, channel.slug)
+            except Exception:
+                # The feed was joined a moment ago; losing the layer right now
+                # ends this stream and the client reconnects.
+                logger.warning("Could not attach a new stream to its feed.", exc_info=True)
+                stream.close("channel layer unavailable")
+                return
             if stream.closed:
                 return
             if stream.positions[channel.id] < dispatched:

@@ -7,6 +7,7 @@ to its local connections.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -128,7 +129,8 @@ async def fan_out(message: Message) -> None:
     if layer is None:
         return
     try:
-        await layer.group_send(group_name(message.channel_id), frame_message(message, slug))
+        async with asyncio.timeout(float(conf.LAYER_TIMEOUT_SECONDS)):
+            await layer.group_send(group_name(message.channel_id), frame_message(message, slug))
     except Exception:
         # The message is stored; every relay compares its position with the
         # database every RELAY_POLL_SECONDS and fills the gap from there, so a

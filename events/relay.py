@@ -128,7 +128,7 @@ class Relay:
         self._feeds_ready: dict[int, asyncio.Future[None]] = {}
         self._pings: dict[str, asyncio.Future[None]] = {}
         self._background: set[asyncio.Future[None]] = set()
-        self._started: asyncio.Future[None] = asyncio.ensure_future(self._start())
+        self._started: asyncio.Future[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._last_poll = 0.0
         self._last_join = time.monotonic()
@@ -142,6 +142,11 @@ class Relay:
         logger.info("Relay started on layer channel %s.", self.channel_name)
 
     async def ready(self) -> None:
+        """Wait until the relay has its layer channel; a failed start is retried on the next call."""
+        if self._started is None or (
+            self._started.done() and (self._started.cancelled() or self._started.exception())
+        ):
+            self._started = asyncio.ensure_future(self._start())
         await asyncio.shield(self._started)
 
     async def ping(self) -> None:
@@ -158,8 +163,8 @@ class Relay:
 
     # --- subscriptions ----------------------------------------------------------
 
-    async def subscribe(self, stream: Stream, channel_id: int, slug: str) -> int:
-        """Attach ``stream`` to the channel's feed; returns what the feed has dispatched."""
+    async def open_feed(self, channel_id: int, slug: str) -> None:
+        """Make sure this process is in the channel's group (raises when the layer is down)."""
         await self.ready()
         opening = self._feeds_ready.get(channel_id)
         if opening is None and channel_id not in self.feeds:
@@ -169,6 +174,10 @@ class Relay:
             # The feed is in self.feeds while it opens (to record frames) but
             # must not take streams until it knows its position.
             await asyncio.shield(opening)
+
+    async def subscribe(self, stream: Stream, channel_id: int, slug: str) -> int:
+        """Attach ``stream`` to the channel's feed; returns what the feed has dispatched."""
+        await self.open_feed(channel_id, slug)
         feed = self.feeds[channel_id]
         feed.streams.add(stream)
         feed.empty_since = None

@@ -13,6 +13,7 @@ import socket
 from typing import Any
 
 import uvicorn
+from uvicorn.supervisors import Multiprocess
 
 from events.relay import current_relay
 
@@ -46,5 +47,12 @@ def build_config(host: str, port: int, **overrides: Any) -> uvicorn.Config:
     return uvicorn.Config("pushsite.asgi:application", **options)
 
 
-def serve(host: str, port: int, **overrides: Any) -> None:
-    PushsiteServer(build_config(host, port, **overrides)).run()
+def serve(host: str, port: int, *, workers: int = 1, **overrides: Any) -> None:
+    """Run until SIGTERM/SIGINT; with ``workers`` > 1, that many processes share the socket."""
+    config = build_config(host, port, workers=workers, **overrides)
+    server = PushsiteServer(config)
+    if workers > 1:
+        # What uvicorn.run does for --workers, with our Server class in each worker.
+        Multiprocess(config, target=server.run, sockets=[config.bind_socket()]).run()
+    else:
+        server.run()

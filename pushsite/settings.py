@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -146,15 +147,50 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Channel layer ----------------------------------------------------------
 # REDIS_URL unset: in-memory layer (one server process). Set: channels-redis,
-# which lets many processes on many machines share groups.
+# which lets many processes on many machines share groups. Several URLs,
+# comma-separated, shard channels across Redis servers; REDIS_SENTINELS
+# (host:port,...) with REDIS_SENTINEL_MASTER uses Sentinel instead.
+# REDIS_LAYER picks the layer: "pubsub" (default) publishes once per group,
+# "core" writes to every member's list; docs/scaling.md has the measurements.
 REDIS_URL = os.environ.get("REDIS_URL", "")
-if REDIS_URL:
-    CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
+REDIS_SENTINELS = env_list("REDIS_SENTINELS", [])
+REDIS_LAYER = os.environ.get("REDIS_LAYER", "pubsub")
+# Fail fast when Redis is unreachable instead of hanging the caller.
+_REDIS_CONNECTION = {"socket_connect_timeout": 2, "socket_keepalive": True}
+if REDIS_SENTINELS:
+    REDIS_HOSTS: list[Any] = [
+        {
+            "sentinels": [
+                (host, int(port)) for host, _, port in (item.rpartition(":") for item in REDIS_SENTINELS)
+            ],
+            "master_name": os.environ.get("REDIS_SENTINEL_MASTER", "mymaster"),
+            **_REDIS_CONNECTION,
         }
-    }
+    ]
+else:
+    REDIS_HOSTS = [{"address": url, **_REDIS_CONNECTION} for url in env_list("REDIS_URL", [])]
+
+if REDIS_HOSTS:
+    if REDIS_LAYER == "core":
+        CHANNEL_LAYERS = {
+            "default": {
+                "BACKEND": "channels_redis.core.RedisChannelLayer",
+                "CONFIG": {
+                    "hosts": REDIS_HOSTS,
+                    "group_expiry": env_int("REDIS_GROUP_EXPIRY", 86400),
+                    "prefix": "pushsite",
+                },
+            }
+        }
+    elif REDIS_LAYER == "pubsub":
+        CHANNEL_LAYERS = {
+            "default": {
+                "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+                "CONFIG": {"hosts": REDIS_HOSTS, "prefix": "pushsite"},
+            }
+        }
+    else:
+        raise ImproperlyConfigured(f'REDIS_LAYER must be "pubsub" or "core", not {REDIS_LAYER!r}.')
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
