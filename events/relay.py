@@ -29,6 +29,7 @@ from .conf import conf
 from .metrics import stats
 from .publishing import FRAME_MESSAGE_TYPE, group_name
 from .streams import Stream
+from .tasks import detached
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ class Feed:
             self.catching_up = max(self.catching_up, target)
             return
         self.catching_up = target
-        self._task = asyncio.ensure_future(self._catch_up())
+        self._task = detached(self._catch_up())
         self._task.add_done_callback(self._catch_up_done)
 
     async def _catch_up(self) -> None:
@@ -136,8 +137,8 @@ class Relay:
     async def _start(self) -> None:
         self.channel_name = await self.layer.new_channel("pushsite.relay.")
         self._tasks = [
-            asyncio.ensure_future(self._receive_loop()),
-            asyncio.ensure_future(self._housekeeping_loop()),
+            detached(self._receive_loop()),
+            detached(self._housekeeping_loop()),
         ]
         logger.info("Relay started on layer channel %s.", self.channel_name)
 
@@ -146,7 +147,7 @@ class Relay:
         if self._started is None or (
             self._started.done() and (self._started.cancelled() or self._started.exception())
         ):
-            self._started = asyncio.ensure_future(self._start())
+            self._started = detached(self._start())
         await asyncio.shield(self._started)
 
     async def ping(self) -> None:
@@ -168,7 +169,7 @@ class Relay:
         await self.ready()
         opening = self._feeds_ready.get(channel_id)
         if opening is None and channel_id not in self.feeds:
-            opening = asyncio.ensure_future(self._open_feed(channel_id, slug))
+            opening = detached(self._open_feed(channel_id, slug))
             self._feeds_ready[channel_id] = opening
         if opening is not None:
             # The feed is in self.feeds while it opens (to record frames) but
@@ -274,7 +275,7 @@ class Relay:
             if feed.empty_since is not None and now - feed.empty_since > linger:
                 feed.stop()
                 del self.feeds[channel_id]
-                task = asyncio.ensure_future(self._discard(channel_id))
+                task = detached(self._discard(channel_id))
                 self._background.add(task)
                 task.add_done_callback(self._background.discard)
 

@@ -23,6 +23,7 @@ from . import cursors, frames, history, sse
 from .conf import conf
 from .eager import start_eagerly
 from .metrics import stats
+from .tasks import detached
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +124,7 @@ class Stream:
             self.catching_up[channel_id] = max(self.catching_up[channel_id], target)
             return
         self.catching_up[channel_id] = target
-        task = asyncio.ensure_future(self._catch_up(channel_id))
+        task = detached(self._catch_up(channel_id))
         self._catch_up_tasks.add(task)
         task.add_done_callback(self._catch_up_done)
 

@@ -9,23 +9,14 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support import api
 from tests.support.servers import ServerProcess, Site
 from tests.support.sse_client import Subscriber, ids
 from tests.support.waiting import eventually
 
 
 async def publish(server: ServerProcess, key: str, slug: str, data: Any, event: str | None = None) -> int:
-    body: dict[str, Any] = {"data": data}
-    if event is not None:
-        body["event"] = event
-    async with httpx.AsyncClient() as client:
-        response = await client.post(
-            f"{server.url}/api/channels/{slug}/messages",
-            json=body,
-            headers={"Authorization": f"Bearer {key}"},
-        )
-    assert response.status_code == 201, response.text
-    return int(response.json()["id"])
+    return await api.publish(server.url, key, slug, data, event)
 
 
 async def test_every_subscriber_receives_each_message(
@@ -260,3 +251,18 @@ async def test_position_beyond_the_end_resets_to_the_end(
         assert reset.id == str(last)
         following = await publish(server, api_key, channel, "next")
         assert ids([await subscriber.next_event()]) == [following]
+
+
+async def test_message_published_by_another_process_arrives_through_the_poll(
+    server: ServerProcess, site: Site, channel: str
+) -> None:
+    # With the in-memory layer, `manage.py publish` cannot reach the server's
+    # relay directly: the relay's database poll must deliver it. (The server's
+    # first request was /healthz, so this also proves relay tasks do not
+    # inherit a finished request's executor.)
+    async with Subscriber(f"{server.url}/events/{channel}/") as subscriber:
+        await subscriber.wait_for_bytes(b"id: ")
+        await asyncio.to_thread(site.manage, "publish", channel, '{"via": "command"}')
+        event = await subscriber.next_event(timeout=5)
+    assert json.loads(event.data)["data"] == {"via": "command"}
+    assert "CurrentThreadExecutor" not in server.log()
