@@ -32,6 +32,8 @@ class Site:
     database_url: str
     redis_url: str = ""
     settings: dict[str, str] = field(default_factory=dict)
+    # Other environment variables (e.g. REDIS_LAYER) for the processes.
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     def env(self) -> dict[str, str]:
         env = {
@@ -53,6 +55,7 @@ class Site:
         if self.redis_url:
             env["REDIS_URL"] = self.redis_url
         env.update({f"PUSHSITE_{key}": value for key, value in self.settings.items()})
+        env.update(self.extra_env)
         return env
 
     def manage(self, *args: str, check: bool = True, stdin: str | None = None) -> str:
@@ -81,6 +84,11 @@ class Site:
     def create_api_key(self, name: str, *channels: str) -> str:
         args = [arg for slug in channels for arg in ("--channel", slug)]
         return self.manage("create_api_key", name, *args).strip().splitlines()[-1]
+
+    def create_channels(self, *slugs: str) -> None:
+        """Several public channels in one process start (create_channel runs one each)."""
+        lines = "".join(f"upsert_channel({slug!r})\n" for slug in slugs)
+        self.shell("from events.channels_admin import upsert_channel\n" + lines)
 
     def shell(self, code: str) -> str:
         return self.manage("shell", "-c", code)

@@ -97,3 +97,40 @@ class Subscriber:
 def ids(events: list[ServerSentEvent]) -> list[int]:
     """The message ids (sequence numbers) inside the envelopes."""
     return [json.loads(event.data)["id"] for event in events]
+
+
+async def follow(
+    urls: list[str],
+    *,
+    expect: int,
+    timeout: float,
+    connected: asyncio.Event | None = None,
+) -> list[int]:
+    """Like a browser: stay subscribed, and on any failure reconnect to the next URL with Last-Event-ID.
+
+    Returns the message ids received, in order, once ``expect`` have arrived.
+    """
+    received: list[int] = []
+    last_event_id = ""
+    attempt = 0
+    async with asyncio.timeout(timeout):
+        while len(received) < expect:
+            url = urls[attempt % len(urls)]
+            attempt += 1
+            headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+            try:
+                async with Subscriber(url, headers=headers) as subscriber:
+                    if subscriber.status != 200:
+                        raise ConnectionError(f"{url}: {subscriber.status}")
+                    await subscriber.wait_for_bytes(b"id: ", timeout)
+                    if connected is not None:
+                        connected.set()
+                    while len(received) < expect:
+                        event = await subscriber.next_event(timeout)
+                        last_event_id = subscriber.decoder.last_event_id
+                        if event.event != "message":
+                            continue
+                        received.append(json.loads(event.data)["id"])
+            except (EOFError, ConnectionError, httpx.HTTPError):
+                await asyncio.sleep(0.2)  # a browser's retry delay
+    return received
