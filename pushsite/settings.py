@@ -120,16 +120,27 @@ ASGI_APPLICATION = "pushsite.asgi.application"
 
 # --- Database -------------------------------------------------------------
 # DATABASE_URL, e.g. postgres://user:pass@host:5432/name. Default: SQLite file.
-# CONN_MAX_AGE keeps a connection per worker thread for publishes; streams never
-# hold one while idle (they only touch the database to authorise and replay).
+# No persistent per-thread connections: under ASGI, Django runs each request's
+# sync code in a thread of its own, so a per-thread connection would outlive
+# its thread (PostgreSQL ran out of connections in the system tests). PostgreSQL
+# gets a per-process pool instead (psycopg_pool); streams never hold a
+# connection while idle (they only touch the database to authorise and replay).
 DATABASES = {
-    "default": dj_database_url.config(
-        default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
-        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60),
-        conn_health_checks=True,
-    )
+    "default": dj_database_url.config(default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}", conn_max_age=0)
 }
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 1,
+        "max_size": env_int("DATABASE_POOL_SIZE", 10),
+        # How long a request waits for a connection before it fails with 503:
+        # also how long a publish takes to fail while the database is down.
+        "timeout": env_int("DATABASE_POOL_TIMEOUT", 3),
+    }
+    # With a pool, Django turns this into one empty round trip per checkout, so
+    # a connection killed by a database restart is replaced instead of failing
+    # the next request.
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # IMMEDIATE transactions take the write lock up front, so concurrent
     # publishers queue on busy_timeout instead of failing with "database is
     # locked" when a read lock cannot be upgraded. WAL lets readers (stream
@@ -139,9 +150,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 20,
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
-    # A persistent SQLite connection per thread is cheap and saves a reopen
-    # (and the PRAGMAs) on every publish.
-    DATABASES["default"]["CONN_MAX_AGE"] = None
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -43,7 +43,9 @@ async def publish_many(base_url: str, key: str, slug: str, count: int, tag: str)
         ]
 
 
-async def test_concurrent_publishers_reach_every_subscriber_on_both_processes(cluster: Cluster) -> None:
+async def test_concurrent_publishers_reach_every_subscriber_on_both_processes(
+    cluster: Cluster, prepared_database: PostgresDatabase
+) -> None:
     slug = "sys-fanout"
     cluster.site.create_channels(slug)
     urls = [f"{server.url}/events/{slug}/" for server in (cluster.a, cluster.a, cluster.b, cluster.b)]
@@ -67,6 +69,10 @@ async def test_concurrent_publishers_reach_every_subscriber_on_both_processes(cl
     assert sent == list(range(1, 2001)), "sequence numbers must be distinct and gapless"
     for n, follower in enumerate(followers):
         report(f"subscriber {n} on {'AABB'[n]}", sent, await follower)
+    # Two processes, each with a pool of at most DATABASE_POOL_SIZE (10).
+    connections = await asyncio.to_thread(prepared_database.connection_count)
+    print(f"database connections after 2000 publishes: {connections}")
+    assert connections <= 2 * 10
 
 
 async def test_reconnecting_to_the_other_process_misses_nothing(cluster: Cluster) -> None:
@@ -256,16 +262,19 @@ async def test_database_outage_publish_is_503_and_nothing_is_broadcast(
         await asyncio.to_thread(prepared_database.allow_connections, False)
         try:
             async with httpx.AsyncClient(timeout=20) as client:
+                started = time.monotonic()
                 response = await client.post(
                     f"{cluster.a.url}/api/channels/{slug}/messages",
                     json={"data": "lost?"},
                     headers={"Authorization": f"Bearer {cluster.key}"},
                 )
+                elapsed = time.monotonic() - started
                 health = await client.get(f"{cluster.a.url}/healthz")
         finally:
             await asyncio.to_thread(prepared_database.allow_connections, True)
-        print(f"publish during a database outage: {response.status_code} {response.text}")
+        print(f"publish during a database outage: {response.status_code} in {elapsed:.1f}s {response.text}")
         assert response.status_code == 503
+        assert elapsed < 6  # DATABASE_POOL_TIMEOUT is 3 s
         assert response.json()["error"] == "unavailable"
         assert health.status_code == 503
         assert health.json()["database"].startswith("error")
