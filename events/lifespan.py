@@ -1,16 +1,14 @@
-"""ASGI lifespan: close streams on shutdown so clients reconnect at once."""
+"""ASGI lifespan: on shutdown, leave the channel layer's groups."""
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from .relay import current_relay
 
-logger = logging.getLogger(__name__)
-
 
 async def lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """ASGI lifespan: nothing to start; on shutdown leave the channel layer's groups."""
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
@@ -18,7 +16,6 @@ async def lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
         elif message["type"] == "lifespan.shutdown":
             relay = current_relay()
             if relay is not None:
-                logger.info("Shutting down: closing %s streams.", len(relay.streams))
                 await relay.stop()
             await send({"type": "lifespan.shutdown.complete"})
             return

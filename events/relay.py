@@ -28,6 +28,7 @@ from . import history, metrics
 from .conf import conf
 from .metrics import stats
 from .publishing import FRAME_MESSAGE_TYPE, group_name
+from .shutdown import close_streams_on_signals
 from .streams import Stream
 from .tasks import detached
 
@@ -140,6 +141,7 @@ class Relay:
             detached(self._receive_loop()),
             detached(self._housekeeping_loop()),
         ]
+        close_streams_on_signals(self)
         logger.info("Relay started on layer channel %s.", self.channel_name)
 
     async def ready(self) -> None:

@@ -1,7 +1,8 @@
 """ASGI entry point: ``pushsite.asgi:application``.
 
-SSE streams go to the Channels consumer; everything else to Django. Lifespan
-shutdown closes every open stream cleanly so that clients resume elsewhere.
+SSE streams go to the Channels consumer; everything else to Django. On SIGTERM
+every open stream ends cleanly so that clients resume elsewhere
+(events/shutdown.py).
 """
 
 from __future__ import annotations

@@ -130,3 +130,71 @@ def test_environment_settings_reach_pushsite_conf() -> None:
         timeout=60,
     )
     assert result.stdout.strip().splitlines()[-1] == "7.5 1000"
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, "channels.layers.InMemoryChannelLayer"),
+        (
+            {"REDIS_URL": "redis://r1:6379/0"},
+            "pubsub.RedisPubSubChannelLayer [{'address': 'redis://r1:6379/0'",
+        ),
+        (
+            {
+                "REDIS_URL": "redis://r1:6379/0,redis://r2:6379/0",
+                "REDIS_LAYER": "core",
+                "REDIS_GROUP_EXPIRY": "60",
+            },
+            "core.RedisChannelLayer [{'address': 'redis://r1:6379/0'",
+        ),
+        (
+            {"REDIS_SENTINELS": "s1:26379,s2:26380", "REDIS_SENTINEL_MASTER": "main"},
+            "pubsub.RedisPubSubChannelLayer [{'sentinels': [('s1', 26379), ('s2', 26380)], 'master_name': 'main'",
+        ),
+    ],
+)
+def test_channel_layer_from_the_environment(env: dict[str, str], expected: str) -> None:
+    code = (
+        "from django.conf import settings; layer = settings.CHANNEL_LAYERS['default']; "
+        "print(layer['BACKEND'], layer.get('CONFIG', {}).get('hosts', ''), layer.get('CONFIG', {}).get('group_expiry'))"
+    )
+    result = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code],
+        cwd=ROOT,
+        env={**_settings_env(DJANGO_DEBUG="1"), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    output = result.stdout.strip().splitlines()[-1]
+    assert expected in output
+    if env.get("REDIS_LAYER") == "core":
+        assert "redis://r2:6379/0" in output
+        assert output.endswith(" 60")
+
+
+def test_unknown_redis_layer_is_a_clear_start_up_error() -> None:
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT,
+        env={**_settings_env(DJANGO_DEBUG="1"), "REDIS_URL": "redis://r1", "REDIS_LAYER": "kafka"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert 'REDIS_LAYER must be "pubsub" or "core"' in result.stderr
+
+
+def test_several_workers_need_a_shared_layer() -> None:
+    result = subprocess.run(
+        [sys.executable, "manage.py", "serve", "--workers", "2", "--port", "1"],
+        cwd=ROOT,
+        env=_settings_env(DJANGO_DEBUG="1"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "Several workers need a shared channel layer: set REDIS_URL" in result.stderr

@@ -97,8 +97,11 @@ class Site:
 class ServerProcess:
     """``manage.py serve`` on a free loopback port, with its log kept for failures."""
 
-    def __init__(self, site: Site, *, port: int | None = None, name: str = "server") -> None:
+    def __init__(
+        self, site: Site, *, port: int | None = None, name: str = "server", args: tuple[str, ...] = ()
+    ) -> None:
         self.site = site
+        self.args = args
         self.port = port or free_port()
         self.name = name
         self.log_path = site.workdir / f"{name}-{self.port}.log"
@@ -111,7 +114,7 @@ class ServerProcess:
     def start(self) -> ServerProcess:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, str(ROOT / "manage.py"), "serve", "--port", str(self.port)],
+            [sys.executable, str(ROOT / "manage.py"), "serve", "--port", str(self.port), *self.args],
             cwd=ROOT,
             env=self.site.env(),
             stdout=log,

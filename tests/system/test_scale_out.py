@@ -302,3 +302,28 @@ async def test_sqlite_takes_50_concurrent_publishers(server: ServerProcess, api_
     assert statuses == {201: 50}
     assert "database is locked" not in server.log()
     assert len({response.json()["id"] for response in responses}) == 50
+
+
+async def test_serve_with_workers_shares_one_port(
+    tmp_path: Path, prepared_database: PostgresDatabase
+) -> None:
+    running = start_cluster(tmp_path, prepared_database)
+    workers = ServerProcess(running.site, name="workers", args=("--workers", "2")).start()
+    try:
+        slug = "sys-workers"
+        running.site.create_channels(slug)
+        subscribers = [Subscriber(f"{workers.url}/events/{slug}/") for _ in range(12)]
+        for subscriber in subscribers:
+            await subscriber.__aenter__()
+            await subscriber.wait_for_bytes(b"id: ")
+        pids = {line.split()[-1] for line in workers.log().splitlines() if "Started server process" in line}
+        print(f"worker processes: {len(pids)}")
+        assert len(pids) == 2
+        sequence = await api.publish(running.a.url, running.key, slug, "to every worker")
+        for subscriber in subscribers:
+            assert ids([await subscriber.next_event()]) == [sequence]
+            await subscriber.close()
+    finally:
+        workers.stop()
+        running.stop()
+        running.redis.stop()
