@@ -6,8 +6,9 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 
+from .embedding import snippets_for
 from .models import ApiKey, Channel, Message
 
 
@@ -25,6 +26,19 @@ class ChannelAdmin(admin.ModelAdmin):
         ("History", {"fields": ["retention_count", "retention_age", "last_sequence"]}),
         ("Timestamps", {"fields": ["created_at", "updated_at"]}),
     ]
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        context = dict(extra_context or {})
+        channel = self.get_object(request, object_id)
+        if channel is not None:
+            context["embed"] = snippets_for(channel, request.build_absolute_uri("/").rstrip("/"))
+        return super().change_view(request, object_id, form_url, context)
 
 
 @admin.register(Message)

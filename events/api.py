@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import time
+from datetime import UTC, datetime
 from typing import Any
 
-from channels.db import database_sync_to_async
+from asgiref.sync import sync_to_async
 from django.core.exceptions import RequestDataTooBig
 from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -21,6 +22,7 @@ from .auth import (
     authenticate_api_key,
     bearer_secret,
     check_read,
+    mint_token,
     require_key_for,
     verify_token,
 )
@@ -33,6 +35,7 @@ from .exceptions import (
     PushsiteError,
     ServiceUnavailable,
 )
+from .frames import isoformat_utc
 from .models import Message
 from .responses import error_response, from_exception
 
@@ -41,24 +44,27 @@ logger = logging.getLogger(__name__)
 PUBLISH_FIELDS = {"event", "data"}
 
 
+# Views use asgiref's sync_to_async, not channels' database_sync_to_async:
+# Django's request cycle already opens and closes connections around a view.
+
+
 @csrf_exempt  # API keys ignore cookies; the session path checks CSRF itself.
 async def channel_messages(request: HttpRequest, slug: str) -> HttpResponse:
     """``POST`` publishes to the channel; ``GET`` reads its history."""
     try:
         if request.method == "POST":
             started = time.perf_counter()
-            message = await database_sync_to_async(store_from_request)(request, slug)
+            message = await sync_to_async(store_from_request)(request, slug)
             await publishing.fan_out(message)
             publishing.record_published(message, started)
             response = JsonResponse(publishing.message_json(message, slug), status=201)
             response["Location"] = f"/api/channels/{slug}/messages?after={message.sequence - 1}&limit=1"
             return response
         if request.method in {"GET", "HEAD"}:
-            payload, allow_origin = await database_sync_to_async(read_history)(request, slug)
+            payload = await sync_to_async(read_history)(request, slug)
             response = JsonResponse(payload)
+            # Cross-origin reads are decided per channel by events/cors.py.
             response["Vary"] = "Origin, Cookie, Authorization"
-            if allow_origin:
-                response["Access-Control-Allow-Origin"] = allow_origin
             return response
         response = error_response(
             405, "method_not_allowed", f"{request.method} is not allowed here; use GET or POST."
@@ -135,7 +141,7 @@ def parse_publish_body(body: bytes) -> tuple[str, Any]:
     return event, payload["data"]
 
 
-def read_history(request: HttpRequest, slug: str) -> tuple[dict[str, Any], str | None]:
+def read_history(request: HttpRequest, slug: str) -> dict[str, Any]:
     """One page of a channel's history, under the same rules as subscribing."""
     after = _int_param(request, "after", default=0, minimum=0)
     max_limit = int(conf.HISTORY_MAX_LIMIT)
@@ -151,8 +157,6 @@ def read_history(request: HttpRequest, slug: str) -> tuple[dict[str, Any], str |
     if token:
         reader.grant = verify_token(token)
     check_read(channel, reader)
-    origin = request.META.get("HTTP_ORIGIN")
-    allow_origin = origin if origin and origin in channel.allowed_origins else None
 
     rows = list(Message.objects.filter(channel=channel, sequence__gt=after).order_by("sequence")[: limit + 1])
     has_more = len(rows) > limit
@@ -163,17 +167,14 @@ def read_history(request: HttpRequest, slug: str) -> tuple[dict[str, Any], str |
         .values_list("sequence", flat=True)
         .first()
     )
-    return (
-        {
-            "channel": channel.slug,
-            "messages": [publishing.message_json(row, channel.slug) for row in rows],
-            "has_more": has_more,
-            "last_id": channel.last_sequence,
-            # When after + 1 < first_available_id, older messages are gone.
-            "first_available_id": oldest,
-        },
-        allow_origin,
-    )
+    return {
+        "channel": channel.slug,
+        "messages": [publishing.message_json(row, channel.slug) for row in rows],
+        "has_more": has_more,
+        "last_id": channel.last_sequence,
+        # When after + 1 < first_available_id, older messages are gone.
+        "first_available_id": oldest,
+    }
 
 
 def _int_param(request: HttpRequest, name: str, *, default: int, minimum: int) -> int:
@@ -186,3 +187,63 @@ def _int_param(request: HttpRequest, name: str, *, default: int, minimum: int) -
     if value < minimum:
         raise InvalidInput(f"{name} must be at least {minimum}.")
     return value
+
+
+TOKEN_FIELDS = {"channels", "ttl", "subject"}
+
+
+@csrf_exempt  # server-to-server, authenticated by API key only
+async def tokens(request: HttpRequest) -> HttpResponse:
+    """``POST /api/tokens``: a signed, expiring subscribe token for private channels."""
+    if request.method != "POST":
+        response = error_response(
+            405, "method_not_allowed", f"{request.method} is not allowed here; use POST."
+        )
+        response["Allow"] = "POST"
+        return response
+    try:
+        payload = await sync_to_async(token_from_request)(request)
+    except PushsiteError as error:
+        return from_exception(error)
+    except DatabaseError:
+        logger.exception("Database error while minting a token")
+        return from_exception(ServiceUnavailable("The database is not available; try again shortly."))
+    return JsonResponse(payload, status=201)
+
+
+def token_from_request(request: HttpRequest) -> dict[str, Any]:
+    """Authenticate the key, validate the body, mint the token (runs in a worker thread)."""
+    secret = bearer_secret(request.META.get("HTTP_AUTHORIZATION"))
+    if secret is None:
+        raise NotAuthenticated("Minting tokens needs 'Authorization: Bearer <api key>'.")
+    key = authenticate_api_key(secret)
+    try:
+        body = json.loads(request.body or b"{}")
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidInput(f"The body is not valid JSON: {exc}.") from exc
+    if not isinstance(body, dict):
+        raise InvalidInput('The body must be a JSON object: {"channels": ["<slug>", ...], "ttl": <seconds>}.')
+    unknown = sorted(set(body) - TOKEN_FIELDS)
+    if unknown:
+        raise InvalidInput(f"Unknown field {unknown[0]!r}; a token request has channels, ttl and subject.")
+    slugs = body.get("channels")
+    if not isinstance(slugs, list) or not slugs or not all(isinstance(s, str) for s in slugs):
+        raise InvalidInput("channels must be a non-empty list of channel slugs.")
+    max_age = int(conf.TOKEN_MAX_AGE_SECONDS)
+    ttl = body.get("ttl", max_age)
+    if not isinstance(ttl, int) or isinstance(ttl, bool) or not 1 <= ttl <= max_age:
+        raise InvalidInput(f"ttl must be a whole number of seconds from 1 to {max_age}.")
+    subject = body.get("subject", "")
+    if not isinstance(subject, str) or len(subject) > 200:
+        raise InvalidInput("subject must be a string of at most 200 characters.")
+    channels = active_channels(list(dict.fromkeys(slugs)))
+    for channel in channels:
+        require_key_for(channel=channel, key=key)
+    token = mint_token(channels, ttl=ttl, subject=subject)
+    grant = verify_token(token)
+    logger.info("Token minted by key %s for %s (ttl %ss)", key.prefix, ",".join(sorted(grant.channels)), ttl)
+    return {
+        "token": token,
+        "channels": sorted(grant.channels),
+        "expires_at": isoformat_utc(datetime.fromtimestamp(grant.expires_at, tz=UTC)),
+    }

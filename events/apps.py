@@ -9,6 +9,9 @@ class EventsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks, collectors  # noqa: F401  (checks register on import)
+        from corsheaders.signals import check_request_enabled
+
+        from . import checks, collectors, cors  # noqa: F401  (checks register on import)
 
         collectors.register()
+        check_request_enabled.connect(cors.allow_channel_origins, dispatch_uid="pushsite-channel-origins")

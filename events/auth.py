@@ -17,7 +17,7 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from .conf import conf
-from .exceptions import ChannelNotFound, NotAuthenticated, PermissionDenied
+from .exceptions import ChannelNotFound, NotAuthenticated, PermissionDenied, TokenExpired
 from .models import ApiKey, Channel, Visibility
 
 TOKEN_SALT = "pushsite.subscribe-token"
@@ -91,7 +91,7 @@ def verify_token(token: str) -> TokenGrant:
         raise PermissionDenied("The token is not valid.")
     expires_at = float(payload.get("exp", 0))
     if expires_at <= time.time():
-        raise PermissionDenied("The token has expired; ask the site for a fresh one.")
+        raise TokenExpired("The token has expired; ask the site for a fresh one.")
     return TokenGrant(
         channels=frozenset(str(slug) for slug in payload["ch"]),
         expires_at=expires_at,

@@ -30,11 +30,13 @@ from .conf import conf
 from .exceptions import (
     ChannelNotFound,
     InvalidInput,
+    MethodNotAllowed,
     PermissionDenied,
     PushsiteError,
     ServiceUnavailable,
 )
 from .metrics import REJECTED_REQUESTS, stats
+from .models import Channel
 from .relay import get_relay
 from .streams import Stream, StreamChannel
 
@@ -134,12 +136,7 @@ def authorize(request: StreamRequest) -> Authorized:
     for channel in channels:
         check_read(channel, reader)
 
-    allow_origin = None
-    if request.origin is not None and request.origin != request.own_origin:
-        refused = [c.slug for c in channels if request.origin not in c.allowed_origins]
-        if refused:
-            raise_origin_refused(request.origin, refused[0])
-        allow_origin = request.origin
+    allow_origin = check_origin(request, channels)
 
     start = cursors.parse_cursor(request.cursor, request.slugs, max_length=int(conf.MAX_CURSOR_LENGTH))
     positions: dict[int, int] = {}
@@ -163,8 +160,25 @@ def authorize(request: StreamRequest) -> Authorized:
     )
 
 
-def raise_origin_refused(origin: str, slug: str) -> None:
-    raise PermissionDenied(f"The channel {slug!r} does not allow pages from {origin[:100]} to subscribe.")
+def check_origin(request: StreamRequest, channels: list[Channel]) -> str | None:
+    """The origin to allow cross-origin, None for same-origin; refuses any other.
+
+    Exact match against every channel's allowed origins, from the Origin
+    header only (never Referer); ``null`` never matches.
+    """
+    if request.origin is None or request.origin == request.own_origin:
+        return None
+    for channel in channels:
+        if request.origin not in channel.allowed_origins:
+            raise PermissionDenied(
+                f"The channel {channel.slug!r} does not allow pages from {request.origin[:100]} to subscribe."
+            )
+    return request.origin
+
+
+def authorize_origin(request: StreamRequest) -> str | None:
+    """For a preflight: are the channels there and is the origin allowed? (No credentials.)"""
+    return check_origin(request, active_channels(request.slugs))
 
 
 class EventStreamConsumer(AsyncHttpConsumer):
@@ -192,7 +206,13 @@ class EventStreamConsumer(AsyncHttpConsumer):
         # time, so looping here would starve http.disconnect (STYLE.md #6).
         if message.get("more_body"):
             return
+        method = self.scope["method"]
+        if method == "OPTIONS":
+            await self.answer_preflight()
+            raise StopConsumer()
         try:
+            if method not in {"GET", "HEAD"}:
+                raise MethodNotAllowed(f"{method} is not allowed on a stream; subscribe with GET.")
             request = parse_stream_request(self.scope)
             authorized = await database_sync_to_async(authorize)(request)
             await self.join_feeds(authorized)
@@ -217,9 +237,35 @@ class EventStreamConsumer(AsyncHttpConsumer):
             logger.warning("Channel layer unavailable for a new stream: %r", exc)
             raise ServiceUnavailable("The channel layer is not available; retry shortly.") from exc
 
+    async def answer_preflight(self) -> None:
+        """CORS preflight (a fetch() reader sending Last-Event-ID): allowed per channel."""
+        origin = _headers(self.scope).get("origin")
+        headers = [(b"vary", b"Origin"), (b"content-length", b"0")]
+        try:
+            request = parse_stream_request(self.scope)
+            await database_sync_to_async(authorize_origin)(request)
+        except (PushsiteError, DatabaseError):
+            origin = None
+        if origin:
+            headers += [
+                (b"access-control-allow-origin", origin.encode()),
+                (b"access-control-allow-methods", b"GET"),
+                (b"access-control-allow-headers", b"Last-Event-ID, Accept"),
+                (b"access-control-max-age", b"600"),
+            ]
+        await self.send_response(204, b"", headers=headers)
+
     async def send_error(self, error: PushsiteError) -> None:
         body = frames.dumps({"error": error.code, "detail": error.detail}).encode()
-        headers = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"cache-control", b"no-store"),
+            # Errors hold no secrets, and a widget on another site must be able
+            # to read why it was refused (no credentials are ever allowed).
+            (b"access-control-allow-origin", b"*"),
+        ]
+        if isinstance(error, MethodNotAllowed):
+            headers.append((b"allow", b"GET, HEAD, OPTIONS"))
         if isinstance(error, ServiceUnavailable):
             headers.append((b"retry-after", str(RETRY_AFTER_SECONDS).encode()))
         await self.send_response(error.status, body, headers=headers)
@@ -263,9 +309,9 @@ class EventStreamConsumer(AsyncHttpConsumer):
                 return
             if stream.positions[channel.id] < dispatched:
                 stream.catch_up(channel.id, target=dispatched)
-        # An event with only an id: the browser now has a resume point even if
-        # nothing is published before it reconnects.
-        stream.write(sse.encode_cursor_only(stream.cursor()))
+        # The open event carries the stream's id: the client now has a resume
+        # point even if nothing is published before it reconnects.
+        stream.write(stream.encode_id() + frames.open_fields([c.slug for c in authorized.channels]))
         logger.info(
             "Stream opened: %s from %s",
             ",".join(c.slug for c in authorized.channels),
@@ -287,9 +333,9 @@ class EventStreamConsumer(AsyncHttpConsumer):
         logger.info("Stream closed (%s): %s", reason, ",".join(c.slug for c in stream.channels))
         if self._client_gone:
             return
-        # Ended by the server: finish the response if the socket takes it, then
-        # stop this consumer (there is no ASGI message to wait for).
-        stream.finish()
+        # Ended by the server: say why and finish the response if the socket
+        # takes it, then stop this consumer (there is no ASGI message to wait for).
+        stream.finish(frames.close_fields(reason))
         self._ended_by_server = True
         if self._task is not None:
             self._task.cancel()

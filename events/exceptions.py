@@ -35,6 +35,19 @@ class PermissionDenied(PushsiteError):
     code = "forbidden"
 
 
+class TokenExpired(PermissionDenied):
+    """A subscribe token past its expiry: the client should fetch a fresh one."""
+
+    code = "token_expired"
+
+
+class MethodNotAllowed(PushsiteError):
+    """An HTTP method the endpoint does not serve."""
+
+    status = 405
+    code = "method_not_allowed"
+
+
 class ChannelNotFound(PushsiteError):
     """No active channel has this slug."""
 

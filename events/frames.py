@@ -9,6 +9,8 @@ from typing import Any
 from . import sse
 
 RESET_EVENT = "pushsite.reset"
+OPEN_EVENT = "pushsite.open"
+CLOSE_EVENT = "pushsite.close"
 
 
 def isoformat_utc(moment: datetime) -> str:
@@ -50,3 +52,17 @@ def reset_fields(*, slug: str, requested_after: int, resumed_after: int, reason:
         },
     }
     return sse.encode_fields(dumps(payload), event=RESET_EVENT)
+
+
+def open_fields(slugs: list[str]) -> bytes:
+    """The first event of every stream, once it is subscribed.
+
+    It carries the stream's id, so a client that reconnects (or a page that
+    reloads) before any message has a position to resume from.
+    """
+    return sse.encode_fields(dumps({"event": OPEN_EVENT, "channels": slugs}), event=OPEN_EVENT)
+
+
+def close_fields(reason: str) -> bytes:
+    """Sent, without an id, when the server ends a stream: why (token expired, shutdown...)."""
+    return sse.encode_fields(dumps({"event": CLOSE_EVENT, "reason": reason}), event=CLOSE_EVENT)

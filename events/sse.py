@@ -48,11 +48,6 @@ def encode_id(id: str) -> bytes:
     return f"id: {single_line(id)}\n".encode()
 
 
-def encode_cursor_only(id: str) -> bytes:
-    """An event with only an id: it moves the browser's Last-Event-ID, fires nothing."""
-    return f"id: {single_line(id)}\n\n".encode()
-
-
 def encode_retry(milliseconds: int) -> bytes:
     """The reconnection-delay hint."""
     return f"retry: {int(milliseconds)}\n\n".encode()

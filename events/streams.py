@@ -105,10 +105,11 @@ class Stream:
         if len(self.channels) == 1:
             self.write(single_frame)
         else:
-            self.write(self._id_line() + fields)
+            self.write(self.encode_id() + fields)
         stats.deliveries += 1
 
-    def _id_line(self) -> bytes:
+    def encode_id(self) -> bytes:
+        """The ``id:`` line for this stream's current position."""
         return sse.encode_id(self.cursor())
 
     def cursor(self) -> str:
@@ -167,7 +168,7 @@ class Stream:
     def _frame(self, channel: StreamChannel, sequence: int, fields: bytes) -> bytes:
         if len(self.channels) == 1:
             return b"id: %d\n" % sequence + fields
-        return self._id_line() + fields
+        return self.encode_id() + fields
 
     def _write_reset(self, channel: StreamChannel, requested_after: int, resumed_after: int) -> None:
         stats.resets += 1
@@ -251,14 +252,14 @@ class Stream:
         self._backlog_bytes = 0
         self._on_close(reason)
 
-    def finish(self) -> bool:
-        """Try to end the HTTP response cleanly; False if the client's socket is full."""
+    def finish(self, last_words: bytes = b"") -> bool:
+        """Try to end the HTTP response cleanly, after ``last_words``; False if the socket is full."""
         if self._inflight is not None:
             self._inflight.cancel()
             return False
         try:
             pending = start_eagerly(
-                self._asgi_send({"type": "http.response.body", "body": b"", "more_body": False})
+                self._asgi_send({"type": "http.response.body", "body": last_words, "more_body": False})
             )
         except Exception:
             return False

@@ -10,6 +10,8 @@ urlpatterns = [
     path("", views.home, name="home"),
     path("channels/<slug:slug>/", views.channel_page, name="channel"),
     path("api/channels/<slug:slug>/messages", api.channel_messages, name="api-messages"),
+    path("api/tokens", api.tokens, name="api-tokens"),
+    path("embed/<slug:slug>/", views.embed, name="embed"),
     path("healthz", views.healthz, name="healthz"),
     path("metrics", views.metrics, name="metrics"),
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from channels.db import database_sync_to_async
+from asgiref.sync import sync_to_async
 from django.db import connection
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
@@ -31,6 +31,29 @@ def channel_page(request: HttpRequest, slug: str) -> HttpResponse:
     return render(request, "events/channel.html", {"channel": channel})
 
 
+def embed(request: HttpRequest, slug: str) -> HttpResponse:
+    """The live widget alone, for sites that embed with an iframe (only in allowed origins' frames)."""
+    channel = Channel.objects.active().filter(slug=slug).first()
+    if channel is None:
+        raise Http404("No such channel.")
+    query = request.GET
+    context = {
+        "channel": channel,
+        "title": query.get("title", channel.display_title)[:100],
+        "theme": "dark" if query.get("theme") == "dark" else "light",
+        "max_items": query.get("max", "10") if query.get("max", "10").isdigit() else "10",
+        "token": query.get("token", ""),
+        "event_types": query.get("events", ""),
+    }
+    response = render(request, "events/embed.html", context)
+    # Only the channel's allowed origins may frame this page; every other page
+    # keeps X-Frame-Options: DENY. (Origins are validated scheme://host[:port].)
+    ancestors = " ".join(channel.allowed_origins) or "'none'"
+    response["Content-Security-Policy"] = f"frame-ancestors {ancestors}"
+    response.xframe_options_exempt = True  # type: ignore[attr-defined]
+    return response
+
+
 def _database_answers() -> None:
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
@@ -40,7 +63,7 @@ async def healthz(request: HttpRequest) -> JsonResponse:
     """200 when the database and the channel layer answer; 503 naming the part that does not."""
     checks: dict[str, str] = {}
     try:
-        await asyncio.wait_for(database_sync_to_async(_database_answers)(), HEALTH_TIMEOUT_SECONDS)
+        await asyncio.wait_for(sync_to_async(_database_answers)(), HEALTH_TIMEOUT_SECONDS)
         checks["database"] = "ok"
     except Exception as exc:
         logger.warning("Health check: database failed: %s", exc)

@@ -41,10 +41,9 @@ def test_fields_plus_id_line_is_the_whole_event() -> None:
     assert sse.encode_id("5") + sse.encode_fields("x", event="e") == sse.encode_event("x", event="e", id="5")
 
 
-def test_cursor_only_event_sets_an_id_and_dispatches_nothing() -> None:
+def test_an_event_with_only_an_id_moves_the_position_and_dispatches_nothing() -> None:
     decoder = sse.Decoder()
-    assert sse.encode_cursor_only("news:3\n,x") == b"id: news:3,x\n\n"
-    assert decoder.feed(sse.encode_cursor_only("9").decode()) == []
+    assert decoder.feed("id: 9\n\n") == []
     assert decoder.last_event_id == "9"
 
 

@@ -29,7 +29,7 @@ async def test_every_subscriber_receives_each_message(
     try:
         for subscriber in subscribers:
             assert subscriber.status == 200
-            await subscriber.wait_for_bytes(b"id: 0\n\n")  # subscribed: it has a resume point
+            assert (await subscriber.opened()).id == "0"  # subscribed, with a resume point
         sent = [await publish(server, api_key, channel, {"n": n}, event="tick") for n in range(3)]
         for subscriber in subscribers:
             events = await subscriber.events(3)
@@ -48,7 +48,7 @@ async def test_stream_headers_retry_and_envelope(server: ServerProcess, api_key:
         assert headers["content-type"] == "text/event-stream"
         assert headers["cache-control"] == "no-cache"
         assert headers["x-accel-buffering"] == "no"
-        await subscriber.wait_for_bytes(b"id: 0\n\n")
+        await subscriber.opened()
         assert subscriber.raw.startswith(b"retry: 2000\n\n")
         sequence = await publish(server, api_key, channel, {"text": "two\nlines\r\nand\rmore"})
         event = await subscriber.next_event()
@@ -94,7 +94,7 @@ async def test_multi_channel_stream_resumes_every_channel(
     first, second = "pool-58", "pool-59"
     url = f"{server.url}/events/?channel={first}&channel={second}"
     async with Subscriber(url) as subscriber:
-        await subscriber.wait_for_bytes(b"\n\n", timeout=5)
+        await subscriber.opened()
         a1 = await publish(server, api_key, first, "a1")
         b1 = await publish(server, api_key, second, "b1")
         events = await subscriber.events(2)
@@ -125,7 +125,7 @@ async def test_disconnect_frees_the_connection_the_feed_and_its_tasks(
     subscribers = [Subscriber(f"{server.url}/events/{channel}/") for _ in range(10)]
     for subscriber in subscribers:
         await subscriber.__aenter__()
-        await subscriber.wait_for_bytes(b"id: ")
+        await subscriber.opened()
     await eventually(
         lambda: metric("pushsite_connections"),
         lambda value: value == baseline_connections + 10,
@@ -208,14 +208,16 @@ async def test_cross_origin_only_from_allowed_origins(server: ServerProcess) -> 
             f"{server.url}/events/partner-feed/", headers={"Origin": "http://partner.example.evil.test"}
         )
     assert refused.status_code == 403
-    assert "access-control-allow-origin" not in refused.headers
+    # Readable (so a widget can say why), and nothing else is exposed.
+    assert refused.headers["access-control-allow-origin"] == "*"
+    assert refused.json()["error"] == "forbidden"
 
 
 async def test_private_channel_with_token(server: ServerProcess, site: Site, api_key: str) -> None:
     token = site.manage("mint_token", "private-room", "--ttl", "60").strip()
     async with Subscriber(f"{server.url}/events/private-room/?token={token}") as subscriber:
         assert subscriber.status == 200
-        await subscriber.wait_for_bytes(b"id: ")
+        await subscriber.opened()
         sequence = await publish(server, api_key, "private-room", "secret")
         assert ids([await subscriber.next_event()]) == [sequence]
     other = site.manage("mint_token", "members", "--ttl", "60").strip()
@@ -261,7 +263,7 @@ async def test_message_published_by_another_process_arrives_through_the_poll(
     # first request was /healthz, so this also proves relay tasks do not
     # inherit a finished request's executor.)
     async with Subscriber(f"{server.url}/events/{channel}/") as subscriber:
-        await subscriber.wait_for_bytes(b"id: ")
+        await subscriber.opened()
         await asyncio.to_thread(site.manage, "publish", channel, '{"via": "command"}')
         event = await subscriber.next_event(timeout=5)
     assert json.loads(event.data)["data"] == {"via": "command"}

@@ -24,6 +24,7 @@ class Subscriber:
         self.response: httpx.Response | None = None
         self.raw = bytearray()
         self._pending: list[ServerSentEvent] = []
+        self.open_event: ServerSentEvent | None = None
         self._stack = AsyncExitStack()
         self._chunks: Any = None
 
@@ -54,8 +55,22 @@ class Subscriber:
         except StopAsyncIteration:
             return False
         self.raw.extend(chunk)
-        self._pending.extend(self.decoder.feed(self._utf8.decode(chunk)))
+        for event in self.decoder.feed(self._utf8.decode(chunk)):
+            # The open event is the server's "subscribed"; tests wait for it
+            # with opened() and otherwise read only what follows it.
+            if event.event == "pushsite.open" and self.open_event is None:
+                self.open_event = event
+            else:
+                self._pending.append(event)
         return True
+
+    async def opened(self, timeout: float = 5.0) -> ServerSentEvent:
+        """Wait until the server says the stream is subscribed (its pushsite.open event)."""
+        async with asyncio.timeout(timeout):
+            while self.open_event is None:
+                if not await self._read_more():
+                    raise EOFError("the server ended the stream before it opened")
+        return self.open_event
 
     async def next_event(self, timeout: float = 5.0) -> ServerSentEvent:
         async with asyncio.timeout(timeout):
@@ -122,7 +137,7 @@ async def follow(
                 async with Subscriber(url, headers=headers) as subscriber:
                     if subscriber.status != 200:
                         raise ConnectionError(f"{url}: {subscriber.status}")
-                    await subscriber.wait_for_bytes(b"id: ", timeout)
+                    await subscriber.opened(timeout)
                     if connected is not None:
                         connected.set()
                     while len(received) < expect:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import time
@@ -100,7 +101,7 @@ async def test_idle_streams_hold_no_database_connection(
     try:
         for subscriber in subscribers:
             await subscriber.__aenter__()
-            await subscriber.wait_for_bytes(b"id: ")
+            await subscriber.opened()
         during = await asyncio.to_thread(prepared_database.connection_count)
         print(f"database connections: before={before} with 40 open streams={during}")
         # Worker threads may keep a connection each; streams must not.
@@ -126,7 +127,7 @@ async def test_a_connection_held_past_group_expiry_still_receives(
         slug = "sys-expiry"
         running.site.create_channels(slug)
         async with Subscriber(f"{running.a.url}/events/{slug}/") as subscriber:
-            await subscriber.wait_for_bytes(b"id: ")
+            await subscriber.opened()
             await asyncio.sleep(5)  # hold the connection for 2.5 times group_expiry (the point of the test)
             sequence = await api.publish(running.b.url, running.key, slug, "after expiry")
             event = await subscriber.next_event(timeout=3)
@@ -232,12 +233,15 @@ async def test_sigterm_ends_streams_cleanly_and_quickly(
         subscribers = [Subscriber(f"{running.a.url}/events/{slug}/") for _ in range(5)]
         for subscriber in subscribers:
             await subscriber.__aenter__()
-            await subscriber.wait_for_bytes(b"id: ")
+            await subscriber.opened()
         started = time.monotonic()
         running.a.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
         for subscriber in subscribers:
-            # The response ends properly (chunked terminator), not with a reset.
-            assert await subscriber.until_closed(timeout=5) == []
+            # The client is told why, and the response ends properly (chunked
+            # terminator), not with a reset.
+            closing = await subscriber.until_closed(timeout=5)
+            assert [event.event for event in closing] == ["pushsite.close"]
+            assert json.loads(closing[0].data)["reason"] == "server shutting down"
         exit_code = await asyncio.to_thread(running.a.process.wait, 15)  # type: ignore[union-attr]
         elapsed = time.monotonic() - started
         print(f"SIGTERM: 5 streams closed and process exited ({exit_code}) in {elapsed:.2f}s")
@@ -258,7 +262,7 @@ async def test_database_outage_publish_is_503_and_nothing_is_broadcast(
     slug = "sys-db-down"
     cluster.site.create_channels(slug)
     async with Subscriber(f"{cluster.b.url}/events/{slug}/") as subscriber:
-        await subscriber.wait_for_bytes(b"id: ")
+        await subscriber.opened()
         await asyncio.to_thread(prepared_database.allow_connections, False)
         try:
             async with httpx.AsyncClient(timeout=20) as client:
@@ -315,7 +319,7 @@ async def test_serve_with_workers_shares_one_port(
         subscribers = [Subscriber(f"{workers.url}/events/{slug}/") for _ in range(12)]
         for subscriber in subscribers:
             await subscriber.__aenter__()
-            await subscriber.wait_for_bytes(b"id: ")
+            await subscriber.opened()
         pids = {line.split()[-1] for line in workers.log().splitlines() if "Started server process" in line}
         print(f"worker processes: {len(pids)}")
         assert len(pids) == 2

@@ -4,6 +4,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from events.frames import OPEN_EVENT
 from events.listener import ListenError, listen
 from events.sse import ServerSentEvent
 
@@ -25,6 +26,8 @@ class Command(BaseCommand):
 
         def show(event: ServerSentEvent) -> bool:
             nonlocal received
+            if event.event == OPEN_EVENT:
+                return False  # "subscribed": it only moves the position
             received += 1
             self.stdout.write(f"{event.id}\t{event.event}\t{event.data}")
             self.stdout.flush()

@@ -1,0 +1,135 @@
+"""Subscribe tokens: minting (API and helper), verification, and every way a token is wrong."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+from django.core import signing
+from django.test import AsyncClient
+
+from events.auth import TOKEN_SALT, Reader, check_read, mint_token, verify_token
+from events.channels_admin import create_api_key, upsert_channel
+from events.exceptions import PermissionDenied, TokenExpired
+from events.models import Channel, Visibility
+from tests.support.servers import ServerProcess, Site
+from tests.support.sse_client import Subscriber
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def vault() -> Channel:
+    return upsert_channel("vault", visibility=Visibility.PRIVATE)[0]
+
+
+def test_a_valid_token_grants_its_channels(vault: Channel) -> None:
+    grant = verify_token(mint_token(["vault"], ttl=60, subject="user-7"))
+    assert grant.channels == frozenset({"vault"})
+    assert grant.subject == "user-7"
+    assert 55 < grant.expires_at - time.time() <= 60
+    check_read(vault, Reader(grant=grant))
+
+
+def test_an_expired_token_is_refused_with_its_own_code() -> None:
+    token = signing.dumps({"ch": ["vault"], "exp": int(time.time()) - 1}, salt=TOKEN_SALT)
+    with pytest.raises(TokenExpired, match="expired") as caught:
+        verify_token(token)
+    assert caught.value.status == 403
+    assert caught.value.code == "token_expired"
+
+
+def test_a_tampered_token_is_refused() -> None:
+    token = mint_token(["vault"], ttl=60)
+    signature = token.rpartition(":")[2]
+    forged = signing.dumps({"ch": ["vault", "everything"], "exp": 2**40}, salt=TOKEN_SALT).rpartition(":")[0]
+    for bad in (
+        token[:-2] + ("AA" if not token.endswith("AA") else "BB"),
+        f"{forged}:{signature}",
+        "garbage",
+        "",
+    ):
+        with pytest.raises(PermissionDenied, match="not valid"):
+            verify_token(bad)
+
+
+def test_a_token_signed_for_something_else_is_refused() -> None:
+    other_salt = signing.dumps(
+        {"ch": ["vault"], "exp": int(time.time()) + 60}, salt="django.contrib.sessions"
+    )
+    with pytest.raises(PermissionDenied, match="not valid"):
+        verify_token(other_salt)
+
+
+def test_a_token_for_another_channel_does_not_open_this_one(vault: Channel) -> None:
+    upsert_channel("other", visibility=Visibility.PRIVATE)
+    grant = verify_token(mint_token(["other"], ttl=60))
+    with pytest.raises(PermissionDenied, match="does not grant the channel 'vault'"):
+        check_read(vault, Reader(grant=grant))
+
+
+def test_ttl_is_capped_by_the_setting(settings: object, vault: Channel) -> None:
+    settings.PUSHSITE = {"TOKEN_MAX_AGE_SECONDS": 30}  # type: ignore[attr-defined]
+    grant = verify_token(mint_token(["vault"], ttl=999))
+    assert grant.expires_at - time.time() <= 30
+
+
+# --- POST /api/tokens -------------------------------------------------------------------
+
+
+async def post_token(body: object, key: str | None) -> tuple[int, dict[str, object]]:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    response = await AsyncClient().post(
+        "/api/tokens", json.dumps(body), content_type="application/json", headers=headers
+    )
+    return response.status_code, response.json()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_tokens_api_mints_for_channels_the_key_may_use() -> None:
+    await asyncio.to_thread(lambda: upsert_channel("vault", visibility=Visibility.PRIVATE))
+    await asyncio.to_thread(lambda: upsert_channel("other", visibility=Visibility.PRIVATE))
+    _, key = await asyncio.to_thread(create_api_key, "backend", ["vault"])
+    status, body = await post_token({"channels": ["vault"], "ttl": 120, "subject": "user-1"}, key)
+    assert status == 201
+    assert body["channels"] == ["vault"]
+    assert str(body["expires_at"]).endswith("Z")
+    assert verify_token(str(body["token"])).subject == "user-1"
+
+    assert (await post_token({"channels": ["other"]}, key))[0] == 403
+    assert (await post_token({"channels": ["vault"]}, None))[0] == 401
+    assert (await post_token({"channels": ["nope"]}, key))[0] == 404
+    for bad in (
+        {"channels": []},
+        {"channels": "vault"},
+        {"channels": ["vault"], "ttl": 0},
+        {"channels": ["vault"], "ttl": 10**9},
+        {"channels": ["vault"], "ttl": "60"},
+        {"channels": ["vault"], "scope": "all"},
+        ["vault"],
+    ):
+        status, body = await post_token(bad, key)
+        assert status == 400, bad
+        assert body["error"] == "invalid"
+    assert (await AsyncClient().get("/api/tokens")).status_code == 405
+
+
+# --- against a real server ------------------------------------------------------------------
+
+
+async def test_a_stream_closes_when_its_token_expires(server: ServerProcess, site: Site) -> None:
+    token = (await asyncio.to_thread(site.manage, "mint_token", "private-room", "--ttl", "2")).strip()
+    started = time.monotonic()
+    async with Subscriber(f"{server.url}/events/private-room/?token={token}") as subscriber:
+        await subscriber.opened()
+        closing = await subscriber.until_closed(timeout=6)
+    assert [event.event for event in closing] == ["pushsite.close"]
+    assert json.loads(closing[0].data)["reason"] == "token expired"
+    assert time.monotonic() - started < 5
+    # Reconnecting with the same token is refused with a code the client acts on.
+    async with Subscriber(f"{server.url}/events/private-room/?token={token}") as again:
+        assert again.status == 403
+        assert (await again.body())["error"] == "token_expired"
+    assert token not in server.log()
