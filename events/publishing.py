@@ -143,6 +143,35 @@ async def fan_out(message: Message) -> None:
         )
 
 
+async def send_ephemeral(channel: Channel, data: Any, event: str) -> None:
+    """Send an event that is never stored ("is typing") to the channel's live subscribers.
+
+    It has no sequence number and no id: it is not replayed, and a subscriber
+    that is reading history at that moment does not get it. Validates like a
+    publish; the caller has checked authority.
+    """
+    validate_event_type(event)
+    validate_payload(data)
+    fields = frames.ephemeral_fields(slug=channel.slug, event=event, data=data, published_at=timezone.now())
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    message = {
+        "type": FRAME_MESSAGE_TYPE,
+        "channel_id": channel.pk,
+        "sequence": None,
+        "fields": fields,
+        "published": time.time(),
+    }
+    try:
+        async with asyncio.timeout(float(conf.LAYER_TIMEOUT_SECONDS)):
+            await layer.group_send(group_name(channel.pk), message)
+    except Exception:
+        # Ephemeral by definition: nothing to replay, so a failure only logs.
+        metrics.FANOUT_FAILURES.inc()
+        logger.warning("Ephemeral %s on %s was not sent.", event, channel.slug, exc_info=True)
+
+
 def publish(channel: Channel | str, data: Any, event: str = "message", *, publisher: str = "") -> Message:
     """Store a message and fan it out once the surrounding transaction commits."""
     started = time.perf_counter()

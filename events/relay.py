@@ -73,6 +73,11 @@ class Feed:
         metrics.record_delivery_lag(published)
         self._dispatch(sequence, fields)
 
+    def on_ephemeral(self, fields: bytes) -> None:
+        """A frame that is never stored ("is typing"): hand it on at once, unordered, without an id."""
+        for stream in tuple(self.streams):
+            stream.deliver_ephemeral(self.channel_id, fields)
+
     def _dispatch(self, sequence: int, fields: bytes) -> None:
         single_frame = b"id: %d\n" % sequence + fields
         channel_id = self.channel_id
@@ -244,7 +249,10 @@ class Relay:
                 continue
             feed = self.feeds.get(message["channel_id"])
             if feed is not None:
-                feed.on_frame(message["sequence"], message["fields"], message["published"])
+                if message["sequence"] is None:
+                    feed.on_ephemeral(message["fields"])
+                else:
+                    feed.on_frame(message["sequence"], message["fields"], message["published"])
 
     async def _housekeeping_loop(self) -> None:
         while True:

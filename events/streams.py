@@ -108,6 +108,11 @@ class Stream:
             self.write(self.encode_id() + fields)
         stats.deliveries += 1
 
+    def deliver_ephemeral(self, channel_id: int, fields: bytes) -> None:
+        """A frame that is not stored: written without an id, so the position stays put."""
+        if channel_id not in self.catching_up:
+            self.write(fields)
+
     def encode_id(self) -> bytes:
         """The ``id:`` line for this stream's current position."""
         return sse.encode_id(self.cursor())

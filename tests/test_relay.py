@@ -1,0 +1,143 @@
+"""The relay and a stream in-process: gap filling, ordering, ephemeral frames, eviction."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.test import override_settings
+
+from events import sse
+from events.channels_admin import upsert_channel
+from events.models import Channel
+from events.publishing import apublish, fan_out, send_ephemeral, store_message
+from events.relay import Relay, get_relay
+from events.streams import Stream, StreamChannel
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+class Client:
+    """Collects what a stream writes, like an ASGI server whose socket always takes it."""
+
+    def __init__(self) -> None:
+        self.decoder = sse.Decoder()
+        self.events: list[sse.ServerSentEvent] = []
+        self.arrived = asyncio.Event()
+        self.closed_reason = ""
+
+    async def send(self, message: dict[str, Any]) -> None:
+        self.events.extend(self.decoder.feed(message["body"].decode()))
+        self.arrived.set()
+
+    async def wait_for(self, count: int) -> list[sse.ServerSentEvent]:
+        async with asyncio.timeout(5):
+            while len(self.events) < count:
+                self.arrived.clear()
+                await self.arrived.wait()
+        return self.events
+
+
+@pytest.fixture
+async def channel() -> Channel:
+    return (await sync_to_async(upsert_channel)("relay-test"))[0]
+
+
+@pytest.fixture
+async def relay() -> AsyncIterator[Relay]:
+    relay = get_relay()
+    yield relay
+    await relay.stop()
+
+
+async def open_stream(relay: Relay, channel: Channel, client: Client, position: int = 0) -> Stream:
+    stream = Stream(
+        channels=[StreamChannel(id=channel.pk, slug=channel.slug)],
+        positions={channel.pk: position},
+        asgi_send=client.send,
+        on_close=lambda reason: setattr(client, "closed_reason", reason),
+    )
+    dispatched = await relay.subscribe(stream, channel.pk, channel.slug)
+    if position < dispatched:
+        stream.catch_up(channel.pk, target=dispatched)
+    return stream
+
+
+async def test_a_message_the_layer_dropped_is_read_back_from_the_database(
+    relay: Relay, channel: Channel
+) -> None:
+    client = Client()
+    await open_stream(relay, channel, client)
+    first = await apublish(channel.slug, "one")
+    # Stored but never fanned out: as if the channel layer lost it.
+    lost = await sync_to_async(store_message)(channel.slug, "two")
+    third = await apublish(channel.slug, "three")
+    events = await client.wait_for(3)
+    assert [e.id for e in events] == [str(first.sequence), str(lost.sequence), str(third.sequence)]
+    assert [e.data.count('"data":"') for e in events] == [1, 1, 1]
+
+
+@override_settings(PUSHSITE={"RELAY_POLL_SECONDS": 0.1})
+async def test_a_lost_last_message_arrives_through_the_poll(relay: Relay, channel: Channel) -> None:
+    client = Client()
+    await open_stream(relay, channel, client)
+    lost = await sync_to_async(store_message)(channel.slug, "nobody fanned me out")
+    events = await client.wait_for(1)
+    assert events[0].id == str(lost.sequence)
+
+
+async def test_frames_arriving_out_of_order_are_written_in_order_once(relay: Relay, channel: Channel) -> None:
+    client = Client()
+    await open_stream(relay, channel, client)
+    messages = [await sync_to_async(store_message)(channel.slug, n) for n in range(4)]
+    for message in (messages[2], messages[0], messages[3], messages[1], messages[2]):
+        await fan_out(message)
+    await client.wait_for(4)
+    await asyncio.sleep(0.1)  # let any duplicate arrive (there must be none)
+    assert [e.id for e in client.events] == [str(m.sequence) for m in messages]
+
+
+async def test_ephemeral_frames_have_no_id_and_leave_the_position(relay: Relay, channel: Channel) -> None:
+    client = Client()
+    stream = await open_stream(relay, channel, client)
+    stored = await apublish(channel.slug, "stored")
+    await send_ephemeral(channel, {"user": "ada"}, "typing")
+    events = await client.wait_for(2)
+    assert [(e.event, e.id) for e in events] == [
+        ("message", str(stored.sequence)),
+        ("typing", str(stored.sequence)),
+    ]
+    assert '"id"' not in events[1].data  # the decoder keeps the last id; the frame itself has none
+    assert b"id:" not in sse.encode_fields(events[1].data, event="typing")
+    assert stream.positions[channel.pk] == stored.sequence
+
+
+@override_settings(PUSHSITE={"MAX_BACKLOG_BYTES": 10_000})
+async def test_a_reader_whose_socket_is_full_is_evicted_at_the_backlog_limit(
+    relay: Relay, channel: Channel
+) -> None:
+    stuck = asyncio.get_running_loop().create_future()
+    reasons: list[str] = []
+
+    async def full_socket(message: dict[str, Any]) -> None:
+        await stuck  # never completes: the client does not read
+
+    stream = Stream(
+        channels=[StreamChannel(id=channel.pk, slug=channel.slug)],
+        positions={channel.pk: 0},
+        asgi_send=full_socket,
+        on_close=reasons.append,
+    )
+    await relay.subscribe(stream, channel.pk, channel.slug)
+    for _ in range(5):
+        await apublish(channel.slug, "x" * 3000)
+    async with asyncio.timeout(5):
+        while not stream.closed:
+            await asyncio.sleep(0.01)
+    assert reasons == ["slow reader: backlog over limit"]
+    assert stream.closed
+    stream.write(b"more")
+    assert stream._backlog == []  # a closed stream queues nothing
