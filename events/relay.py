@@ -24,7 +24,7 @@ from typing import Any
 
 from channels.layers import BaseChannelLayer, get_channel_layer
 
-from . import history, metrics
+from . import background, census, history, metrics
 from .conf import conf
 from .metrics import stats
 from .publishing import FRAME_MESSAGE_TYPE, group_name
@@ -81,6 +81,7 @@ class Feed:
     def _dispatch(self, sequence: int, fields: bytes) -> None:
         single_frame = b"id: %d\n" % sequence + fields
         channel_id = self.channel_id
+        census.live_deliveries[(channel_id, sequence)] += len(self.streams)
         for stream in tuple(self.streams):
             stream.deliver(channel_id, sequence, fields, single_frame)
 
@@ -145,6 +146,7 @@ class Relay:
         self._tasks = [
             detached(self._receive_loop()),
             detached(self._housekeeping_loop()),
+            detached(background.run(self)),
         ]
         close_streams_on_signals(self)
         logger.info("Relay started on layer channel %s.", self.channel_name)

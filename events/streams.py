@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import cursors, frames, history, sse
+from . import census, cursors, frames, history, sse
 from .conf import conf
 from .eager import start_eagerly
 from .metrics import stats
@@ -157,6 +157,7 @@ class Stream:
                 self.positions[channel_id] = frame.sequence
                 self.write(self._frame(channel, frame.sequence, frame.fields))
                 stats.replayed += 1
+                census.replayed_deliveries[(channel_id, frame.sequence)] += 1
             if not stored and self.positions[channel_id] < self.catching_up[channel_id]:
                 # Frames were seen live but their rows are gone (pruned or
                 # deleted meanwhile): say so and move on rather than spin.
