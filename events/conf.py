@@ -27,6 +27,9 @@ DEFAULTS: dict[str, Any] = {
     "SEND_TIMEOUT_SECONDS": 10.0,
     # Channels one stream may carry (?channel=a&channel=b...).
     "MAX_CHANNELS_PER_STREAM": 10,
+    # Open streams one client IP address may hold on one server process
+    # (429 above); offices behind one NAT address share it.
+    "MAX_STREAMS_PER_IP": 200,
     # Longest accepted Last-Event-ID / lastEventId, in characters.
     "MAX_CURSOR_LENGTH": 1024,
     # Longest wait for the channel layer when publishing or opening a stream;
@@ -36,6 +39,10 @@ DEFAULTS: dict[str, Any] = {
     # How often each server process compares its channels' last sequence with
     # the database, to notice a message the channel layer dropped.
     "RELAY_POLL_SECONDS": 2.0,
+    # How often open streams on non-public channels have their reader's access
+    # re-checked (logout, deactivation, membership, key revocation): the
+    # longest a revoked reader keeps receiving.
+    "REVOCATION_SECONDS": 10.0,
     # An empty channel feed stays subscribed to its group this long, so that
     # reconnect churn does not become group_add / group_discard churn.
     "FEED_LINGER_SECONDS": 30.0,

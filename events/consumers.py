@@ -10,11 +10,12 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
-from channels.exceptions import StopConsumer
+from channels.exceptions import ChannelFull, StopConsumer
 from channels.generic.http import AsyncHttpConsumer
 from django.conf import settings
 from django.db import DatabaseError
 from django.http.request import split_domain_port, validate_host
+from redis.exceptions import RedisError
 
 from . import cursors, frames, sse
 from .auth import (
@@ -33,11 +34,13 @@ from .exceptions import (
     MethodNotAllowed,
     PermissionDenied,
     PushsiteError,
+    RateLimited,
     ServiceUnavailable,
 )
 from .metrics import REJECTED_REQUESTS, stats
 from .models import Channel
 from .relay import get_relay
+from .revocation import Access
 from .streams import Stream, StreamChannel
 
 logger = logging.getLogger(__name__)
@@ -121,6 +124,7 @@ class Authorized:
     beyond_end: dict[int, int]
     allow_origin: str | None
     expires_at: float | None
+    access: Access
 
 
 def authorize(request: StreamRequest) -> Authorized:
@@ -151,7 +155,13 @@ def authorize(request: StreamRequest) -> Authorized:
     expires_at = (
         reader.grant.expires_at if reader.grant is not None and not reader.user.is_authenticated else None
     )
+    access = Access(
+        session_key=request.session_key if reader.user.is_authenticated else None,
+        token_channels=reader.grant.channels if reader.grant is not None else frozenset(),
+        key_id=reader.key.pk if reader.key is not None else None,
+    )
     return Authorized(
+        access=access,
         channels=[StreamChannel(id=c.pk, slug=c.slug) for c in channels],
         positions=positions,
         beyond_end=beyond_end,
@@ -214,6 +224,7 @@ class EventStreamConsumer(AsyncHttpConsumer):
             if method not in {"GET", "HEAD"}:
                 raise MethodNotAllowed(f"{method} is not allowed on a stream; subscribe with GET.")
             request = parse_stream_request(self.scope)
+            self.check_streams_per_ip()
             authorized = await database_sync_to_async(authorize)(request)
             await self.join_feeds(authorized)
         except PushsiteError as error:
@@ -226,6 +237,13 @@ class EventStreamConsumer(AsyncHttpConsumer):
             raise StopConsumer() from None
         await self.open_stream(authorized)
 
+    def check_streams_per_ip(self) -> None:
+        limit = int(conf.MAX_STREAMS_PER_IP)
+        if get_relay().streams_per_ip[_client_address(self.scope)] >= limit:
+            raise RateLimited(
+                f"This address already holds {limit} open streams on this server; close some first."
+            )
+
     async def join_feeds(self, authorized: Authorized) -> None:
         """Join the channels' groups before answering, so a layer outage is a quick 503."""
         relay = get_relay()
@@ -233,7 +251,7 @@ class EventStreamConsumer(AsyncHttpConsumer):
             async with asyncio.timeout(float(conf.LAYER_TIMEOUT_SECONDS)):
                 for channel in authorized.channels:
                     await relay.open_feed(channel.id, channel.slug)
-        except Exception as exc:  # each layer raises its own errors (redis.ConnectionError, ...)
+        except (TimeoutError, OSError, RedisError, ChannelFull) as exc:
             logger.warning("Channel layer unavailable for a new stream: %r", exc)
             raise ServiceUnavailable("The channel layer is not available; retry shortly.") from exc
 
@@ -268,6 +286,8 @@ class EventStreamConsumer(AsyncHttpConsumer):
             headers.append((b"allow", b"GET, HEAD, OPTIONS"))
         if isinstance(error, ServiceUnavailable):
             headers.append((b"retry-after", str(RETRY_AFTER_SECONDS).encode()))
+        if isinstance(error, RateLimited):
+            headers.append((b"retry-after", str(error.retry_after).encode()))
         await self.send_response(error.status, body, headers=headers)
 
     async def open_stream(self, authorized: Authorized) -> None:
@@ -289,8 +309,10 @@ class EventStreamConsumer(AsyncHttpConsumer):
             asgi_send=self.base_send,
             on_close=self._on_stream_closed,
             expires_at=authorized.expires_at,
+            access=authorized.access,
         )
         self.stream = stream
+        get_relay().streams_per_ip[_client_address(self.scope)] += 1
         stats.connections += 1
         stats.connections_opened += 1
         relay = get_relay()
@@ -329,6 +351,10 @@ class EventStreamConsumer(AsyncHttpConsumer):
         stream = self.stream
         relay = get_relay()
         relay.unsubscribe(stream)
+        address = _client_address(self.scope)
+        relay.streams_per_ip[address] -= 1
+        if relay.streams_per_ip[address] <= 0:
+            del relay.streams_per_ip[address]
         stats.connections -= 1
         logger.info("Stream closed (%s): %s", reason, ",".join(c.slug for c in stream.channels))
         if self._client_gone:

@@ -62,6 +62,17 @@ class PayloadTooLarge(PushsiteError):
     code = "too_large"
 
 
+class RateLimited(PushsiteError):
+    """Too many requests or connections from one client; retry after ``retry_after`` seconds."""
+
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, detail: str, retry_after: int = 5) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
 class ServiceUnavailable(PushsiteError):
     """A backing service (database or channel layer) cannot be reached."""
 

@@ -44,15 +44,16 @@ afetch_frames_after = database_sync_to_async(frames_after)
 class ChannelState:
     last_sequence: int
     is_active: bool
+    visibility: str
 
 
 def channel_states(channel_ids: Iterable[int]) -> dict[int, ChannelState]:
     """Current position and state of each channel, in one query."""
     return {
-        pk: ChannelState(last_sequence, is_active)
-        for pk, last_sequence, is_active in Channel.objects.filter(pk__in=list(channel_ids)).values_list(
-            "pk", "last_sequence", "is_active"
-        )
+        pk: ChannelState(last_sequence, is_active, visibility)
+        for pk, last_sequence, is_active, visibility in Channel.objects.filter(
+            pk__in=list(channel_ids)
+        ).values_list("pk", "last_sequence", "is_active", "visibility")
     }
 
 

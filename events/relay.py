@@ -20,14 +20,17 @@ import contextlib
 import logging
 import time
 import uuid
+from collections import Counter
 from typing import Any
 
+from channels.db import database_sync_to_async
 from channels.layers import BaseChannelLayer, get_channel_layer
 
-from . import background, census, history, metrics
+from . import background, census, history, metrics, revocation
 from .conf import conf
 from .metrics import stats
 from .publishing import FRAME_MESSAGE_TYPE, group_name
+from .revocation import Access
 from .shutdown import close_streams_on_signals
 from .streams import Stream
 from .tasks import detached
@@ -41,7 +44,16 @@ TICK_SECONDS = 1.0
 class Feed:
     """One channel's frames, in order and without gaps, for this process's streams."""
 
-    __slots__ = ("_task", "catching_up", "channel_id", "empty_since", "position", "slug", "streams")
+    __slots__ = (
+        "_task",
+        "catching_up",
+        "channel_id",
+        "empty_since",
+        "position",
+        "slug",
+        "streams",
+        "visibility",
+    )
 
     def __init__(self, channel_id: int, slug: str) -> None:
         self.channel_id = channel_id
@@ -51,6 +63,9 @@ class Feed:
         # Highest sequence seen while reading from the database, or None when live.
         self.catching_up: int | None = None
         self.empty_since: float | None = None
+        # Updated by the relay's database poll; non-public feeds have their
+        # readers' access re-checked (events/revocation.py).
+        self.visibility = "public"
         self._task: asyncio.Task[None] | None = None
 
     def on_frame(self, sequence: int, fields: bytes, published: float) -> None:
@@ -132,6 +147,8 @@ class Relay:
         self.loop = asyncio.get_running_loop()
         self.feeds: dict[int, Feed] = {}
         self.streams: set[Stream] = set()
+        # Open streams per client address, for PUSHSITE_MAX_STREAMS_PER_IP.
+        self.streams_per_ip: Counter[str] = Counter()
         self.channel_name = ""
         self._feeds_ready: dict[int, asyncio.Future[None]] = {}
         self._pings: dict[str, asyncio.Future[None]] = {}
@@ -139,6 +156,7 @@ class Relay:
         self._started: asyncio.Future[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._last_poll = 0.0
+        self._last_revocation_check = 0.0
         self._last_join = time.monotonic()
 
     async def _start(self) -> None:
@@ -205,6 +223,7 @@ class Relay:
             await self.layer.group_add(group_name(channel_id), self.channel_name)
             states = await history.afetch_channel_states([channel_id])
             feed.position = states[channel_id].last_sequence if channel_id in states else 0
+            feed.visibility = states[channel_id].visibility if channel_id in states else "public"
             target = max(feed.catching_up, feed.position)
             feed.catching_up = None
             if target > feed.position:
@@ -277,6 +296,9 @@ class Relay:
         if now - self._last_poll >= float(conf.RELAY_POLL_SECONDS):
             self._last_poll = now
             await self._poll_database()
+        if now - self._last_revocation_check >= float(conf.REVOCATION_SECONDS):
+            self._last_revocation_check = now
+            await self._close_revoked()
         group_expiry = float(getattr(self.layer, "group_expiry", 86400))
         if now - self._last_join >= group_expiry / 4:
             await self._rejoin_groups()
@@ -305,6 +327,7 @@ class Relay:
             if state is None or not state.is_active:
                 self.close_channel(channel_id, "channel deactivated")
                 continue
+            feed.visibility = state.visibility
             if feed.catching_up is None and state.last_sequence > feed.position:
                 lagging = True
                 stats.dropped_by_layer += state.last_sequence - feed.position
@@ -313,6 +336,23 @@ class Relay:
             # Lost messages may mean lost group memberships (expired, or a
             # Redis restart): join again so live delivery resumes.
             await self._rejoin_groups()
+
+    async def _close_revoked(self) -> None:
+        """End streams whose reader may no longer read one of their non-public channels."""
+        restricted = {channel_id for channel_id, feed in self.feeds.items() if feed.visibility != "public"}
+        if not restricted:
+            return
+        checks: dict[Stream, tuple[Access, frozenset[int]]] = {}
+        for stream in self.streams:
+            ids = frozenset(channel.id for channel in stream.channels if channel.id in restricted)
+            if ids and stream.access is not None:
+                checks[stream] = (stream.access, ids)
+        if not checks:
+            return
+        lost = await database_sync_to_async(revocation.revoked)(set(checks.values()))
+        for stream, check in checks.items():
+            if check in lost:
+                stream.close("access revoked")
 
     async def _rejoin_groups(self) -> None:
         self._last_join = time.monotonic()

@@ -23,6 +23,7 @@ from . import census, cursors, frames, history, sse
 from .conf import conf
 from .eager import start_eagerly
 from .metrics import stats
+from .revocation import Access
 from .tasks import detached
 
 logger = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ class Stream:
         "_inflight_since",
         "_max_backlog",
         "_on_close",
+        "access",
         "catching_up",
         "channels",
         "closed",
@@ -67,8 +69,11 @@ class Stream:
         asgi_send: AsgiSend,
         on_close: Callable[[str], None],
         expires_at: float | None = None,
+        access: Access | None = None,
     ) -> None:
         self.channels = channels
+        # What let this reader in; re-checked while it stays (events/revocation.py).
+        self.access = access
         # channel id -> sequence of the last event written (or the start point).
         self.positions = positions
         # channel id -> highest sequence seen live while reading history.

@@ -11,6 +11,8 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from pushsite.security import CONTENT_SECURITY_POLICY
+
 from .models import Channel, Visibility
 from .relay import get_relay
 
@@ -49,7 +51,9 @@ def embed(request: HttpRequest, slug: str) -> HttpResponse:
     # Only the channel's allowed origins may frame this page; every other page
     # keeps X-Frame-Options: DENY. (Origins are validated scheme://host[:port].)
     ancestors = " ".join(channel.allowed_origins) or "'none'"
-    response["Content-Security-Policy"] = f"frame-ancestors {ancestors}"
+    response["Content-Security-Policy"] = CONTENT_SECURITY_POLICY.replace(
+        "frame-ancestors 'none'", f"frame-ancestors {ancestors}"
+    )
     response.xframe_options_exempt = True  # type: ignore[attr-defined]
     return response
 
