@@ -38,6 +38,12 @@ def message_fields(*, slug: str, sequence: int, event: str, data: Any, published
     return sse.encode_fields(dumps(payload), event=event)
 
 
+def ephemeral_fields(*, slug: str, event: str, data: Any, published_at: datetime) -> bytes:
+    """A live-only event's frame: the envelope has no ``id`` and the frame gets no id line."""
+    payload = {"channel": slug, "event": event, "data": data, "published_at": isoformat_utc(published_at)}
+    return sse.encode_fields(dumps(payload), event=event)
+
+
 def reset_fields(*, slug: str, requested_after: int, resumed_after: int, reason: str) -> bytes:
     """The event that tells a client history it asked for is gone (no silent gap)."""
     payload = {

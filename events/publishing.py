@@ -143,6 +143,36 @@ async def fan_out(message: Message) -> None:
         )
 
 
+async def fan_out_ephemeral(channel: Channel, data: Any, *, event: str = "message") -> None:
+    """Send an event to the channel's live subscribers only: never stored, no id, no replay.
+
+    For transient state ("is typing", the parts of a folded stream). Subscribers'
+    positions and Last-Event-ID are unaffected; a client that is away misses it.
+    """
+    validate_event_type(event)
+    validate_payload(data)
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    message = {
+        "type": FRAME_MESSAGE_TYPE,
+        "channel_id": channel.pk,
+        # No sequence: relays hand it on at once, outside the gap-free order.
+        "sequence": None,
+        "fields": frames.ephemeral_fields(
+            slug=channel.slug, event=event, data=data, published_at=timezone.now()
+        ),
+        "published": time.time(),
+    }
+    try:
+        async with asyncio.timeout(float(conf.LAYER_TIMEOUT_SECONDS)):
+            await layer.group_send(group_name(channel.pk), message)
+    except Exception:
+        # Nothing to replay it from: live-only events are lost when the layer is.
+        metrics.FANOUT_FAILURES.inc()
+        logger.warning("Live-only event on %s was not sent: the channel layer failed.", channel.slug)
+
+
 def publish(channel: Channel | str, data: Any, event: str = "message", *, publisher: str = "") -> Message:
     """Store a message and fan it out once the surrounding transaction commits."""
     started = time.perf_counter()

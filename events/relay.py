@@ -53,7 +53,13 @@ class Feed:
         self.empty_since: float | None = None
         self._task: asyncio.Task[None] | None = None
 
-    def on_frame(self, sequence: int, fields: bytes, published: float) -> None:
+    def on_frame(self, sequence: int | None, fields: bytes, published: float) -> None:
+        if sequence is None:
+            # A live-only event (publishing.fan_out_ephemeral): outside the
+            # sequence, so no order or gap logic; streams that are here get it.
+            for stream in tuple(self.streams):
+                stream.deliver_ephemeral(fields)
+            return
         if self.catching_up is not None:
             self.catching_up = max(self.catching_up, sequence)
             return

@@ -108,6 +108,10 @@ class Stream:
             self.write(self._id_line() + fields)
         stats.deliveries += 1
 
+    def deliver_ephemeral(self, fields: bytes) -> None:
+        """A live-only event: written without an id line, so positions and Last-Event-ID stay put."""
+        self.write(fields)
+
     def _id_line(self) -> bytes:
         return sse.encode_id(self.cursor())
 
