@@ -14,7 +14,7 @@ from .models import ApiKey, Channel, Message
 @admin.register(Channel)
 class ChannelAdmin(admin.ModelAdmin):
     list_display = ["slug", "title", "visibility", "is_active", "last_sequence", "updated_at"]
-    list_filter = ["visibility", "is_active"]
+    list_filter = ["visibility", "is_active", "stream_storage"]
     search_fields = ["slug", "title", "description"]
     prepopulated_fields = {"slug": ["title"]}
     readonly_fields = ["last_sequence", "created_at", "updated_at"]
@@ -22,7 +22,7 @@ class ChannelAdmin(admin.ModelAdmin):
     fieldsets = [
         (None, {"fields": ["slug", "title", "description", "is_active"]}),
         ("Access", {"fields": ["visibility", "members", "allowed_origins"]}),
-        ("History", {"fields": ["retention_count", "retention_age", "last_sequence"]}),
+        ("History", {"fields": ["retention_count", "retention_age", "stream_storage", "last_sequence"]}),
         ("Timestamps", {"fields": ["created_at", "updated_at"]}),
     ]
 

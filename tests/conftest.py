@@ -17,6 +17,7 @@ SERVER_SETTINGS = {
     "FEED_LINGER_SECONDS": "0.5",
     "RELAY_POLL_SECONDS": "0.5",
     "PRUNE_EVERY": "1",
+    "STREAM_IDLE_SECONDS": "2",
 }
 
 
