@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import DatabaseError
 
 from events.exceptions import PushsiteError
 from events.listener import ListenError, follow
@@ -64,5 +65,11 @@ class Command(BaseCommand):
             raise CommandError(f"The upstream refused the subscription: {exc}") from exc
         except PushsiteError as exc:
             raise CommandError(exc.detail) from exc
+        except DatabaseError as exc:
+            # The event that failed was not recorded, so a restarted relay
+            # (e.g. by systemd) asks the upstream for it again.
+            raise CommandError(
+                f"The database failed ({exc}); restart the relay: it resumes after the last event it stored."
+            ) from exc
         except KeyboardInterrupt:
             return
