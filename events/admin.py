@@ -40,7 +40,7 @@ def live_connections() -> dict[str, int]:
 class ChannelAdmin(admin.ModelAdmin):
     form = ChannelForm
     list_display = ["slug", "title", "visibility", "is_active", "subscribers", "stored", "last_message"]
-    list_filter = ["visibility", "is_active"]
+    list_filter = ["visibility", "is_active", "stream_storage"]
     search_fields = ["slug", "title", "description"]
     prepopulated_fields = {"slug": ["title"]}
     readonly_fields = ["last_sequence", "created_at", "updated_at"]
@@ -49,7 +49,7 @@ class ChannelAdmin(admin.ModelAdmin):
     fieldsets = [
         (None, {"fields": ["slug", "title", "description", "is_active"]}),
         ("Access", {"fields": ["visibility", "members", "allowed_origins"]}),
-        ("History", {"fields": ["retention_count", "retention_age", "last_sequence"]}),
+        ("History", {"fields": ["retention_count", "retention_age", "stream_storage", "last_sequence"]}),
         ("Timestamps", {"fields": ["created_at", "updated_at"]}),
     ]
 

@@ -32,6 +32,7 @@ class ChannelForm(forms.ModelForm):
             "allowed_origins",
             "retention_count",
             "retention_age",
+            "stream_storage",
         ]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -41,8 +41,6 @@ from .responses import error_response, from_exception
 
 logger = logging.getLogger(__name__)
 
-PUBLISH_FIELDS = {"event", "data"}
-
 
 # Views use asgiref's sync_to_async, not channels' database_sync_to_async:
 # Django's request cycle already opens and closes connections around a view.
@@ -123,22 +121,7 @@ def _staff_publisher(request: HttpRequest) -> str:
 
 def parse_publish_body(body: bytes) -> tuple[str, Any]:
     """``event`` and ``data`` from a publish body, or InvalidInput naming what is wrong."""
-    try:
-        payload = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidInput(f"The body is not valid JSON: {exc}.") from exc
-    except RecursionError as exc:
-        raise InvalidInput("The body's JSON is nested too deeply.") from exc
-    if not isinstance(payload, dict):
-        raise InvalidInput('The body must be a JSON object: {"event": "<type>", "data": <any JSON>}.')
-    unknown = sorted(set(payload) - PUBLISH_FIELDS)
-    if unknown:
-        raise InvalidInput(f"Unknown field {unknown[0]!r}; a message has only 'event' and 'data'.")
-    if "data" not in payload:
-        raise InvalidInput("The field 'data' is required (any JSON value, null included).")
-    event = payload.get("event", "message")
-    publishing.validate_event_type(event)
-    return event, payload["data"]
+    return publishing.parse_message_json(body)
 
 
 def read_history(request: HttpRequest, slug: str) -> dict[str, Any]:

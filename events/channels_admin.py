@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from .models import ApiKey, Channel, Visibility
+from .models import ApiKey, Channel, StreamStorage, Visibility
 
 
 def upsert_channel(
@@ -16,6 +16,7 @@ def upsert_channel(
     title: str | None = None,
     visibility: str | None = None,
     allowed_origins: Sequence[str] | None = None,
+    stream_storage: str | None = None,
 ) -> tuple[Channel, bool]:
     """Create the channel or update the given fields; validates like the admin does."""
     channel = Channel.objects.filter(slug=slug).first()
@@ -28,6 +29,8 @@ def upsert_channel(
         channel.visibility = visibility
     if allowed_origins is not None:
         channel.allowed_origins = list(allowed_origins)
+    if stream_storage is not None:
+        channel.stream_storage = stream_storage
     channel.full_clean()
     channel.save()
     return channel, created
@@ -48,3 +51,4 @@ def create_api_key(name: str, channel_slugs: Sequence[str] = ()) -> tuple[ApiKey
 
 
 VISIBILITIES = [choice.value for choice in Visibility]
+STREAM_STORAGES = [choice.value for choice in StreamStorage]

@@ -54,6 +54,13 @@ DEFAULTS: dict[str, Any] = {
     "DEFAULT_RETENTION_COUNT": 1000,
     # Publishing prunes old history every this many messages per channel.
     "PRUNE_EVERY": 100,
+    # A streamed publish (POST .../stream) that sends no byte for this long is
+    # ended as failed (408).
+    "STREAM_IDLE_SECONDS": 30.0,
+    # Most parts, and most bytes of part data in all, one streamed publish may
+    # carry (413 above; each line is also limited to MAX_MESSAGE_BYTES).
+    "STREAM_MAX_PARTS": 10000,
+    "STREAM_MAX_BYTES": 4 * 1024 * 1024,
     # History API page size: default and maximum.
     "HISTORY_DEFAULT_LIMIT": 100,
     "HISTORY_MAX_LIMIT": 1000,

@@ -17,7 +17,7 @@ from django.db import DatabaseError
 from django.http.request import split_domain_port, validate_host
 from redis.exceptions import RedisError
 
-from . import cursors, frames, sse
+from . import cursors, frames, ndjson, sse
 from .auth import (
     Reader,
     active_channels,
@@ -41,7 +41,7 @@ from .metrics import REJECTED_REQUESTS, stats
 from .models import Channel
 from .relay import get_relay
 from .revocation import Access
-from .streams import Stream, StreamChannel
+from .streams import AsgiSend, Stream, StreamChannel
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +50,9 @@ logger = logging.getLogger(__name__)
 # channel per connection makes every receive scan all of them).
 NO_CHANNEL_LAYER = "pushsite.streams-use-the-relay"
 RETRY_AFTER_SECONDS = 5
+SSE_FORMAT = "sse"
+NDJSON_FORMAT = "ndjson"
+FORMATS = (SSE_FORMAT, NDJSON_FORMAT)
 
 
 @dataclass(frozen=True)
@@ -63,15 +66,16 @@ class StreamRequest:
     session_key: str | None
     origin: str | None
     own_origin: str
+    format: str = SSE_FORMAT
 
 
-def _headers(scope: dict[str, Any]) -> dict[str, str]:
+def request_headers(scope: dict[str, Any]) -> dict[str, str]:
     # Repeated headers: the last one wins, except cookies which we only read once.
     return {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
 
 
-def parse_stream_request(scope: dict[str, Any]) -> StreamRequest:
-    headers = _headers(scope)
+def check_host(headers: dict[str, str]) -> str:
+    """The Host header, if it names a host this server serves (these paths bypass Django's check)."""
     host = headers.get("host", "")
     domain, _port = split_domain_port(host)
     allowed_hosts = settings.ALLOWED_HOSTS
@@ -79,6 +83,12 @@ def parse_stream_request(scope: dict[str, Any]) -> StreamRequest:
         allowed_hosts = [".localhost", "127.0.0.1", "[::1]"]
     if not domain or not validate_host(domain, allowed_hosts):
         raise InvalidInput("The Host header names a host this server does not serve.")
+    return host
+
+
+def parse_stream_request(scope: dict[str, Any]) -> StreamRequest:
+    headers = request_headers(scope)
+    host = check_host(headers)
 
     try:
         query = parse_qs(scope.get("query_string", b"").decode(), keep_blank_values=True, max_num_fields=100)
@@ -96,7 +106,11 @@ def parse_stream_request(scope: dict[str, Any]) -> StreamRequest:
         if not cursors.SLUG.fullmatch(slug):
             raise ChannelNotFound(f"No active channel is called {slug[:60]!r}.")
 
+    output = _output_format(query, headers)
     cursor = headers.get("last-event-id") or (query.get("lastEventId") or [None])[-1]
+    if cursor is None and output == NDJSON_FORMAT:
+        # NDJSON readers resume with the cursor of the last line they read.
+        cursor = (query.get("after") or [None])[-1]
     token = (query.get("token") or [None])[-1]
     cookie = SimpleCookie()
     try:
@@ -113,7 +127,32 @@ def parse_stream_request(scope: dict[str, Any]) -> StreamRequest:
         session_key=morsel.value if morsel is not None else None,
         origin=headers.get("origin"),
         own_origin=f"{scheme}://{host}",
+        format=output,
     )
+
+
+def _output_format(query: dict[str, list[str]], headers: dict[str, str]) -> str:
+    """SSE unless ``?format=ndjson`` or an Accept header that names NDJSON and not SSE."""
+    explicit = (query.get("format") or [None])[-1]
+    if explicit is not None:
+        if explicit not in FORMATS:
+            raise InvalidInput(f"format must be one of {', '.join(FORMATS)}, not {explicit[:40]!r}.")
+        return explicit
+    accepted = {part.split(";")[0].strip().lower() for part in headers.get("accept", "").split(",")}
+    if ndjson.NDJSON in accepted and sse.EVENT_STREAM not in accepted:
+        return NDJSON_FORMAT
+    return SSE_FORMAT
+
+
+def ndjson_send(send: AsgiSend) -> AsgiSend:
+    """``send``, with every SSE frame of a response body rewritten as its NDJSON line."""
+
+    async def send_lines(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body" and message.get("body"):
+            message = {**message, "body": ndjson.from_sse(message["body"])}
+        await send(message)
+
+    return send_lines
 
 
 @dataclass(frozen=True)
@@ -235,7 +274,7 @@ class EventStreamConsumer(AsyncHttpConsumer):
             logger.exception("Database error while opening a stream.")
             await self.send_error(ServiceUnavailable("The database is not available; retry shortly."))
             raise StopConsumer() from None
-        await self.open_stream(authorized)
+        await self.open_stream(authorized, request.format)
 
     def check_streams_per_ip(self) -> None:
         limit = int(conf.MAX_STREAMS_PER_IP)
@@ -257,7 +296,7 @@ class EventStreamConsumer(AsyncHttpConsumer):
 
     async def answer_preflight(self) -> None:
         """CORS preflight (a fetch() reader sending Last-Event-ID): allowed per channel."""
-        origin = _headers(self.scope).get("origin")
+        origin = request_headers(self.scope).get("origin")
         headers = [(b"vary", b"Origin"), (b"content-length", b"0")]
         try:
             request = parse_stream_request(self.scope)
@@ -290,23 +329,31 @@ class EventStreamConsumer(AsyncHttpConsumer):
             headers.append((b"retry-after", str(error.retry_after).encode()))
         await self.send_response(error.status, body, headers=headers)
 
-    async def open_stream(self, authorized: Authorized) -> None:
+    async def open_stream(self, authorized: Authorized, output: str = SSE_FORMAT) -> None:
+        # The one place the output format matters: streams write SSE frames,
+        # and an NDJSON response rewrites them as they are sent (events/ndjson.py).
+        if output == NDJSON_FORMAT:
+            content_type, asgi_send, preamble = ndjson.NDJSON, ndjson_send(self.base_send), b""
+        else:
+            content_type, asgi_send = sse.EVENT_STREAM, self.base_send
+            preamble = sse.encode_retry(int(conf.RETRY_MILLISECONDS))
         headers = [
-            (b"content-type", sse.EVENT_STREAM.encode()),
+            (b"content-type", content_type.encode()),
             (b"cache-control", b"no-cache"),
             (b"x-accel-buffering", b"no"),
             (b"x-content-type-options", b"nosniff"),
-            (b"vary", b"Origin"),
+            (b"vary", b"Origin, Accept"),
         ]
         if authorized.allow_origin is not None:
             headers.append((b"access-control-allow-origin", authorized.allow_origin.encode()))
         await self.send_headers(status=200, headers=headers)
-        await self.send_body(sse.encode_retry(int(conf.RETRY_MILLISECONDS)), more_body=True)
+        # Also what makes the server send the headers now (NDJSON has no preamble).
+        await self.send_body(preamble, more_body=True)
 
         stream = Stream(
             channels=authorized.channels,
             positions=dict(authorized.positions),
-            asgi_send=self.base_send,
+            asgi_send=asgi_send,
             on_close=self._on_stream_closed,
             expires_at=authorized.expires_at,
             access=authorized.access,

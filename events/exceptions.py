@@ -48,6 +48,20 @@ class MethodNotAllowed(PushsiteError):
     code = "method_not_allowed"
 
 
+class RequestTimeout(PushsiteError):
+    """A request body that stopped arriving."""
+
+    status = 408
+    code = "timeout"
+
+
+class UnsupportedMediaType(PushsiteError):
+    """A request body in a format this endpoint does not read."""
+
+    status = 415
+    code = "unsupported_media_type"
+
+
 class ChannelNotFound(PushsiteError):
     """No active channel has this slug."""
 

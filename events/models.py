@@ -58,6 +58,14 @@ class Visibility(models.TextChoices):
     PRIVATE = "private", "Private: members, staff, or a signed token"
 
 
+class StreamStorage(models.TextChoices):
+    # keep is the default: every part is a stored message with its own id, so
+    # a late joiner or a reconnecting client replays a stream like any other
+    # history (guarantee 2). fold trades that for a history of one row per stream.
+    KEEP = "keep", "Keep every part: late joiners replay them"
+    FOLD = "fold", "Fold: parts are live-only; the whole stream is stored as its end event"
+
+
 class ChannelQuerySet(models.QuerySet["Channel"]):
     def active(self) -> ChannelQuerySet:
         return self.filter(is_active=True)
@@ -95,6 +103,12 @@ class Channel(models.Model):
     )
     is_active = models.BooleanField(
         default=True, help_text="Inactive channels refuse subscribers and publishers."
+    )
+    stream_storage = models.CharField(
+        max_length=8,
+        choices=StreamStorage.choices,
+        default=StreamStorage.KEEP,
+        help_text="How the parts of streamed publishes (POST .../stream, manage.py pipe) are kept.",
     )
     # Last sequence number handed out; bumped inside the publishing transaction,
     # which holds this row's write lock until commit, so sequence order is

@@ -8,6 +8,7 @@ to its local connections.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import time
@@ -28,6 +29,7 @@ from .models import EVENT_TYPE_PATTERN, RESERVED_EVENT_PREFIX, Channel, Message
 logger = logging.getLogger(__name__)
 
 FRAME_MESSAGE_TYPE = "pushsite.frame"
+MESSAGE_FIELDS = {"event", "data"}
 _EVENT_TYPE = re.compile(EVENT_TYPE_PATTERN)
 
 
@@ -57,12 +59,60 @@ def validate_payload(data: Any) -> None:
         raise PayloadTooLarge(f"data is {size} bytes encoded; the limit is {limit}.")
 
 
+def json_or_text(text: str) -> Any:
+    """The value ``text`` holds as JSON, or the text itself (shell and relayed payloads)."""
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        return text
+
+
+def parse_message_json(raw: bytes, *, where: str | None = None) -> tuple[str, Any]:
+    """``event`` and ``data`` of a message's JSON (``{"event"?, "data"}``), or InvalidInput naming the problem.
+
+    ``where`` ("Line 3") starts every error sentence; without it the subject is "The body".
+    """
+    subject = where or "The body"
+    lead = f"{where}: " if where else ""
+    try:
+        payload = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidInput(f"{subject} is not valid JSON: {exc}.") from exc
+    except RecursionError as exc:
+        raise InvalidInput(f"{subject} is JSON nested too deeply.") from exc
+    if not isinstance(payload, dict):
+        raise InvalidInput(f'{subject} must be a JSON object: {{"event": "<type>", "data": <any JSON>}}.')
+    unknown = sorted(set(payload) - MESSAGE_FIELDS)
+    if unknown:
+        raise InvalidInput(f"{lead}Unknown field {unknown[0]!r}; a message has only 'event' and 'data'.")
+    if "data" not in payload:
+        raise InvalidInput(f"{lead}The field 'data' is required (any JSON value, null included).")
+    event = payload.get("event", "message")
+    try:
+        validate_event_type(event)
+    except InvalidInput as exc:
+        raise InvalidInput(lead + exc.detail) from None
+    return event, payload["data"]
+
+
 def store_message(
     channel: Channel | str, data: Any, *, event: str = "message", publisher: str = ""
 ) -> Message:
     """Store a message with its channel's next sequence number. Validates first."""
     validate_event_type(event)
     validate_payload(data)
+    return _store(channel, data, event=event, publisher=publisher)
+
+
+def store_platform_message(channel: Channel | str, data: Any, *, event: str, publisher: str = "") -> Message:
+    """Store one of the platform's own events (``pushsite.*``), which publishers may not send."""
+    if not event.startswith(RESERVED_EVENT_PREFIX):
+        raise ValueError(f"Platform events start with {RESERVED_EVENT_PREFIX!r}; {event!r} does not.")
+    validate_payload(data)
+    return _store(channel, data, event=event, publisher=publisher)
+
+
+def _store(channel: Channel | str, data: Any, *, event: str, publisher: str) -> Message:
     slug = channel.slug if isinstance(channel, Channel) else channel
     with transaction.atomic():
         # The UPDATE takes the channel row's write lock (on SQLite, the database
@@ -143,33 +193,34 @@ async def fan_out(message: Message) -> None:
         )
 
 
-async def send_ephemeral(channel: Channel, data: Any, event: str) -> None:
-    """Send an event that is never stored ("is typing") to the channel's live subscribers.
+async def fan_out_ephemeral(channel: Channel, data: Any, *, event: str = "message") -> None:
+    """Send an event to the channel's live subscribers only: never stored, no id, no replay.
 
-    It has no sequence number and no id: it is not replayed, and a subscriber
-    that is reading history at that moment does not get it. Validates like a
-    publish; the caller has checked authority.
+    For transient state ("is typing", the parts of a folded stream). Subscribers'
+    positions and Last-Event-ID are unaffected; a client that is away misses it.
     """
     validate_event_type(event)
     validate_payload(data)
-    fields = frames.ephemeral_fields(slug=channel.slug, event=event, data=data, published_at=timezone.now())
     layer = get_channel_layer()
     if layer is None:
         return
     message = {
         "type": FRAME_MESSAGE_TYPE,
         "channel_id": channel.pk,
+        # No sequence: relays hand it on at once, outside the gap-free order.
         "sequence": None,
-        "fields": fields,
+        "fields": frames.ephemeral_fields(
+            slug=channel.slug, event=event, data=data, published_at=timezone.now()
+        ),
         "published": time.time(),
     }
     try:
         async with asyncio.timeout(float(conf.LAYER_TIMEOUT_SECONDS)):
             await layer.group_send(group_name(channel.pk), message)
     except Exception:
-        # Ephemeral by definition: nothing to replay, so a failure only logs.
+        # Nothing to replay it from: live-only events are lost when the layer is.
         metrics.FANOUT_FAILURES.inc()
-        logger.warning("Ephemeral %s on %s was not sent.", event, channel.slug, exc_info=True)
+        logger.warning("Live-only event on %s was not sent: the channel layer failed.", channel.slug)
 
 
 def publish(channel: Channel | str, data: Any, event: str = "message", *, publisher: str = "") -> Message:

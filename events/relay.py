@@ -68,7 +68,13 @@ class Feed:
         self.visibility = "public"
         self._task: asyncio.Task[None] | None = None
 
-    def on_frame(self, sequence: int, fields: bytes, published: float) -> None:
+    def on_frame(self, sequence: int | None, fields: bytes, published: float) -> None:
+        if sequence is None:
+            # A live-only event (publishing.fan_out_ephemeral): outside the
+            # sequence, so no order or gap logic; streams that are here get it.
+            for stream in tuple(self.streams):
+                stream.deliver_ephemeral(fields)
+            return
         if self.catching_up is not None:
             self.catching_up = max(self.catching_up, sequence)
             return
@@ -87,11 +93,6 @@ class Feed:
         self.position = sequence
         metrics.record_delivery_lag(published)
         self._dispatch(sequence, fields)
-
-    def on_ephemeral(self, fields: bytes) -> None:
-        """A frame that is never stored ("is typing"): hand it on at once, unordered, without an id."""
-        for stream in tuple(self.streams):
-            stream.deliver_ephemeral(self.channel_id, fields)
 
     def _dispatch(self, sequence: int, fields: bytes) -> None:
         single_frame = b"id: %d\n" % sequence + fields
@@ -270,10 +271,7 @@ class Relay:
                 continue
             feed = self.feeds.get(message["channel_id"])
             if feed is not None:
-                if message["sequence"] is None:
-                    feed.on_ephemeral(message["fields"])
-                else:
-                    feed.on_frame(message["sequence"], message["fields"], message["published"])
+                feed.on_frame(message["sequence"], message["fields"], message["published"])
 
     async def _housekeeping_loop(self) -> None:
         while True:

@@ -5,10 +5,13 @@ from __future__ import annotations
 from django.urls import path
 
 from .consumers import EventStreamConsumer
+from .ingest import StreamPublishConsumer
 
 stream = EventStreamConsumer.as_asgi()
 
 http_urlpatterns = [
     path("events/", stream),
     path("events/<slug:slug>/", stream),
+    # Here, not in events/urls.py: Django's handler would read the whole body first.
+    path("api/channels/<slug:slug>/stream", StreamPublishConsumer.as_asgi()),
 ]

@@ -59,14 +59,20 @@ def encode_comment(text: str) -> bytes:
 
 
 class ServerSentEvent:
-    """One decoded event (what a browser's EventSource would dispatch)."""
+    """One decoded event (what a browser's EventSource would dispatch).
 
-    __slots__ = ("data", "event", "id")
+    ``id`` is the stream's last event id when the event fired, as a browser
+    reports it; ``has_id`` says whether this event set it with its own ``id:``
+    line (an event without one inherits the previous id).
+    """
 
-    def __init__(self, data: str, event: str, id: str) -> None:
+    __slots__ = ("data", "event", "has_id", "id")
+
+    def __init__(self, data: str, event: str, id: str, has_id: bool = False) -> None:
         self.data = data
         self.event = event
         self.id = id
+        self.has_id = has_id
 
     def __repr__(self) -> str:
         return f"ServerSentEvent(id={self.id!r}, event={self.event!r}, data={self.data!r})"
@@ -106,6 +112,10 @@ class Decoder:
                 events.append(event)
         return events
 
+    def buffered(self) -> int:
+        """Characters held for an event not yet complete (to bound it)."""
+        return len(self._buffer) + sum(len(line) for line in self._data)
+
     def _line(self, line: str) -> ServerSentEvent | None:
         if line == "":
             return self._dispatch()
@@ -121,13 +131,14 @@ class Decoder:
             self._event = value
         elif name == "id" and "\x00" not in value:
             self.last_event_id = value
+            self._id_seen = True
         elif name == "retry" and value.isdigit():
             self.retry = int(value)
         return None
 
     def _dispatch(self) -> ServerSentEvent | None:
-        data, event = self._data, self._event
-        self._data, self._event = [], ""
+        data, event, has_id = self._data, self._event, self._id_seen
+        self._data, self._event, self._id_seen = [], "", False
         if not data:
             return None
-        return ServerSentEvent("\n".join(data), event or "message", self.last_event_id)
+        return ServerSentEvent("\n".join(data), event or "message", self.last_event_id, has_id)

@@ -113,10 +113,9 @@ class Stream:
             self.write(self.encode_id() + fields)
         stats.deliveries += 1
 
-    def deliver_ephemeral(self, channel_id: int, fields: bytes) -> None:
-        """A frame that is not stored: written without an id, so the position stays put."""
-        if channel_id not in self.catching_up:
-            self.write(fields)
+    def deliver_ephemeral(self, fields: bytes) -> None:
+        """A live-only event: written without an id line, so positions and Last-Event-ID stay put."""
+        self.write(fields)
 
     def encode_id(self) -> bytes:
         """The ``id:`` line for this stream's current position."""

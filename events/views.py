@@ -9,12 +9,15 @@ from asgiref.sync import sync_to_async
 from django.db import connection
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.views.decorators.http import require_POST
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pushsite.security import CONTENT_SECURITY_POLICY
 
+from . import demo
 from .models import Channel, Visibility
 from .relay import get_relay
+from .responses import error_response
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +59,26 @@ def embed(request: HttpRequest, slug: str) -> HttpResponse:
     )
     response.xframe_options_exempt = True  # type: ignore[attr-defined]
     return response
+
+
+def streamed_demo(request: HttpRequest) -> HttpResponse:
+    channel = Channel.objects.active().filter(slug=demo.DEMO_CHANNEL).first()
+    return render(request, "events/streamed.html", {"channel": channel})
+
+
+@require_POST
+async def streamed_demo_ask(request: HttpRequest) -> JsonResponse:
+    """Start a streamed demo answer (CSRF-checked by the middleware); 202 with its stream id."""
+    channel = await Channel.objects.active().filter(slug=demo.DEMO_CHANNEL).afirst()
+    if channel is None:
+        return error_response(
+            404, "channel_not_found", "Create the demo channel first: python manage.py seed_demo."
+        )
+    try:
+        stream = await demo.start_answer(channel, request.POST.get("question", ""))
+    except demo.AnswerInProgress:
+        return error_response(409, "busy", "An answer is being streamed right now; try again in a moment.")
+    return JsonResponse({"stream": stream, "channel": channel.slug}, status=202)
 
 
 def _database_answers() -> None:

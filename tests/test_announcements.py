@@ -202,6 +202,7 @@ def test_channel_form_explains_a_bad_origin(
         "allowed_origins": origins,
         "retention_count": "1000",
         "retention_age": "",
+        "stream_storage": "keep",
     }
     response = staff_client.post(f"/admin/events/channel/{news.pk}/change/", data)
     assert response.status_code == 200
@@ -219,6 +220,7 @@ def test_channel_form_saves_origins_one_per_line(staff_client: Client, news: Cha
         "allowed_origins": " https://a.example \n\nhttp://localhost:8080\nhttps://a.example",
         "retention_count": "1000",
         "retention_age": "",
+        "stream_storage": "keep",
     }
     assert staff_client.post(f"/admin/events/channel/{news.pk}/change/", data).status_code == 302
     assert Channel.objects.get(pk=news.pk).allowed_origins == ["https://a.example", "http://localhost:8080"]

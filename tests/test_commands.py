@@ -34,6 +34,13 @@ def test_create_channel_creates_then_updates() -> None:
     assert channel.allowed_origins == ["https://partner.example"]
 
 
+def test_create_channel_sets_stream_storage() -> None:
+    run("create_channel", "answers")
+    assert Channel.objects.get(slug="answers").stream_storage == "keep"  # the default
+    assert "Updated channel answers" in run("create_channel", "answers", "--stream-storage", "fold")
+    assert Channel.objects.get(slug="answers").stream_storage == "fold"
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -13,7 +13,7 @@ from django.test import override_settings
 from events import sse
 from events.channels_admin import upsert_channel
 from events.models import Channel
-from events.publishing import apublish, fan_out, send_ephemeral, store_message
+from events.publishing import apublish, fan_out, fan_out_ephemeral, store_message
 from events.relay import Relay, get_relay
 from events.streams import Stream, StreamChannel
 
@@ -104,7 +104,7 @@ async def test_ephemeral_frames_have_no_id_and_leave_the_position(relay: Relay, 
     client = Client()
     stream = await open_stream(relay, channel, client)
     stored = await apublish(channel.slug, "stored")
-    await send_ephemeral(channel, {"user": "ada"}, "typing")
+    await fan_out_ephemeral(channel, {"user": "ada"}, event="typing")
     events = await client.wait_for(2)
     assert [(e.event, e.id) for e in events] == [
         ("message", str(stored.sequence)),

@@ -73,3 +73,20 @@ def test_decoder_keeps_retry_and_counts_comments() -> None:
     assert decoder.feed("retry: 1500\n\n: keep-alive\n\n") == []
     assert decoder.retry == 1500
     assert decoder.comments == 1
+
+
+def test_decoder_says_which_events_carried_their_own_id() -> None:
+    decoder = sse.Decoder()
+    events = decoder.feed("id: 1\ndata: a\n\ndata: b\n\nid: 2\n\ndata: c\n\nid: 3\ndata: d\n\n")
+    assert [(e.data, e.id, e.has_id) for e in events] == [
+        ("a", "1", True),
+        ("b", "1", False),  # inherits the id, as a browser reports it
+        ("c", "2", False),  # the id came in an event of its own, which fired nothing
+        ("d", "3", True),
+    ]
+
+
+def test_decoder_bounds_what_it_holds() -> None:
+    decoder = sse.Decoder()
+    decoder.feed("data: abc\ndata: de")
+    assert decoder.buffered() == len("abc") + len("data: de")

@@ -5,7 +5,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from events.channels_admin import VISIBILITIES, upsert_channel
+from events.channels_admin import STREAM_STORAGES, VISIBILITIES, upsert_channel
 
 
 class Command(BaseCommand):
@@ -15,6 +15,12 @@ class Command(BaseCommand):
         parser.add_argument("slug")
         parser.add_argument("--title")
         parser.add_argument("--visibility", choices=VISIBILITIES)
+        parser.add_argument(
+            "--stream-storage",
+            choices=STREAM_STORAGES,
+            help="keep (default): every part of a streamed publish is stored; "
+            "fold: parts are live-only and the stream is stored once, as its end event.",
+        )
         parser.add_argument(
             "--allow-origin",
             action="append",
@@ -30,6 +36,7 @@ class Command(BaseCommand):
                 title=options["title"],
                 visibility=options["visibility"],
                 allowed_origins=options["allowed_origins"],
+                stream_storage=options["stream_storage"],
             )
         except ValidationError as exc:
             raise CommandError("; ".join(exc.messages)) from exc

@@ -7,14 +7,17 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
 from events.channels_admin import create_api_key, upsert_channel
-from events.models import ApiKey, Visibility
+from events.models import ApiKey, StreamStorage, Visibility
 
 DEMO_CHANNELS = [
     ("news", "Site news", Visibility.PUBLIC),
     ("scores", "Live scores", Visibility.PUBLIC),
     ("status", "Service status", Visibility.PUBLIC),
     ("staff", "Staff room (private)", Visibility.PRIVATE),
+    ("answers", "Streamed answers", Visibility.PUBLIC),
 ]
+# The streamed-answer demo (/demo/streamed/): one stored message per answer.
+FOLDED_CHANNELS = {"answers"}
 DEMO_KEY_NAME = "demo"
 
 
@@ -26,7 +29,8 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         for slug, title, visibility in DEMO_CHANNELS:
-            upsert_channel(slug, title=title, visibility=visibility)
+            storage = StreamStorage.FOLD if slug in FOLDED_CHANNELS else None
+            upsert_channel(slug, title=title, visibility=visibility, stream_storage=storage)
         self.stdout.write("Demo channels: " + ", ".join(slug for slug, _, _ in DEMO_CHANNELS))
 
         User = get_user_model()

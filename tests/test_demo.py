@@ -1,0 +1,71 @@
+"""The streamed-answer demo page, on a real server: tokens arrive one by one, then the folded end."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import httpx
+import pytest
+
+from tests.support.servers import ServerProcess, Site
+from tests.support.sse_client import Subscriber
+
+
+@pytest.fixture(scope="module")
+def answers(site: Site) -> str:
+    site.shell(
+        "from events.channels_admin import upsert_channel\nupsert_channel('answers', stream_storage='fold')"
+    )
+    return "answers"
+
+
+async def test_streamed_answer_arrives_token_by_token(server: ServerProcess, answers: str) -> None:
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as browser:
+        home = await browser.get("/")
+        assert 'href="/demo/streamed/"' in home.text
+        page = await browser.get("/demo/streamed/")
+        assert page.status_code == 200
+        assert 'data-stream="/events/answers/"' in page.text
+        script = re.search(r'src="([^"]*streamed[^"]*\.js)"', page.text)
+        assert script is not None
+        assert (await browser.get(script.group(1))).status_code == 200
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text)
+        assert token is not None
+        headers = {"X-CSRFToken": token.group(1)}
+
+        async with Subscriber(f"{server.url}/events/{answers}/") as subscriber:
+            await subscriber.wait_for_bytes(b"id: ")
+            asked = await browser.post(
+                "/demo/streamed/ask", data={"question": "What is <b>this</b>?"}, headers=headers
+            )
+            assert asked.status_code == 202, asked.text
+            stream = asked.json()["stream"]
+            busy = await browser.post("/demo/streamed/ask", data={"question": "again"}, headers=headers)
+            assert busy.status_code == 409
+            assert busy.json()["error"] == "busy"
+
+            tokens: list[str] = []
+            while True:
+                event = await subscriber.next_event(timeout=10)
+                payload = json.loads(event.data)["data"]
+                if event.event == "pushsite.stream.end":
+                    end = payload
+                    break
+                assert event.event == "token"
+                assert payload["stream"] == stream
+                assert payload["part"] == len(tokens) + 1
+                tokens.append(payload["data"])
+
+    assert len(tokens) > 20
+    answer = "".join(tokens)
+    assert answer.startswith("You asked: “What is <b>this</b>?”. Here is how")
+    assert end["status"] == "done"
+    assert end["parts"] == len(tokens)
+    assert "".join(part["data"] for part in end["folded"]) == answer
+
+
+async def test_asking_needs_the_csrf_token(server: ServerProcess, answers: str) -> None:
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+        response = await client.post("/demo/streamed/ask", data={"question": "x"})
+    assert response.status_code == 403

@@ -1,0 +1,373 @@
+"""Streaming publish (POST /api/channels/<slug>/stream) against a real server process."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from events.sse import ServerSentEvent
+from tests.support.servers import ServerProcess, Site
+from tests.support.sse_client import Subscriber
+
+KEEP_CHANNELS = 12
+FOLD_CHANNELS = 3
+NDJSON = "application/x-ndjson"
+END = "pushsite.stream.end"
+
+_keep = itertools.count()
+_fold = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def stream_channels(site: Site) -> None:
+    lines = [f"upsert_channel('sp-keep-{n}')" for n in range(KEEP_CHANNELS)]
+    lines += [f"upsert_channel('sp-fold-{n}', stream_storage='fold')" for n in range(FOLD_CHANNELS)]
+    site.shell("from events.channels_admin import upsert_channel\n" + "\n".join(lines))
+
+
+@pytest.fixture
+def slug(stream_channels: None) -> str:
+    """A keep channel of this test's own."""
+    number = next(_keep)
+    assert number < KEEP_CHANNELS, "raise KEEP_CHANNELS"
+    return f"sp-keep-{number}"
+
+
+@pytest.fixture
+def fold_slug(stream_channels: None) -> str:
+    number = next(_fold)
+    assert number < FOLD_CHANNELS, "raise FOLD_CHANNELS"
+    return f"sp-fold-{number}"
+
+
+def ndjson_line(data: Any, event: str | None = None) -> bytes:
+    message: dict[str, Any] = {"data": data}
+    if event is not None:
+        message["event"] = event
+    return (json.dumps(message) + "\n").encode()
+
+
+def envelope(event: ServerSentEvent) -> dict[str, Any]:
+    value: dict[str, Any] = json.loads(event.data)
+    return value
+
+
+def history(server: ServerProcess, slug: str) -> list[dict[str, Any]]:
+    response = httpx.get(f"{server.url}/api/channels/{slug}/messages?limit=1000", timeout=10)
+    messages: list[dict[str, Any]] = response.json()["messages"]
+    return messages
+
+
+class RawRequest:
+    """A chunked POST on a bare socket: the test decides when each line goes, and when to hang up."""
+
+    def __init__(self, server: ServerProcess, slug: str, key: str) -> None:
+        self.server = server
+        self.slug = slug
+        self.key = key
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def open(self) -> RawRequest:
+        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.server.port)
+        self.writer.write(
+            (
+                f"POST /api/channels/{self.slug}/stream HTTP/1.1\r\n"
+                f"Host: 127.0.0.1:{self.server.port}\r\n"
+                f"Authorization: Bearer {self.key}\r\n"
+                f"Content-Type: {NDJSON}\r\n"
+                "Transfer-Encoding: chunked\r\n\r\n"
+            ).encode()
+        )
+        await self.writer.drain()
+        return self
+
+    async def send(self, data: bytes) -> None:
+        assert self.writer is not None
+        self.writer.write(b"%x\r\n%s\r\n" % (len(data), data))
+        await self.writer.drain()
+
+    async def response(self) -> tuple[int, dict[str, Any]]:
+        assert self.reader is not None
+        async with asyncio.timeout(10):
+            head = await self.reader.readuntil(b"\r\n\r\n")
+            status = int(head.split(b" ", 2)[1])
+            length = next(
+                int(line.split(b":", 1)[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            )
+            body = await self.reader.readexactly(length)
+        return status, json.loads(body)
+
+    async def hang_up(self) -> None:
+        assert self.writer is not None
+        self.writer.transport.abort()
+
+
+async def subscribed(server: ServerProcess, slug: str) -> Subscriber:
+    subscriber = Subscriber(f"{server.url}/events/{slug}/")
+    await subscriber.__aenter__()
+    assert subscriber.status == 200
+    await subscriber.wait_for_bytes(b"id: ")  # subscribed: live from here on
+    return subscriber
+
+
+# --- the issue's tests ----------------------------------------------------------------
+
+
+async def test_parts_arrive_while_the_publisher_is_still_writing(
+    server: ServerProcess, api_key: str, slug: str
+) -> None:
+    lines_written = 0
+
+    async def body() -> AsyncIterator[bytes]:
+        nonlocal lines_written
+        for n in range(200):
+            yield ndjson_line({"n": n}, event="token")
+            lines_written += 1
+            await asyncio.sleep(0.01)
+
+    async def publish() -> tuple[httpx.Response, float]:
+        async with httpx.AsyncClient(timeout=60) as client:
+            response = await client.post(
+                f"{server.url}/api/channels/{slug}/stream",
+                content=body(),
+                headers={"Authorization": f"Bearer {api_key}", "Content-Type": NDJSON},
+            )
+        return response, time.monotonic()
+
+    subscriber = await subscribed(server, slug)
+    try:
+        started = time.monotonic()
+        publisher = asyncio.create_task(publish())
+        first = await subscriber.next_event(timeout=10)
+        first_arrived = time.monotonic()
+        written_when_first_arrived = lines_written
+        rest = await subscriber.events(200, timeout=60)
+        response, finished = await publisher
+    finally:
+        await subscriber.close()
+
+    # Part 1 came long before the publisher was done (the body took at least 2 s).
+    assert first_arrived - started < (finished - started) / 2
+    assert written_when_first_arrived < 100
+    parts = [first, *rest[:-1]]
+    assert [e.event for e in parts] == ["token"] * 200
+    payloads = [envelope(e)["data"] for e in parts]
+    stream = payloads[0]["stream"]
+    assert payloads == [{"stream": stream, "part": n + 1, "data": {"n": n}} for n in range(200)]
+    end = rest[-1]
+    assert end.event == END
+    assert envelope(end)["data"] == {"stream": stream, "parts": 200, "status": "done", "reason": None}
+    assert response.status_code == 201
+    assert response.json() == {
+        "stream": stream,
+        "channel": slug,
+        "parts": 200,
+        "status": "done",
+        "end_id": envelope(end)["id"],
+    }
+    # Parts are ordinary stored messages with consecutive ids: normal resume works.
+    assert [e.id for e in [*parts, end]] == [str(envelope(parts[0])["id"] + n) for n in range(201)]
+
+
+async def test_publisher_disconnect_mid_stream_ends_the_stream_as_failed(
+    server: ServerProcess, api_key: str, slug: str
+) -> None:
+    subscriber = await subscribed(server, slug)
+    try:
+        request = await RawRequest(server, slug, api_key).open()
+        await request.send(ndjson_line("one") + ndjson_line("two"))
+        parts = await subscriber.events(2)
+        await request.hang_up()
+        end = await subscriber.next_event()
+    finally:
+        await subscriber.close()
+    assert [envelope(e)["data"]["data"] for e in parts] == ["one", "two"]
+    assert end.event == END
+    assert envelope(end)["data"] == {
+        "stream": envelope(parts[0])["data"]["stream"],
+        "parts": 2,
+        "status": "failed",
+        "reason": "The publisher disconnected mid-stream.",
+    }
+
+
+async def test_invalid_line_stops_the_stream_with_a_clear_error(
+    server: ServerProcess, api_key: str, slug: str
+) -> None:
+    body = ndjson_line(1) + ndjson_line(2) + ndjson_line(3) + b'{"data": 4,\n' + ndjson_line(5)
+    subscriber = await subscribed(server, slug)
+    try:
+        async with httpx.AsyncClient(timeout=10) as client:
+            response = await client.post(
+                f"{server.url}/api/channels/{slug}/stream",
+                content=body,
+                headers={"Authorization": f"Bearer {api_key}", "Content-Type": NDJSON},
+            )
+        events = await subscriber.events(4)
+    finally:
+        await subscriber.close()
+
+    assert response.status_code == 400
+    problem = response.json()
+    assert problem["error"] == "invalid"
+    assert problem["detail"].startswith("Line 4 is not valid JSON: ")
+    assert problem["parts"] == 3
+    assert problem["status"] == "failed"
+    assert [envelope(e)["data"]["data"] for e in events[:3]] == [1, 2, 3]
+    assert events[3].event == END
+    assert envelope(events[3])["data"]["status"] == "failed"
+    assert envelope(events[3])["data"]["reason"] == problem["detail"]
+    # Nothing after the bad line: the channel holds the three parts and the end.
+    stored = history(server, slug)
+    assert [m["event"] for m in stored] == ["message"] * 3 + [END]
+
+
+# --- limits and refusals ----------------------------------------------------------------------
+
+
+async def test_idle_publisher_gets_408_and_subscribers_a_failed_end(
+    server: ServerProcess, api_key: str, slug: str
+) -> None:
+    # The test server's STREAM_IDLE_SECONDS is 2.
+    request = await RawRequest(server, slug, api_key).open()
+    await request.send(ndjson_line("only"))
+    status, body = await request.response()
+    await request.hang_up()
+    assert status == 408
+    assert body["error"] == "timeout"
+    assert body["detail"] == "No data arrived for 2 s; the stream is closed."
+    assert body["parts"] == 1
+    stored = history(server, slug)
+    assert [m["event"] for m in stored] == ["message", END]
+    assert stored[-1]["data"]["status"] == "failed"
+
+
+async def test_line_over_the_size_limit_is_413(server: ServerProcess, api_key: str, slug: str) -> None:
+    too_long = ndjson_line("x" * (64 * 1024))
+    async with httpx.AsyncClient(timeout=10) as client:
+        response = await client.post(
+            f"{server.url}/api/channels/{slug}/stream",
+            content=ndjson_line("fine") + too_long,
+            headers={"Authorization": f"Bearer {api_key}", "Content-Type": NDJSON},
+        )
+    assert response.status_code == 413
+    assert response.json()["detail"] == "Line 2 is longer than the limit of 65536 bytes."
+    assert [m["event"] for m in history(server, slug)] == ["message", END]
+
+
+@pytest.mark.parametrize(
+    ("method", "headers", "status", "code", "fragment"),
+    [
+        ("POST", {"Content-Type": NDJSON}, 401, "unauthorized", "needs 'Authorization: Bearer <api key>'"),
+        ("POST", {"Content-Type": NDJSON, "Cookie": "sessionid=abc"}, 401, "unauthorized", "staff session"),
+        (
+            "POST",
+            {"Content-Type": NDJSON, "Authorization": "Bearer psk_0_x"},
+            401,
+            "unauthorized",
+            "not valid",
+        ),
+        ("POST", {"Content-Type": "application/json", "key": ""}, 415, "unsupported_media_type", "x-ndjson"),
+        ("GET", {"key": ""}, 405, "method_not_allowed", "use POST"),
+    ],
+)
+async def test_refusals_answer_json_and_publish_nothing(
+    server: ServerProcess,
+    api_key: str,
+    slug: str,
+    method: str,
+    headers: dict[str, str],
+    status: int,
+    code: str,
+    fragment: str,
+) -> None:
+    if headers.pop("key", None) is not None:
+        headers["Authorization"] = f"Bearer {api_key}"
+    async with httpx.AsyncClient(timeout=10) as client:
+        response = await client.request(
+            method, f"{server.url}/api/channels/{slug}/stream", content=ndjson_line(1), headers=headers
+        )
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/json"
+    assert response.json()["error"] == code
+    assert fragment in response.json()["detail"]
+    assert history(server, slug) == []
+
+
+async def test_unknown_channel_is_404(server: ServerProcess, api_key: str) -> None:
+    async with httpx.AsyncClient(timeout=10) as client:
+        response = await client.post(
+            f"{server.url}/api/channels/no-such-channel/stream",
+            content=ndjson_line(1),
+            headers={"Authorization": f"Bearer {api_key}", "Content-Type": NDJSON},
+        )
+    assert response.status_code == 404
+    assert response.json()["error"] == "channel_not_found"
+
+
+# --- an SSE body into a fold channel --------------------------------------------------------
+
+
+async def test_fold_channel_sends_parts_live_only_and_stores_one_message(
+    server: ServerProcess, api_key: str, fold_slug: str
+) -> None:
+    before = history(server, fold_slug)
+    resume_from = before[-1]["id"] if before else 0
+    body = b'event: token\ndata: Hel\n\nevent: token\ndata: lo\n\ndata: {"done": true}\n\n'
+    subscriber = await subscribed(server, fold_slug)
+    try:
+        async with httpx.AsyncClient(timeout=10) as client:
+            response = await client.post(
+                f"{server.url}/api/channels/{fold_slug}/stream",
+                content=body,
+                headers={"Authorization": f"Bearer {api_key}", "Content-Type": "text/event-stream"},
+            )
+        events = await subscriber.events(4)
+        raw = bytes(subscriber.raw)
+    finally:
+        await subscriber.close()
+    assert response.status_code == 201
+    stream = response.json()["stream"]
+
+    parts, end = events[:3], events[3]
+    assert [e.event for e in parts] == ["token", "token", "message"]
+    assert [envelope(e)["data"] for e in parts] == [
+        {"stream": stream, "part": 1, "data": "Hel"},
+        {"stream": stream, "part": 2, "data": "lo"},
+        {"stream": stream, "part": 3, "data": {"done": True}},
+    ]
+    # Live-only: no id line, no id in the envelope, Last-Event-ID untouched.
+    assert all("id" not in envelope(e) for e in parts)
+    assert raw.count(b"\nid: ") + raw.startswith(b"id: ") == 2  # the resume point and the end
+    assert end.event == END
+    assert envelope(end)["data"] == {
+        "stream": stream,
+        "parts": 3,
+        "status": "done",
+        "reason": None,
+        "folded": [
+            {"event": "token", "data": "Hel"},
+            {"event": "token", "data": "lo"},
+            {"event": "message", "data": {"done": True}},
+        ],
+    }
+
+    # History holds only the folded end; a late joiner replays just that.
+    stored = history(server, fold_slug)
+    assert [m["event"] for m in stored[len(before) :]] == [END]
+    async with Subscriber(
+        f"{server.url}/events/{fold_slug}/", headers={"Last-Event-ID": str(resume_from)}
+    ) as late:
+        replayed = await late.next_event()
+    assert replayed.event == END
+    assert envelope(replayed)["data"]["folded"][0] == {"event": "token", "data": "Hel"}
