@@ -15,7 +15,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 
-from . import publishing
+from . import publishing, ratelimit
 from .auth import (
     Reader,
     active_channels,
@@ -90,9 +90,11 @@ def store_from_request(request: HttpRequest, slug: str) -> Message:
     if secret is not None:
         key = authenticate_api_key(secret)
         publisher = f"key:{key.name} ({key.prefix})"
+        limit_publish_rate("key", key.prefix)
     else:
         key = None
         publisher = _staff_publisher(request)
+        limit_publish_rate("user", str(request.user.pk))
     channel = active_channels([slug])[0]
     if key is not None:
         require_key_for(key, channel)
@@ -105,6 +107,17 @@ def store_from_request(request: HttpRequest, slug: str) -> Message:
         raise PayloadTooLarge(f"The body is {len(body)} bytes; the limit is {limit}.")
     event, data = parse_publish_body(body)
     return publishing.store_message(channel, data, event=event, publisher=publisher)
+
+
+def limit_publish_rate(kind: str, ident: str) -> None:
+    """PUBLISH_RATE_MESSAGES per PUBLISH_RATE_SECONDS for each key and each user (429 past it)."""
+    ratelimit.hit(
+        f"publish-{kind}",
+        ident,
+        limit=int(conf.PUBLISH_RATE_MESSAGES),
+        window=float(conf.PUBLISH_RATE_SECONDS),
+        detail=f"This {'API key' if kind == 'key' else 'user'} is publishing too fast.",
+    )
 
 
 def _staff_publisher(request: HttpRequest) -> str:

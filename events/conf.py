@@ -27,6 +27,10 @@ DEFAULTS: dict[str, Any] = {
     "SEND_TIMEOUT_SECONDS": 10.0,
     # Channels one stream may carry (?channel=a&channel=b...).
     "MAX_CHANNELS_PER_STREAM": 10,
+    # Publishes each API key (and each staff user) may make per window (429
+    # with Retry-After past it; other keys are unaffected).
+    "PUBLISH_RATE_MESSAGES": 1000,
+    "PUBLISH_RATE_SECONDS": 10.0,
     # Open streams one client IP address may hold on one server process
     # (429 above); offices behind one NAT address share it.
     "MAX_STREAMS_PER_IP": 200,

@@ -31,7 +31,8 @@ def envelope(*, slug: str, sequence: int, event: str, data: Any, published_at: d
 def dumps(value: Any) -> str:
     # Compact, and json.dumps escapes every control character, so the result is
     # always a single line (the encoder would split it safely anyway).
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    # allow_nan=False: NaN and Infinity are not JSON; publish() refuses them.
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def message_fields(*, slug: str, sequence: int, event: str, data: Any, published_at: datetime) -> bytes:

@@ -67,6 +67,11 @@ def json_or_text(text: str) -> Any:
         return text
 
 
+def _refuse_constant(name: str) -> Any:
+    # Python's json reads NaN and Infinity; JSON (and the databases) do not.
+    raise ValueError(f"{name} is not a JSON value.")
+
+
 def parse_message_json(raw: bytes, *, where: str | None = None) -> tuple[str, Any]:
     """``event`` and ``data`` of a message's JSON (``{"event"?, "data"}``), or InvalidInput naming the problem.
 
@@ -75,9 +80,11 @@ def parse_message_json(raw: bytes, *, where: str | None = None) -> tuple[str, An
     subject = where or "The body"
     lead = f"{where}: " if where else ""
     try:
-        payload = json.loads(raw)
+        payload = json.loads(raw, parse_constant=_refuse_constant)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidInput(f"{subject} is not valid JSON: {exc}.") from exc
+    except ValueError as exc:
+        raise InvalidInput(f"{subject} is not valid JSON: {exc}") from exc
     except RecursionError as exc:
         raise InvalidInput(f"{subject} is JSON nested too deeply.") from exc
     if not isinstance(payload, dict):

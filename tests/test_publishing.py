@@ -101,6 +101,8 @@ def test_validation_happens_before_anything_is_stored() -> None:
         publish("missing", "x")
     with pytest.raises(InvalidInput):
         publish("news", {1, 2})  # a set is not JSON
+    with pytest.raises(InvalidInput):
+        publish("news", [float("nan")])  # nor is NaN
     assert Message.objects.count() == 0
     assert Channel.objects.get(slug="news").last_sequence == 0
 

@@ -1,0 +1,109 @@
+"""Limits that protect a public deployment: streams per address, publish rate per key, logs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.conftest import SERVER_SETTINGS
+from tests.support.servers import ServerProcess, Site
+from tests.support.sse_client import Subscriber
+
+
+@pytest.fixture(scope="module")
+def strict_server(site: Site) -> Iterator[ServerProcess]:
+    """A second process on the same database with small limits."""
+    strict = Site(
+        workdir=site.workdir,
+        database_url=site.database_url,
+        settings={
+            **SERVER_SETTINGS,
+            "MAX_STREAMS_PER_IP": "5",
+            "PUBLISH_RATE_MESSAGES": "5",
+            "PUBLISH_RATE_SECONDS": "60",
+        },
+    )
+    process = ServerProcess(strict, name="strict").start()
+    yield process
+    process.stop()
+
+
+async def test_a_connection_flood_from_one_address_is_capped(strict_server: ServerProcess) -> None:
+    url = f"{strict_server.url}/events/pool-54/"
+    held = [Subscriber(url) for _ in range(5)]
+    try:
+        for subscriber in held:
+            await subscriber.__aenter__()
+            await subscriber.opened()
+        async with httpx.AsyncClient() as client:
+            refused = await client.get(url)
+        assert refused.status_code == 429
+        assert refused.json()["error"] == "rate_limited"
+        assert int(refused.headers["retry-after"]) >= 1
+        # Another address still gets in (127.0.0.2 is loopback too).
+        transport = httpx.AsyncHTTPTransport(local_address="127.0.0.2")
+        async with (
+            httpx.AsyncClient(transport=transport, timeout=5) as other,
+            other.stream("GET", url) as response,
+        ):
+            assert response.status_code == 200
+    finally:
+        for subscriber in held:
+            await subscriber.close()
+    # Closing frees the slots.
+    async with Subscriber(url) as again:
+        assert again.status == 200
+
+
+def test_a_publish_flood_is_limited_for_that_key_only(strict_server: ServerProcess, site: Site) -> None:
+    flooding = site.create_api_key("flooding")
+    calm = site.create_api_key("calm")
+    url = f"{strict_server.url}/api/channels/pool-53/messages"
+    statuses = [
+        httpx.post(url, json={"data": n}, headers={"Authorization": f"Bearer {flooding}"}).status_code
+        for n in range(6)
+    ]
+    assert statuses == [201] * 5 + [429]
+    limited = httpx.post(url, json={"data": "x"}, headers={"Authorization": f"Bearer {flooding}"})
+    assert limited.status_code == 429
+    assert int(limited.headers["retry-after"]) >= 1
+    assert "publishing too fast" in limited.json()["detail"]
+    assert (
+        httpx.post(url, json={"data": "ok"}, headers={"Authorization": f"Bearer {calm}"}).status_code == 201
+    )
+    # Nothing the limit refused was stored.
+    history = httpx.get(f"{strict_server.url}/api/channels/pool-53/messages").json()
+    assert [m["data"] for m in history["messages"]] == [0, 1, 2, 3, 4, "ok"]
+
+
+def test_logs_say_who_published_and_never_hold_secrets(server: ServerProcess, site: Site) -> None:
+    secret = site.create_api_key("log-check")
+    token = site.manage("mint_token", "private-room", "--ttl", "60").strip()
+    published = httpx.post(
+        f"{server.url}/api/channels/pool-52/messages",
+        json={"data": "hello"},
+        headers={"Authorization": f"Bearer {secret}"},
+    )
+    assert published.status_code == 201
+    with httpx.stream("GET", f"{server.url}/events/private-room/?token={token}", timeout=5) as response:
+        assert response.status_code == 200
+    httpx.get(f"{server.url}/api/channels/private-room/messages?token={token}")
+    log = server.log()
+    assert f"Published pool-52#{published.json()['id']} event=message by key:log-check (" in log
+    assert secret not in log
+    assert secret.split("_", 2)[2] not in log
+    assert token not in log
+    assert "Stream opened: private-room from 127.0.0.1" in log
+
+
+async def test_request_size_limit_on_a_real_server(server: ServerProcess, api_key: str) -> None:
+    async with httpx.AsyncClient() as client:
+        response = await client.post(
+            f"{server.url}/api/channels/pool-52/messages",
+            content=b'{"data": "' + b"x" * 200_000 + b'"}',
+            headers={"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"},
+        )
+    assert response.status_code == 413
+    assert response.json()["error"] == "too_large"
