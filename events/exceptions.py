@@ -62,6 +62,17 @@ class PayloadTooLarge(PushsiteError):
     code = "too_large"
 
 
+class RateLimited(PushsiteError):
+    """Too many requests in the current window; ``retry_after`` says when to try again."""
+
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
 class ServiceUnavailable(PushsiteError):
     """A backing service (database or channel layer) cannot be reached."""
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.http import JsonResponse
 
-from .exceptions import PushsiteError
+from .exceptions import PushsiteError, RateLimited
 from .metrics import REJECTED_REQUESTS
 
 
@@ -16,4 +16,7 @@ def error_response(status: int, code: str, detail: str, **extra: object) -> Json
 
 
 def from_exception(error: PushsiteError) -> JsonResponse:
-    return error_response(error.status, error.code, error.detail)
+    response = error_response(error.status, error.code, error.detail)
+    if isinstance(error, RateLimited):
+        response["Retry-After"] = str(error.retry_after)
+    return response

@@ -202,6 +202,20 @@ if REDIS_HOSTS:
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
+# --- Cache ---------------------------------------------------------------------
+# Rate limits (events/ratelimit.py) count in the cache, so several processes
+# must share it: Redis when REDIS_URL is set (its first URL), else per process.
+if REDIS_HOSTS and not REDIS_SENTINELS:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_HOSTS[0]["address"],
+            "KEY_PREFIX": "pushsite",
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
 # --- Auth, i18n, static -----------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
