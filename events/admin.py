@@ -9,19 +9,20 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 
 from .embedding import snippets_for
-from .models import ApiKey, Channel, Message
+from .models import ApiKey, Channel, ChatMute, Message
 
 
 @admin.register(Channel)
 class ChannelAdmin(admin.ModelAdmin):
-    list_display = ["slug", "title", "visibility", "is_active", "last_sequence", "updated_at"]
-    list_filter = ["visibility", "is_active"]
+    list_display = ["slug", "title", "kind", "visibility", "is_active", "last_sequence", "updated_at"]
+    list_filter = ["kind", "visibility", "is_active"]
     search_fields = ["slug", "title", "description"]
     prepopulated_fields = {"slug": ["title"]}
     readonly_fields = ["last_sequence", "created_at", "updated_at"]
     filter_horizontal = ["members"]
     fieldsets = [
-        (None, {"fields": ["slug", "title", "description", "is_active"]}),
+        (None, {"fields": ["slug", "title", "description", "kind", "is_active"]}),
+        ("Chat room", {"fields": ["guests_may_post", "chat_max_length"]}),
         ("Access", {"fields": ["visibility", "members", "allowed_origins"]}),
         ("History", {"fields": ["retention_count", "retention_age", "last_sequence"]}),
         ("Timestamps", {"fields": ["created_at", "updated_at"]}),
@@ -82,3 +83,13 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
         count = queryset.update(is_active=False)
         self.message_user(request, f"Revoked {count} key(s).")
+
+
+@admin.register(ChatMute)
+class ChatMuteAdmin(admin.ModelAdmin):
+    """Muted participants; delete a row to unmute."""
+
+    list_display = ["author", "channel", "until", "by", "created_at"]
+    list_filter = ["channel"]
+    search_fields = ["author"]
+    list_select_related = ["channel", "by"]

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from .models import ApiKey, Channel, Visibility
+from .models import ApiKey, Channel, Kind, Visibility
 
 
 def upsert_channel(
@@ -16,6 +16,8 @@ def upsert_channel(
     title: str | None = None,
     visibility: str | None = None,
     allowed_origins: Sequence[str] | None = None,
+    kind: str | None = None,
+    guests_may_post: bool | None = None,
 ) -> tuple[Channel, bool]:
     """Create the channel or update the given fields; validates like the admin does."""
     channel = Channel.objects.filter(slug=slug).first()
@@ -28,6 +30,10 @@ def upsert_channel(
         channel.visibility = visibility
     if allowed_origins is not None:
         channel.allowed_origins = list(allowed_origins)
+    if kind is not None:
+        channel.kind = kind
+    if guests_may_post is not None:
+        channel.guests_may_post = guests_may_post
     channel.full_clean()
     channel.save()
     return channel, created
@@ -48,3 +54,4 @@ def create_api_key(name: str, channel_slugs: Sequence[str] = ()) -> tuple[ApiKey
 
 
 VISIBILITIES = [choice.value for choice in Visibility]
+KINDS = [choice.value for choice in Kind]

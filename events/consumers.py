@@ -16,14 +16,15 @@ from django.conf import settings
 from django.db import DatabaseError
 from django.http.request import split_domain_port, validate_host
 
-from . import cursors, frames, sse
+from . import chat, cursors, frames, sse
 from .auth import (
     Reader,
     active_channels,
     authenticate_api_key,
     bearer_secret,
     check_read,
-    user_from_session_key,
+    session_from_key,
+    user_from_session,
     verify_token,
 )
 from .conf import conf
@@ -37,6 +38,7 @@ from .exceptions import (
 )
 from .metrics import REJECTED_REQUESTS, stats
 from .models import Channel
+from .presence import Membership
 from .relay import get_relay
 from .streams import Stream, StreamChannel
 
@@ -121,6 +123,9 @@ class Authorized:
     beyond_end: dict[int, int]
     allow_origin: str | None
     expires_at: float | None
+    # Chat rooms on this stream, and who the reader is there (None: anonymous).
+    rooms: list[StreamChannel]
+    author: chat.Author | None
 
 
 def authorize(request: StreamRequest) -> Authorized:
@@ -132,7 +137,8 @@ def authorize(request: StreamRequest) -> Authorized:
         reader.key = authenticate_api_key(secret)
     if request.token:
         reader.grant = verify_token(request.token)
-    reader.user = user_from_session_key(request.session_key)
+    session = session_from_key(request.session_key)
+    reader.user = user_from_session(session)
     for channel in channels:
         check_read(channel, reader)
 
@@ -151,12 +157,15 @@ def authorize(request: StreamRequest) -> Authorized:
     expires_at = (
         reader.grant.expires_at if reader.grant is not None and not reader.user.is_authenticated else None
     )
+    rooms = [StreamChannel(id=c.pk, slug=c.slug) for c in channels if c.is_chat]
     return Authorized(
         channels=[StreamChannel(id=c.pk, slug=c.slug) for c in channels],
         positions=positions,
         beyond_end=beyond_end,
         allow_origin=allow_origin,
         expires_at=expires_at,
+        rooms=rooms,
+        author=chat.identity(reader.user, session) if rooms else None,
     )
 
 
@@ -192,6 +201,7 @@ class EventStreamConsumer(AsyncHttpConsumer):
         self._task: asyncio.Task[Any] | None = None
         self._client_gone = False
         self._ended_by_server = False
+        self.memberships: list[Membership] = []
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         self._task = asyncio.current_task()
@@ -312,6 +322,8 @@ class EventStreamConsumer(AsyncHttpConsumer):
         # The open event carries the stream's id: the client now has a resume
         # point even if nothing is published before it reconnects.
         stream.write(stream.encode_id() + frames.open_fields([c.slug for c in authorized.channels]))
+        if authorized.author is not None:
+            self.memberships = [Membership(room, authorized.author) for room in authorized.rooms]
         logger.info(
             "Stream opened: %s from %s",
             ",".join(c.slug for c in authorized.channels),
@@ -329,6 +341,8 @@ class EventStreamConsumer(AsyncHttpConsumer):
         stream = self.stream
         relay = get_relay()
         relay.unsubscribe(stream)
+        for membership in self.memberships:
+            membership.leave()
         stats.connections -= 1
         logger.info("Stream closed (%s): %s", reason, ",".join(c.slug for c in stream.channels))
         if self._client_gone:

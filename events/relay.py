@@ -20,6 +20,7 @@ import contextlib
 import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from channels.layers import BaseChannelLayer, get_channel_layer
@@ -139,6 +140,8 @@ class Relay:
         self._tasks: list[asyncio.Task[None]] = []
         self._last_poll = 0.0
         self._last_join = time.monotonic()
+        # Other per-process chores run on the same tick (chat presence refresh).
+        self.tick_hooks: list[Callable[[float], Awaitable[None]]] = []
 
     async def _start(self) -> None:
         self.channel_name = await self.layer.new_channel("pushsite.relay.")
@@ -275,6 +278,11 @@ class Relay:
         if now - self._last_poll >= float(conf.RELAY_POLL_SECONDS):
             self._last_poll = now
             await self._poll_database()
+        for hook in tuple(self.tick_hooks):
+            try:
+                await hook(now)
+            except Exception:
+                logger.exception("A housekeeping hook failed; will retry.")
         group_expiry = float(getattr(self.layer, "group_expiry", 86400))
         if now - self._last_join >= group_expiry / 4:
             await self._rejoin_groups()

@@ -7,7 +7,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
 from events.channels_admin import create_api_key, upsert_channel
-from events.models import ApiKey, Visibility
+from events.models import ApiKey, Kind, Visibility
 
 DEMO_CHANNELS = [
     ("news", "Site news", Visibility.PUBLIC),
@@ -16,6 +16,7 @@ DEMO_CHANNELS = [
     ("staff", "Staff room (private)", Visibility.PRIVATE),
 ]
 DEMO_KEY_NAME = "demo"
+DEMO_ROOM = "lobby"
 
 
 class Command(BaseCommand):
@@ -28,6 +29,8 @@ class Command(BaseCommand):
         for slug, title, visibility in DEMO_CHANNELS:
             upsert_channel(slug, title=title, visibility=visibility)
         self.stdout.write("Demo channels: " + ", ".join(slug for slug, _, _ in DEMO_CHANNELS))
+        upsert_channel(DEMO_ROOM, title="Lobby", kind=Kind.CHAT, guests_may_post=True)
+        self.stdout.write(f"Demo chat room (guests welcome): /rooms/{DEMO_ROOM}/")
 
         User = get_user_model()
         username = options["admin_user"]
