@@ -322,8 +322,7 @@ class EventStreamConsumer(AsyncHttpConsumer):
         # The open event carries the stream's id: the client now has a resume
         # point even if nothing is published before it reconnects.
         stream.write(stream.encode_id() + frames.open_fields([c.slug for c in authorized.channels]))
-        if authorized.author is not None:
-            self.memberships = [Membership(room, authorized.author) for room in authorized.rooms]
+        self.memberships = [Membership(room, authorized.author) for room in authorized.rooms]
         logger.info(
             "Stream opened: %s from %s",
             ",".join(c.slug for c in authorized.channels),

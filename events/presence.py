@@ -18,6 +18,7 @@ import os
 import socket
 import time
 import uuid
+from collections import Counter
 from datetime import timedelta
 from typing import Any
 
@@ -75,40 +76,59 @@ def _delete(connection: str) -> None:
     ChatPresence.objects.filter(connection=connection).delete()
 
 
-def _refresh(connections: list[str], channel_ids: list[int]) -> list[int]:
+def _refresh(connections: dict[str, tuple[int, Author]], channel_ids: list[int]) -> list[int]:
     """Mark this process's rows as seen; drop expired rows of these rooms; the rooms that changed."""
+    changed: set[int] = set()
     if connections:
-        ChatPresence.objects.filter(connection__in=connections).update(last_seen=timezone.now())
+        mine = ChatPresence.objects.filter(connection__in=list(connections))
+        if mine.update(last_seen=timezone.now()) < len(connections):
+            # Another process took our rows for dead (this one stalled past
+            # the expiry): put them back.
+            present = set(mine.values_list("connection", flat=True))
+            for connection, (channel_id, author) in connections.items():
+                if connection not in present:
+                    _insert(connection, channel_id, author)
+                    changed.add(channel_id)
     expired = ChatPresence.objects.filter(channel_id__in=channel_ids, last_seen__lt=cutoff())
-    changed = sorted(set(expired.values_list("channel_id", flat=True)))
-    if changed:
+    dead = set(expired.values_list("channel_id", flat=True))
+    if dead:
         expired.delete()
-    return changed
+    return sorted(changed | dead)
 
 
 class Tracker:
     """This process's presence rows, refreshed from the relay's housekeeping tick."""
 
     def __init__(self) -> None:
-        self.connections: dict[str, StreamChannel] = {}
+        # Rows this process wrote: connection id -> room and person.
+        self.connections: dict[str, tuple[StreamChannel, Author]] = {}
+        # Rooms with local streams (anonymous readers too): stream count, and the room.
+        self.watchers: Counter[int] = Counter()
         self.rooms: dict[int, StreamChannel] = {}
         self._last_refresh = time.monotonic()
 
+    def watch(self, channel: StreamChannel) -> None:
+        self.watchers[channel.id] += 1
+        self.rooms[channel.id] = channel
+
+    def unwatch(self, channel: StreamChannel) -> None:
+        self.watchers[channel.id] -= 1
+        if self.watchers[channel.id] <= 0:
+            del self.watchers[channel.id]
+            self.rooms.pop(channel.id, None)
+
     async def join(self, channel: StreamChannel, author: Author) -> str:
         connection = uuid.uuid4().hex
-        self.connections[connection] = channel
-        self.rooms[channel.id] = channel
+        self.connections[connection] = (channel, author)
         await database_sync_to_async(_insert)(connection, channel.id, author)
         await self.announce(channel)
         return connection
 
     async def leave(self, connection: str) -> None:
-        channel = self.connections.pop(connection, None)
+        entry = self.connections.pop(connection, None)
         await database_sync_to_async(_delete)(connection)
-        if channel is not None:
-            if not any(c.id == channel.id for c in self.connections.values()):
-                self.rooms.pop(channel.id, None)
-            await self.announce(channel)
+        if entry is not None:
+            await self.announce(entry[0])
 
     async def announce(self, channel: StreamChannel) -> None:
         """Send the room's current list to every subscriber, in every process."""
@@ -119,7 +139,10 @@ class Tracker:
         if now - self._last_refresh < float(conf.PRESENCE_REFRESH_SECONDS) or not self.rooms:
             return
         self._last_refresh = now
-        changed = await database_sync_to_async(_refresh)(list(self.connections), list(self.rooms))
+        # Any process with readers in a room expires a dead process's rows
+        # there, so the people still reading see it.
+        mine = {connection: (room.id, author) for connection, (room, author) in self.connections.items()}
+        changed = await database_sync_to_async(_refresh)(mine, list(self.rooms))
         for channel_id in changed:
             room = self.rooms.get(channel_id)
             if room is not None:
@@ -145,18 +168,25 @@ _leaving: set[asyncio.Task[None]] = set()
 
 
 class Membership:
-    """One stream's presence in one room: joined at once, left when the stream closes."""
+    """One stream in one room: listed at once if its reader is known, gone when the stream closes."""
 
-    def __init__(self, channel: StreamChannel, author: Author) -> None:
-        self._joining = detached(get_tracker().join(channel, author))
+    def __init__(self, channel: StreamChannel, author: Author | None) -> None:
+        self.channel = channel
+        tracker = get_tracker()
+        tracker.watch(channel)
+        self._joining = detached(tracker.join(channel, author)) if author is not None else None
 
     def leave(self) -> None:
+        get_tracker().unwatch(self.channel)
+        if self._joining is None:
+            return
         task = detached(self._leave())
         # The loop keeps only weak references to tasks: hold this one to its end.
         _leaving.add(task)
         task.add_done_callback(_leaving.discard)
 
     async def _leave(self) -> None:
+        assert self._joining is not None
         try:
             connection = await self._joining
         except Exception:
