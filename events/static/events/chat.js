@@ -15,6 +15,7 @@ const TYPES = ["chat.message", "chat.deleted", "chat.typing", "presence"];
 const MAX_SHOWN = 300;
 const TYPING_SHOWN_MS = 3000;
 const TYPING_SEND_EVERY_MS = 2000;
+const TIME_FORMAT = { hour: "2-digit", minute: "2-digit" };
 const STATES = { connecting: "Connecting…", open: "Live", reconnecting: "Reconnecting…", closed: "Disconnected" };
 
 const root = document.getElementById("room");
@@ -61,7 +62,7 @@ function showMessage(envelope) {
   const time = document.createElement("time");
   const at = new Date(envelope.published_at);
   time.dateTime = envelope.published_at;
-  time.textContent = at.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  time.textContent = at.toLocaleTimeString([], TIME_FORMAT);
   const text = document.createElement("p");
   text.className = "text";
   text.textContent = String(data.text ?? "");
@@ -87,6 +88,8 @@ function showMessage(envelope) {
 function removeMessage(id) {
   document.getElementById(`msg-${Number(id)}`)?.remove();
 }
+
+let presenceEvents = 0; // presence events seen: a snapshot fetched meanwhile is older
 
 function showPresence(data) {
   const people = Array.isArray(data?.people) ? data.people : [];
@@ -130,8 +133,16 @@ function handle(type, envelope) {
   if (typeof envelope.id === "number" && envelope.id > lastId) lastId = envelope.id;
   if (type === "chat.message") showMessage(envelope);
   else if (type === "chat.deleted") removeMessage(envelope.data?.id);
-  else if (type === "presence") showPresence(envelope.data);
+  else if (type === "presence") {
+    presenceEvents += 1;
+    showPresence(envelope.data);
+  }
   else if (type === "chat.typing") showTyping(envelope.data);
+}
+
+// The server rendered times in UTC: show them in the reader's time, like live ones.
+for (const time of log.querySelectorAll("time[datetime]")) {
+  time.textContent = new Date(time.dateTime).toLocaleTimeString([], TIME_FORMAT);
 }
 
 // --- one stream for all tabs ------------------------------------------------------
@@ -190,10 +201,12 @@ if (bus && navigator.locks) {
 }
 
 async function refreshPresence() {
+  const seen = presenceEvents;
   try {
     const response = await fetch(cfg.presenceUrl, { credentials: "same-origin" });
     if (response.ok) {
       const snapshot = await response.json();
+      if (presenceEvents !== seen) return; // an event overtook this answer: it is newer
       showPresence(snapshot);
       bus?.postMessage({ kind: "event", type: "presence", envelope: { data: snapshot } });
     }
@@ -224,20 +237,20 @@ if (form) {
     const text = input.value;
     if (!text.trim()) return;
     errorLine.textContent = "";
-    const sending = form.querySelector("button");
-    sending.disabled = true;
+    // Cleared at once, so the next message can be typed while this one is
+    // on its way; put back if it was refused and nothing new was typed.
+    input.value = "";
+    const restore = (detail) => {
+      errorLine.textContent = detail;
+      if (!input.value) input.value = text;
+    };
     try {
       const { ok, payload } = await post(cfg.postUrl, { text });
-      if (ok) {
-        input.value = "";
-        showMessage(payload); // at once; the stream's copy is then a duplicate
-      } else {
-        errorLine.textContent = payload.detail || "The message was not sent.";
-      }
+      if (ok) showMessage(payload); // at once; the stream's copy is then a duplicate
+      else restore(payload.detail || "The message was not sent.");
     } catch {
-      errorLine.textContent = "The server cannot be reached; the message was not sent.";
+      restore("The server cannot be reached; the message was not sent.");
     } finally {
-      sending.disabled = false;
       input.focus();
     }
   });
