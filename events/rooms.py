@@ -150,7 +150,7 @@ def _typing(request: HttpRequest, slug: str) -> Outcome:
     chat.require_csrf(request)
     channel = chat.get_room(slug, request.user)
     author = chat.poster(channel, request)
-    if not chat.may_type(author):
+    if chat.is_muted(channel, author) or not chat.may_type(author):
         return Outcome({"sent": False})
     return Outcome({"sent": True}, ephemeral=(channel, {"author": author.as_json()}, chat.TYPING_EVENT))
 

@@ -264,3 +264,32 @@ def test_the_room_list_shows_readable_rooms_only(lobby: Channel) -> None:
     assert "/rooms/lobby/" in html
     assert "/rooms/hidden/" not in html
     assert "/rooms/news/" not in html
+
+
+async def test_typing_is_sent_at_most_every_two_seconds_and_never_stored(
+    lobby: Channel, alice: User, moderator: User
+) -> None:
+    client = await logged_in(alice)
+    first = await post(client, "/rooms/lobby/typing", {})
+    again = await post(client, "/rooms/lobby/typing", {})
+    assert (first.status_code, first.json()) == (200, {"sent": True})
+    assert (again.status_code, again.json()) == (200, {"sent": False})
+    assert await Message.objects.filter(channel=lobby).acount() == 0
+    assert (await post(AsyncClient(), "/rooms/lobby/typing", {})).status_code == 401
+    await cache.aclear()
+    await post(await logged_in(moderator), "/rooms/lobby/mute", {"author": "user:alice"})
+    assert (await post(client, "/rooms/lobby/typing", {})).json() == {"sent": False}
+
+
+def test_seed_demo_and_create_channel_make_chat_rooms() -> None:
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    call_command("seed_demo", stdout=StringIO())
+    lobby = Channel.objects.get(slug="lobby")
+    assert (lobby.kind, lobby.guests_may_post) == (Kind.CHAT, True)
+    out = StringIO()
+    call_command("create_channel", "staff-talk", "--kind", "chat", "--no-guests-may-post", stdout=out)
+    assert out.getvalue() == "Created channel staff-talk (public). It is a chat room.\n"
+    assert Channel.objects.get(slug="staff-talk").guests_may_post is False
