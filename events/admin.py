@@ -17,7 +17,7 @@ from django.utils import timezone
 from . import announcements, census
 from .admin_forms import PUBLISH_BUTTON, RETRACT_BUTTON, SCHEDULE_BUTTON, AnnouncementForm, ChannelForm
 from .embedding import snippets_for
-from .models import Announcement, AnnouncementState, ApiKey, Channel, Message
+from .models import Announcement, AnnouncementState, ApiKey, Channel, ChatMute, Message
 from .publishing import publish
 
 # The admin is one shared instance per model; per-request state goes here.
@@ -39,15 +39,25 @@ def live_connections() -> dict[str, int]:
 @admin.register(Channel)
 class ChannelAdmin(admin.ModelAdmin):
     form = ChannelForm
-    list_display = ["slug", "title", "visibility", "is_active", "subscribers", "stored", "last_message"]
-    list_filter = ["visibility", "is_active", "stream_storage"]
+    list_display = [
+        "slug",
+        "title",
+        "kind",
+        "visibility",
+        "is_active",
+        "subscribers",
+        "stored",
+        "last_message",
+    ]
+    list_filter = ["kind", "visibility", "is_active", "stream_storage"]
     search_fields = ["slug", "title", "description"]
     prepopulated_fields = {"slug": ["title"]}
     readonly_fields = ["last_sequence", "created_at", "updated_at"]
     filter_horizontal = ["members"]
     actions = ["send_test_message"]
     fieldsets = [
-        (None, {"fields": ["slug", "title", "description", "is_active"]}),
+        (None, {"fields": ["slug", "title", "description", "kind", "is_active"]}),
+        ("Chat room", {"fields": ["guests_may_post", "chat_max_length"]}),
         ("Access", {"fields": ["visibility", "members", "allowed_origins"]}),
         ("History", {"fields": ["retention_count", "retention_age", "stream_storage", "last_sequence"]}),
         ("Timestamps", {"fields": ["created_at", "updated_at"]}),
@@ -231,3 +241,13 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
         count = queryset.update(is_active=False)
         self.message_user(request, f"Revoked {count} key(s).")
+
+
+@admin.register(ChatMute)
+class ChatMuteAdmin(admin.ModelAdmin):
+    """Muted participants; delete a row to unmute."""
+
+    list_display = ["author", "channel", "until", "by", "created_at"]
+    list_filter = ["channel"]
+    search_fields = ["author"]
+    list_select_related = ["channel", "by"]

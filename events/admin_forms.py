@@ -33,6 +33,9 @@ class ChannelForm(forms.ModelForm):
             "retention_count",
             "retention_age",
             "stream_storage",
+            "kind",
+            "guests_may_post",
+            "chat_max_length",
         ]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.sessions.backends.base import SessionBase
 from django.core import signing
 from django.utils import timezone
 from django.utils.module_loading import import_string
@@ -102,13 +103,25 @@ def verify_token(token: str) -> TokenGrant:
 # --- sessions (the stream path bypasses Django's middleware) --------------------
 
 
-def user_from_session_key(session_key: str | None) -> AbstractBaseUser | AnonymousUser:
+def session_from_key(session_key: str | None) -> SessionBase | None:
+    """The session store for a session cookie's value (loaded lazily), or None."""
     if not session_key:
-        return AnonymousUser()
+        return None
     store_class = import_string(settings.SESSION_ENGINE + ".SessionStore")
+    session: SessionBase = store_class(session_key)
+    return session
+
+
+def user_from_session(session: SessionBase | None) -> AbstractBaseUser | AnonymousUser:
+    if session is None:
+        return AnonymousUser()
     # django.contrib.auth.get_user only needs request.session; it also checks
     # the session hash, so a changed password or a logout ends access.
-    return get_user(SimpleNamespace(session=store_class(session_key)))  # type: ignore[arg-type]
+    return get_user(SimpleNamespace(session=session))  # type: ignore[arg-type]
+
+
+def user_from_session_key(session_key: str | None) -> AbstractBaseUser | AnonymousUser:
+    return user_from_session(session_from_key(session_key))
 
 
 # --- reading a channel -------------------------------------------------------------

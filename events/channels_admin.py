@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from .models import ApiKey, Channel, StreamStorage, Visibility
+from .models import ApiKey, Channel, Kind, StreamStorage, Visibility
 
 
 def upsert_channel(
@@ -17,6 +17,8 @@ def upsert_channel(
     visibility: str | None = None,
     allowed_origins: Sequence[str] | None = None,
     stream_storage: str | None = None,
+    kind: str | None = None,
+    guests_may_post: bool | None = None,
 ) -> tuple[Channel, bool]:
     """Create the channel or update the given fields; validates like the admin does."""
     channel = Channel.objects.filter(slug=slug).first()
@@ -31,6 +33,10 @@ def upsert_channel(
         channel.allowed_origins = list(allowed_origins)
     if stream_storage is not None:
         channel.stream_storage = stream_storage
+    if kind is not None:
+        channel.kind = kind
+    if guests_may_post is not None:
+        channel.guests_may_post = guests_may_post
     channel.full_clean()
     channel.save()
     return channel, created
@@ -52,3 +58,4 @@ def create_api_key(name: str, channel_slugs: Sequence[str] = ()) -> tuple[ApiKey
 
 VISIBILITIES = [choice.value for choice in Visibility]
 STREAM_STORAGES = [choice.value for choice in StreamStorage]
+KINDS = [choice.value for choice in Kind]

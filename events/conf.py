@@ -68,6 +68,19 @@ DEFAULTS: dict[str, Any] = {
     # History API page size: default and maximum.
     "HISTORY_DEFAULT_LIMIT": 100,
     "HISTORY_MAX_LIMIT": 1000,
+    # Chat rooms: longest message in characters (a room may set its own).
+    "CHAT_MAX_LENGTH": 500,
+    # Chat rooms: messages one participant may post per window, and the window.
+    "CHAT_RATE_MESSAGES": 5,
+    "CHAT_RATE_SECONDS": 10.0,
+    # Chat rooms: messages one client IP address may post per window (people
+    # behind one NAT share it, so it is higher).
+    "CHAT_IP_RATE_MESSAGES": 30,
+    # Messages a room page renders before it goes live.
+    "CHAT_HISTORY": 50,
+    # How often each process marks its chat streams as present; a row not
+    # refreshed for three intervals (its process died) is dropped.
+    "PRESENCE_REFRESH_SECONDS": 5.0,
 }
 
 

@@ -17,14 +17,15 @@ from django.db import DatabaseError
 from django.http.request import split_domain_port, validate_host
 from redis.exceptions import RedisError
 
-from . import cursors, frames, ndjson, sse
+from . import chat, cursors, frames, ndjson, sse
 from .auth import (
     Reader,
     active_channels,
     authenticate_api_key,
     bearer_secret,
     check_read,
-    user_from_session_key,
+    session_from_key,
+    user_from_session,
     verify_token,
 )
 from .conf import conf
@@ -39,6 +40,7 @@ from .exceptions import (
 )
 from .metrics import REJECTED_REQUESTS, stats
 from .models import Channel
+from .presence import Membership
 from .relay import get_relay
 from .revocation import Access
 from .streams import AsgiSend, Stream, StreamChannel
@@ -164,6 +166,9 @@ class Authorized:
     allow_origin: str | None
     expires_at: float | None
     access: Access
+    # Chat rooms on this stream, and who the reader is there (None: anonymous).
+    rooms: list[StreamChannel]
+    author: chat.Author | None
 
 
 def authorize(request: StreamRequest) -> Authorized:
@@ -175,7 +180,8 @@ def authorize(request: StreamRequest) -> Authorized:
         reader.key = authenticate_api_key(secret)
     if request.token:
         reader.grant = verify_token(request.token)
-    reader.user = user_from_session_key(request.session_key)
+    session = session_from_key(request.session_key)
+    reader.user = user_from_session(session)
     for channel in channels:
         check_read(channel, reader)
 
@@ -199,6 +205,7 @@ def authorize(request: StreamRequest) -> Authorized:
         token_channels=reader.grant.channels if reader.grant is not None else frozenset(),
         key_id=reader.key.pk if reader.key is not None else None,
     )
+    rooms = [StreamChannel(id=c.pk, slug=c.slug) for c in channels if c.is_chat]
     return Authorized(
         access=access,
         channels=[StreamChannel(id=c.pk, slug=c.slug) for c in channels],
@@ -206,6 +213,8 @@ def authorize(request: StreamRequest) -> Authorized:
         beyond_end=beyond_end,
         allow_origin=allow_origin,
         expires_at=expires_at,
+        rooms=rooms,
+        author=chat.identity(reader.user, session) if rooms else None,
     )
 
 
@@ -241,6 +250,7 @@ class EventStreamConsumer(AsyncHttpConsumer):
         self._task: asyncio.Task[Any] | None = None
         self._client_gone = False
         self._ended_by_server = False
+        self.memberships: list[Membership] = []
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         self._task = asyncio.current_task()
@@ -381,6 +391,7 @@ class EventStreamConsumer(AsyncHttpConsumer):
         # The open event carries the stream's id: the client now has a resume
         # point even if nothing is published before it reconnects.
         stream.write(stream.encode_id() + frames.open_fields([c.slug for c in authorized.channels]))
+        self.memberships = [Membership(room, authorized.author) for room in authorized.rooms]
         logger.info(
             "Stream opened: %s from %s",
             ",".join(c.slug for c in authorized.channels),
@@ -402,6 +413,8 @@ class EventStreamConsumer(AsyncHttpConsumer):
         relay.streams_per_ip[address] -= 1
         if relay.streams_per_ip[address] <= 0:
             del relay.streams_per_ip[address]
+        for membership in self.memberships:
+            membership.leave()
         stats.connections -= 1
         logger.info("Stream closed (%s): %s", reason, ",".join(c.slug for c in stream.channels))
         if self._client_gone:

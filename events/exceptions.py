@@ -41,6 +41,19 @@ class TokenExpired(PermissionDenied):
     code = "token_expired"
 
 
+class Muted(PermissionDenied):
+    """A participant muted in this room by staff."""
+
+    code = "muted"
+
+
+class NotFound(PushsiteError):
+    """Something other than a channel (a message, a room) that does not exist."""
+
+    status = 404
+    code = "not_found"
+
+
 class MethodNotAllowed(PushsiteError):
     """An HTTP method the endpoint does not serve."""
 

@@ -66,6 +66,11 @@ class StreamStorage(models.TextChoices):
     FOLD = "fold", "Fold: parts are live-only; the whole stream is stored as its end event"
 
 
+class Kind(models.TextChoices):
+    FEED = "feed", "Feed: published by keys and staff"
+    CHAT = "chat", "Chat room: people post from the room page"
+
+
 class ChannelQuerySet(models.QuerySet["Channel"]):
     def active(self) -> ChannelQuerySet:
         return self.filter(is_active=True)
@@ -110,6 +115,15 @@ class Channel(models.Model):
         default=StreamStorage.KEEP,
         help_text="How the parts of streamed publishes (POST .../stream, manage.py pipe) are kept.",
     )
+    kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.FEED)
+    guests_may_post = models.BooleanField(
+        default=False, help_text="Chat rooms: visitors who are not logged in may post with a nickname."
+    )
+    chat_max_length = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Chat rooms: longest message in characters; empty uses PUSHSITE_CHAT_MAX_LENGTH.",
+    )
     # Last sequence number handed out; bumped inside the publishing transaction,
     # which holds this row's write lock until commit, so sequence order is
     # commit order (see events/publishing.py).
@@ -128,6 +142,10 @@ class Channel(models.Model):
     @property
     def display_title(self) -> str:
         return self.title or self.slug
+
+    @property
+    def is_chat(self) -> bool:
+        return self.kind == Kind.CHAT
 
     def retention_cutoff(self) -> datetime | None:
         if self.retention_age is None:
@@ -163,6 +181,42 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"{self.channel_id}#{self.sequence} {self.event}"
+
+
+class ChatMute(models.Model):
+    """A participant who may not post in a room, until a time or for good."""
+
+    channel = models.ForeignKey(Channel, on_delete=models.CASCADE, related_name="mutes")
+    # The author label a message carries as its publisher: "user:<name>" or "guest:<nick>".
+    author = models.CharField(max_length=200)
+    until = models.DateTimeField(null=True, blank=True, help_text="Empty: muted until unmuted.")
+    by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["channel", "author"])]
+
+    def __str__(self) -> str:
+        return f"{self.author} in {self.channel_id}"
+
+
+class ChatPresence(models.Model):
+    """One open chat stream: who is in which room, on which server process."""
+
+    channel = models.ForeignKey(Channel, on_delete=models.CASCADE, related_name="presence")
+    connection = models.CharField(max_length=64, unique=True)
+    author = models.CharField(max_length=200)
+    name = models.CharField(max_length=150)
+    guest = models.BooleanField(default=False)
+    process = models.CharField(max_length=200)
+    last_seen = models.DateTimeField(db_index=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["channel", "last_seen"])]
+
+    def __str__(self) -> str:
+        return f"{self.author} in {self.channel_id}"
 
 
 KEY_PREFIX_LENGTH = 8

@@ -21,6 +21,7 @@ import logging
 import time
 import uuid
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -159,6 +160,8 @@ class Relay:
         self._last_poll = 0.0
         self._last_revocation_check = 0.0
         self._last_join = time.monotonic()
+        # Other per-process chores run on the same tick (chat presence refresh).
+        self.tick_hooks: list[Callable[[float], Awaitable[None]]] = []
 
     async def _start(self) -> None:
         self.channel_name = await self.layer.new_channel("pushsite.relay.")
@@ -297,6 +300,11 @@ class Relay:
         if now - self._last_revocation_check >= float(conf.REVOCATION_SECONDS):
             self._last_revocation_check = now
             await self._close_revoked()
+        for hook in tuple(self.tick_hooks):
+            try:
+                await hook(now)
+            except Exception:
+                logger.exception("A housekeeping hook failed; will retry.")
         group_expiry = float(getattr(self.layer, "group_expiry", 86400))
         if now - self._last_join >= group_expiry / 4:
             await self._rejoin_groups()

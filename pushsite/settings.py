@@ -212,6 +212,8 @@ if REDIS_HOSTS and not REDIS_SENTINELS:
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_HOSTS[0]["address"],
             "KEY_PREFIX": "pushsite",
+            # Rate limits fail open when Redis is away; do not wait long for it.
+            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
         }
     }
 else:
@@ -225,8 +227,8 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 LOGIN_URL = "/accounts/login/"
-LOGIN_REDIRECT_URL = "/"
-LOGOUT_REDIRECT_URL = "/"
+LOGIN_REDIRECT_URL = "/rooms/"
+LOGOUT_REDIRECT_URL = "/rooms/"
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

@@ -203,6 +203,7 @@ def test_channel_form_explains_a_bad_origin(
         "retention_count": "1000",
         "retention_age": "",
         "stream_storage": "keep",
+        "kind": "feed",
     }
     response = staff_client.post(f"/admin/events/channel/{news.pk}/change/", data)
     assert response.status_code == 200
@@ -221,6 +222,7 @@ def test_channel_form_saves_origins_one_per_line(staff_client: Client, news: Cha
         "retention_count": "1000",
         "retention_age": "",
         "stream_storage": "keep",
+        "kind": "feed",
     }
     assert staff_client.post(f"/admin/events/channel/{news.pk}/change/", data).status_code == 302
     assert Channel.objects.get(pk=news.pk).allowed_origins == ["https://a.example", "http://localhost:8080"]

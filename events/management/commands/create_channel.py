@@ -1,11 +1,12 @@
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from events.channels_admin import STREAM_STORAGES, VISIBILITIES, upsert_channel
+from events.channels_admin import KINDS, STREAM_STORAGES, VISIBILITIES, upsert_channel
 
 
 class Command(BaseCommand):
@@ -15,6 +16,13 @@ class Command(BaseCommand):
         parser.add_argument("slug")
         parser.add_argument("--title")
         parser.add_argument("--visibility", choices=VISIBILITIES)
+        parser.add_argument("--kind", choices=KINDS, help="feed (default) or chat (a chat room).")
+        parser.add_argument(
+            "--guests-may-post",
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help="Chat rooms: visitors who are not logged in may post with a nickname.",
+        )
         parser.add_argument(
             "--stream-storage",
             choices=STREAM_STORAGES,
@@ -37,8 +45,11 @@ class Command(BaseCommand):
                 visibility=options["visibility"],
                 allowed_origins=options["allowed_origins"],
                 stream_storage=options["stream_storage"],
+                kind=options["kind"],
+                guests_may_post=options["guests_may_post"],
             )
         except ValidationError as exc:
             raise CommandError("; ".join(exc.messages)) from exc
         verb = "Created" if created else "Updated"
-        self.stdout.write(f"{verb} channel {channel.slug} ({channel.visibility}).")
+        room = " It is a chat room." if channel.is_chat else ""
+        self.stdout.write(f"{verb} channel {channel.slug} ({channel.visibility}).{room}")

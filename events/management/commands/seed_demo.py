@@ -7,7 +7,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
 from events.channels_admin import create_api_key, upsert_channel
-from events.models import ApiKey, StreamStorage, Visibility
+from events.models import ApiKey, Kind, StreamStorage, Visibility
 
 DEMO_CHANNELS = [
     ("news", "Site news", Visibility.PUBLIC),
@@ -19,6 +19,7 @@ DEMO_CHANNELS = [
 # The streamed-answer demo (/demo/streamed/): one stored message per answer.
 FOLDED_CHANNELS = {"answers"}
 DEMO_KEY_NAME = "demo"
+DEMO_ROOM = "lobby"
 
 
 class Command(BaseCommand):
@@ -32,6 +33,8 @@ class Command(BaseCommand):
             storage = StreamStorage.FOLD if slug in FOLDED_CHANNELS else None
             upsert_channel(slug, title=title, visibility=visibility, stream_storage=storage)
         self.stdout.write("Demo channels: " + ", ".join(slug for slug, _, _ in DEMO_CHANNELS))
+        upsert_channel(DEMO_ROOM, title="Lobby", kind=Kind.CHAT, guests_may_post=True)
+        self.stdout.write(f"Demo chat room (guests welcome): /rooms/{DEMO_ROOM}/")
 
         User = get_user_model()
         username = options["admin_user"]
