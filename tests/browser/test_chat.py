@@ -219,14 +219,14 @@ def test_seven_tabs_of_one_person_all_receive_messages(crowd: People, room: str)
 
     say(frank, "to every tab")
     for tab in tabs:
-        expect(tab.locator("#log .msg .text").last).to_have_text("to every tab", timeout=1_000)
+        expect(tab.locator("#log .msg .text").last).to_have_text("to every tab", timeout=3_000)
     # One person counts once, however many tabs.
     expect(frank.locator("#here li")).to_have_text(["erin", "frank"], timeout=2_000)
 
     say(tabs[6], "from the seventh tab")
-    expect(frank.locator("#log .msg .text").last).to_have_text("from the seventh tab", timeout=1_000)
+    expect(frank.locator("#log .msg .text").last).to_have_text("from the seventh tab", timeout=3_000)
     for tab in tabs:
-        expect(tab.locator("#log .msg .text").last).to_have_text("from the seventh tab", timeout=1_000)
+        expect(tab.locator("#log .msg .text").last).to_have_text("from the seventh tab", timeout=3_000)
 
     roles = [tab.locator("#room").get_attribute("data-role") for tab in tabs]
     assert roles.count("leader") == 1, roles
