@@ -7,9 +7,13 @@ measure end-to-end latency (publish request to delivery) with the same clock.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
+import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -59,6 +63,18 @@ class Publisher:
         """POST one message; the stored message's JSON and the round trip in ns."""
         if self._writer is None:
             await self.connect()
+        try:
+            return await self._publish(phase, number, padding)
+        except (asyncio.IncompleteReadError, ConnectionError) as exc:
+            if isinstance(exc, asyncio.IncompleteReadError) and exc.partial:
+                raise
+            # The server closed the idle keep-alive connection (uvicorn does after
+            # 5 s) before reading the request: nothing was published; send again.
+            await self.close()
+            await self.connect()
+            return await self._publish(phase, number, padding)
+
+    async def _publish(self, phase: int, number: int, padding: str) -> tuple[dict[str, object], int]:
         assert self._reader is not None
         assert self._writer is not None
         sent = time.time_ns()
@@ -77,7 +93,7 @@ class Publisher:
         round_trip = time.time_ns() - sent
         if b" 201 " not in head[: head.find(b"\r\n") + 1]:
             raise PublishError(f"{head.splitlines()[0].decode()}: {answer[:200].decode(errors='replace')}")
-        if head.lower().find(b"connection: close") >= 0:
+        if b"connection: close" in head.lower():
             await self.close()
         return json.loads(answer), round_trip
 
@@ -106,3 +122,31 @@ class Publisher:
                 on_sent(number)
         log.finished_ns = time.time_ns()
         return log
+
+
+async def _run(options: argparse.Namespace) -> PublishLog:
+    publisher = Publisher("127.0.0.1", options.port, options.slug, os.environ.get("BENCH_API_KEY", ""))
+    try:
+        await publisher.connect()
+        if options.rate > 0:
+            return await publisher.paced(options.phase, options.count, options.rate)
+        return await publisher.burst(options.phase, options.count)
+    finally:
+        await publisher.close()
+
+
+def main() -> None:
+    """Publish from a process of its own, so subscriber work never delays a send."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--slug", required=True)
+    parser.add_argument("--phase", type=int, required=True)
+    parser.add_argument("--count", type=int, required=True)
+    parser.add_argument("--rate", type=float, default=0.0, help="messages per second; 0 for a burst")
+    options = parser.parse_args()
+    log = asyncio.run(_run(options))
+    json.dump(dataclasses.asdict(log), sys.stdout)
+
+
+if __name__ == "__main__":
+    main()
