@@ -34,15 +34,16 @@ from .servers import (
     PushsiteDeployment,
     RedisServer,
     Server,
+    asgi_floor_server,
     eventstream_available,
     eventstream_server,
     reference_server,
 )
 
 CLIENT_CPU = 1
-TARGETS = ("reference", "pushsite", "pushsite-daphne", "eventstream")
+TARGETS = ("reference", "pushsite", "eventstream", "uvicorn-floor", "pushsite-daphne")
 # The variants measure a design choice: only the scenarios they inform.
-VARIANT_SCENARIOS = {"pushsite-daphne": {"latency", "fanout"}}
+VARIANT_SCENARIOS = {"pushsite-daphne": {"latency", "fanout"}, "uvicorn-floor": {"fanout", "connections"}}
 RESULTS_DIR = ROOT / "bench" / "results"
 
 
@@ -209,6 +210,8 @@ async def run_all(options: argparse.Namespace, sizes: Sizes, workdir: Path) -> d
             server = reference_server(workdir, cpu)
         elif name == "pushsite":
             server = deployment.server("pushsite", cpu=cpu)
+        elif name == "uvicorn-floor":
+            server = asgi_floor_server(workdir, cpu)
         elif name == "pushsite-daphne":
             server = deployment.server("pushsite-daphne", asgi="daphne", cpu=cpu)
         elif name == "eventstream":
@@ -235,7 +238,7 @@ async def run_all(options: argparse.Namespace, sizes: Sizes, workdir: Path) -> d
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (about a minute)")
-    parser.add_argument("--servers", default="reference,pushsite,pushsite-daphne,eventstream")
+    parser.add_argument("--servers", default=",".join(TARGETS))
     parser.add_argument(
         "--scenarios",
         default="latency,fanout,connections,publish,cross_process,slow_reader",

@@ -5,6 +5,8 @@
   cross-process scenario). Prepared with tests/support/servers.py's ``Site``.
 * ``pushsite-daphne``: the same application under daphne (a design-choice variant).
 * ``reference``: bench/refserver.py, the raw-asyncio limit.
+* ``uvicorn-floor``: bench/asgi_floor.py, the cheapest ASGI app under Pushsite's
+  server configuration (what uvicorn itself costs).
 * ``eventstream``: django-eventstream in its README's setup, under daphne
   (needs bench/.venv).
 """
@@ -169,6 +171,19 @@ def reference_server(workdir: Path, cpu: int | None) -> Server:
         command=pinned([sys.executable, "-m", "bench.refserver", "--port", str(port)], cpu),
         env=env,
         log=workdir / f"reference-{port}.log",
+        port=port,
+    )
+
+
+def asgi_floor_server(workdir: Path, cpu: int | None) -> Server:
+    port = free_port()
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT)
+    return Server(
+        name="uvicorn-floor",
+        command=pinned([sys.executable, "-m", "bench.asgi_floor", "--port", str(port)], cpu),
+        env=env,
+        log=workdir / f"uvicorn-floor-{port}.log",
         port=port,
     )
 
