@@ -208,3 +208,38 @@ def render_checks(checks: list[dict[str, Any]]) -> str:
         met = {True: "yes", False: "**no**", None: "not measured"}[item["met"]]
         lines.append(f"| {item['target']} | {_fmt(item['value'])} | {item['limit']} | {met} |")
     return "\n".join(lines)
+
+
+def render_design(results: dict[str, Any]) -> str:
+    """The design-choice measurements of this run (variants and micro-measurements)."""
+    lines = ["| design choice | measured in this run |", "| --- | --- |"]
+    uvicorn = _get(results, "pushsite", "fanout", "deliveries_per_s")
+    daphne = _get(results, "pushsite-daphne", "fanout", "deliveries_per_s")
+    if uvicorn and daphne:
+        lines.append(
+            f"| ASGI server: uvicorn+uvloop+httptools vs daphne | fan-out {_fmt(uvicorn)} vs {_fmt(daphne)}"
+            f" deliveries/s; latency p99 {_fmt(_get(results, 'pushsite', 'latency', 'p99_ms'))} vs "
+            f"{_fmt(_get(results, 'pushsite-daphne', 'latency', 'p99_ms'))} ms |"
+        )
+    floor_kib = _get(results, "uvicorn-floor", "connections", "kib_per_connection")
+    if floor_kib is not None:
+        lines.append(
+            f"| uvicorn's own share (cheapest ASGI app) | {_fmt(floor_kib)} KiB per idle connection; fan-out "
+            f"{_fmt(_get(results, 'uvicorn-floor', 'fanout', 'deliveries_per_s'))} deliveries/s |"
+        )
+    encode = results.get("design", {}).get("encode_once")
+    if encode:
+        lines.append(
+            f"| encode once per message | one frame costs {encode['encode_us']} µs to encode: "
+            f"{encode['per_1000_connections_ms']} ms per message if done per connection at 1000 |"
+        )
+    slow = results.get("design", {}).get("slow_reader", {})
+    bounded, unbounded = slow.get("bounded_1mib"), slow.get("unbounded_1gib")
+    if bounded and unbounded and "error" not in bounded and "error" not in unbounded:
+        lines.append(
+            "| backlog bound (1 MiB) vs 1 GiB, one stalled reader, 1000 x 16 KB | "
+            f"RSS +{_fmt(bounded['rss_growth_kib'])} vs +{_fmt(unbounded['rss_growth_kib'])} KiB; stalled reader "
+            f"evicted: {_fmt(bounded['stalled_reader_evicted'])} vs {_fmt(unbounded['stalled_reader_evicted'])}; "
+            f"50 other readers lost {bounded['readers_lost']} / {unbounded['readers_lost']} |"
+        )
+    return "\n".join(lines)

@@ -198,6 +198,8 @@ async def run_all(options: argparse.Namespace, sizes: Sizes, workdir: Path) -> d
         "versions": versions(),
         "sizes": dataclasses.asdict(sizes),
         "pinning": None if options.no_pin else {"servers": SERVER_CPU, "client": CLIENT_CPU},
+        # Other work on the machine shows here (the runner cannot pin it away).
+        "load_average_at_start": os.getloadavg(),
         "targets": {},
     }
     deployment = PushsiteDeployment(workdir)
@@ -231,6 +233,7 @@ async def run_all(options: argparse.Namespace, sizes: Sizes, workdir: Path) -> d
     if "pushsite" in results["targets"] and "slow_reader" in wanted:
         results["design"] = {"slow_reader": await measure_slow_reader(deployment, sizes, progress, cpu)}
     results.setdefault("design", {})["encode_once"] = encode_once_cost()
+    results["load_average_at_end"] = os.getloadavg()
     progress.note("done")
     return results
 
@@ -272,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     results["checks"] = report.evaluate(results)
     table = report.render_table(results)
     checks = report.render_checks(results["checks"])
+    design = report.render_design(results)
     results["table"] = table
     output = options.output
     if output is None:
@@ -281,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     print()
     print(checks)
+    print()
+    print(design)
     print(f"\nResults: {output}")
     return 0
 
