@@ -86,6 +86,7 @@ ROWS: list[tuple[str, tuple[str, ...]]] = [
     ("(a) latency max ms", ("latency", "max_ms")),
     ("(a) lost / duplicates", ("latency", "lost+duplicates")),
     ("(b) fan-out deliveries/s", ("fanout", "deliveries_per_s")),
+    ("(b) deliveries per server CPU-second", ("fanout", "deliveries_per_cpu_s")),
     ("(b) fan-out p99 ms", ("fanout", "p99_ms")),
     ("(b) lost / duplicates / reordered", ("fanout", "lost+duplicates+reordered")),
     ("(b) server CPU % / client CPU %", ("fanout", "server_cpu_pct+client_cpu_pct")),
@@ -155,6 +156,22 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
         vs_es,
         "≥ 10",
         None if vs_es is None else vs_es >= FANOUT_VS_EVENTSTREAM,
+    )
+    # The same two ratios per second of server CPU: robust to other work on a shared machine.
+    push_cpu = _get(results, "pushsite", "fanout", "deliveries_per_cpu_s")
+    cpu_ref = ratio(push_cpu, _get(results, "reference", "fanout", "deliveries_per_cpu_s"))
+    check(
+        "(same, per server CPU-second) vs reference",
+        cpu_ref,
+        "≥ 0.7",
+        None if cpu_ref is None else cpu_ref >= FANOUT_VS_REFERENCE,
+    )
+    cpu_es = ratio(push_cpu, _get(results, "eventstream", "fanout", "deliveries_per_cpu_s"))
+    check(
+        "(same, per server CPU-second) vs django-eventstream",
+        cpu_es,
+        "≥ 10",
+        None if cpu_es is None else cpu_es >= FANOUT_VS_EVENTSTREAM,
     )
     p99 = ratio(
         _get(results, "pushsite", "latency", "p99_ms"), _get(results, "reference", "latency", "p99_ms")

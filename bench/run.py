@@ -117,7 +117,7 @@ async def measure_target(
 ) -> dict[str, Any]:
     """Start ``server``, run the scenarios in ``wanted`` against it, stop it."""
     progress.target = name
-    result: dict[str, Any] = {"port": server.port}
+    result: dict[str, Any] = {"port": server.port, "load_average": os.getloadavg()}
     steps: list[tuple[str, Callable[[], Awaitable[dict[str, Any]]]]] = [
         ("connections", lambda: scenarios.connections(server, sizes, progress)),
         ("latency+fanout", lambda: scenarios.latency_and_fanout(server, sizes, progress)),

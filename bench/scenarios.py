@@ -187,13 +187,17 @@ async def latency_and_fanout(server: Server, sizes: Sizes, progress: Progress) -
         end_ns = tally.last_ns or time.time_ns()
         window = max(1e-9, (end_ns - log.started_ns) / 1e9)
         busy_wall = time.perf_counter() - wall
+        server_seconds = server.cpu_seconds() - server_cpu
         results["fanout"] = {
             "subscribers": sizes.subscribers,
             "messages": sizes.burst_messages,
             "seconds": round(window, 3),
             "deliveries_per_s": round(tally.deliveries / window),
             "publish_seconds": round((log.finished_ns - log.started_ns) / 1e9, 3),
-            "server_cpu_pct": round(100 * (server.cpu_seconds() - server_cpu) / busy_wall),
+            "server_cpu_pct": round(100 * server_seconds / busy_wall),
+            # Deliveries per second of server CPU: what the server does with a
+            # core of its own, even when other work on the machine took part of it.
+            "deliveries_per_cpu_s": round(tally.deliveries / max(server_seconds, 1e-9)),
             "client_cpu_pct": round(100 * (time.process_time() - client_cpu) / busy_wall),
             **latency_summary(list(tally.latencies_ns)),
             **integrity(tally, crowd, sizes.burst_messages, complete=complete),
