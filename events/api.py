@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.core.exceptions import RequestDataTooBig
 from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -36,28 +39,25 @@ from .exceptions import (
     ServiceUnavailable,
 )
 from .frames import isoformat_utc
-from .models import Message
+from .models import Channel, Message
 from .responses import error_response, from_exception
 
 logger = logging.getLogger(__name__)
 
 
-# Views use asgiref's sync_to_async, not channels' database_sync_to_async:
-# Django's request cycle already opens and closes connections around a view.
+# Views use asgiref's sync_to_async (Django's request cycle opens and closes
+# connections around a view), except publishing, which runs in the shared
+# pool (publish_response: it is also called from outside Django's cycle).
 
 
 @csrf_exempt  # API keys ignore cookies; the session path checks CSRF itself.
 async def channel_messages(request: HttpRequest, slug: str) -> HttpResponse:
     """``POST`` publishes to the channel; ``GET`` reads its history."""
+    if request.method == "POST":
+        return await publish_response(
+            functools.partial(store_from_request, request, slug), slug, request.path
+        )
     try:
-        if request.method == "POST":
-            started = time.perf_counter()
-            message = await sync_to_async(store_from_request)(request, slug)
-            await publishing.fan_out(message)
-            publishing.record_published(message, started)
-            response = JsonResponse(publishing.message_json(message, slug), status=201)
-            response["Location"] = f"/api/channels/{slug}/messages?after={message.sequence - 1}&limit=1"
-            return response
         if request.method in {"GET", "HEAD"}:
             payload = await sync_to_async(read_history)(request, slug)
             response = JsonResponse(payload)
@@ -73,10 +73,37 @@ async def channel_messages(request: HttpRequest, slug: str) -> HttpResponse:
         return from_exception(error)
     except DatabaseError:
         logger.exception("Database error while handling %s %s", request.method, request.path)
-        error = ServiceUnavailable("The database is not available; nothing was published. Try again shortly.")
-        response = from_exception(error)
-        response["Retry-After"] = "5"
-        return response
+        return database_unavailable()
+
+
+async def publish_response(store: Callable[[], Message], slug: str, path: str) -> HttpResponse:
+    """Run ``store`` in a database thread, fan out, answer 201; errors as the contract says.
+
+    Shared by the Django view and the ASGI fast path (events/key_publishing.py).
+    """
+    started = time.perf_counter()
+    try:
+        # Not thread-sensitive: Django's handler gives each request its own
+        # thread for thread-sensitive calls, and so its own new database
+        # connection; the shared pool's threads keep theirs (docs/performance.md).
+        message = await database_sync_to_async(store, thread_sensitive=False)()
+    except PushsiteError as error:
+        return from_exception(error)
+    except DatabaseError:
+        logger.exception("Database error while handling POST %s", path)
+        return database_unavailable()
+    await publishing.fan_out(message)
+    publishing.record_published(message, started)
+    response = JsonResponse(publishing.message_json(message, slug), status=201)
+    response["Location"] = f"/api/channels/{slug}/messages?after={message.sequence - 1}&limit=1"
+    return response
+
+
+def database_unavailable() -> HttpResponse:
+    error = ServiceUnavailable("The database is not available; nothing was published. Try again shortly.")
+    response = from_exception(error)
+    response["Retry-After"] = "5"
+    return response
 
 
 def store_from_request(request: HttpRequest, slug: str) -> Message:
@@ -103,6 +130,23 @@ def store_from_request(request: HttpRequest, slug: str) -> Message:
         body = request.body
     except RequestDataTooBig as exc:
         raise PayloadTooLarge(f"The body is over the limit of {limit} bytes.") from exc
+    return store_body(channel, body, publisher)
+
+
+def store_with_key(authorization: str, slug: str, body: bytes) -> Message:
+    """Authenticate ``Authorization: Bearer``, validate and store (runs in a worker thread)."""
+    secret = bearer_secret(authorization)
+    if secret is None:
+        raise NotAuthenticated("Publishing needs 'Authorization: Bearer <api key>' or a staff login.")
+    key = authenticate_api_key(secret)
+    limit_publish_rate("key", key.prefix)
+    channel = active_channels([slug])[0]
+    require_key_for(key, channel)
+    return store_body(channel, body, f"key:{key.name} ({key.prefix})")
+
+
+def store_body(channel: Channel, body: bytes, publisher: str) -> Message:
+    limit = int(conf.MAX_MESSAGE_BYTES)
     if len(body) > limit:
         raise PayloadTooLarge(f"The body is {len(body)} bytes; the limit is {limit}.")
     event, data = parse_publish_body(body)

@@ -254,8 +254,18 @@ class EventStreamConsumer(AsyncHttpConsumer):
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         self._task = asyncio.current_task()
+        # AsyncConsumer.__call__ without its await_many_dispatch: with no layer
+        # channel there is one source of messages, and awaiting it in this task
+        # saves a Task and an asyncio.wait per open stream (memory per idle
+        # connection, docs/performance.md). Handlers and dispatch are unchanged.
+        self.scope = scope
+        self.channel_layer = None
+        self.base_send = send
         try:
-            await super().__call__(scope, receive, send)
+            while True:
+                await self.dispatch(await receive())
+        except StopConsumer:
+            pass
         except asyncio.CancelledError:
             if not self._ended_by_server:
                 raise

@@ -17,7 +17,7 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -126,36 +126,57 @@ def _store(channel: Channel | str, data: Any, *, event: str, publisher: str) -> 
         # write lock) and holds it to commit, so concurrent publishers get
         # sequence numbers in commit order: "resume after N" can never skip a
         # message that commits later with a lower number.
-        bumped = Channel.objects.active().filter(slug=slug).update(last_sequence=F("last_sequence") + 1)
-        if not bumped:
-            raise ChannelNotFound(f"No active channel is called {slug!r}.")
-        row = Channel.objects.filter(slug=slug).values(
-            "pk", "last_sequence", "retention_count", "retention_age"
-        )[0]
+        channel_id, sequence = _take_next_sequence(slug)
         message = Message.objects.create(
             # A partial instance: it lets callers read message.channel.slug
             # without another query.
-            channel=Channel(pk=row["pk"], slug=slug),
-            sequence=row["last_sequence"],
+            channel=Channel(pk=channel_id, slug=slug),
+            sequence=sequence,
             event=event,
             data=data,
             publisher=publisher[:200],
         )
-        _prune_if_due(row)
+        _prune_if_due(channel_id, sequence)
     return message
 
 
-def _prune_if_due(row: dict[str, Any]) -> None:
+def _take_next_sequence(slug: str) -> tuple[int, int]:
+    """Bump the active channel's ``last_sequence``: its id and the new value."""
+    if connection.features.can_return_columns_from_insert:
+        # One UPDATE ... RETURNING (SQLite >= 3.35, PostgreSQL) instead of the
+        # ORM's UPDATE then SELECT: about 0.6 ms less per publish, most of it
+        # query building (docs/performance.md).
+        with connection.cursor() as cursor:
+            cursor.execute(_BUMP_SEQUENCE_SQL, [slug, True])
+            row = cursor.fetchone()
+    else:
+        bumped = Channel.objects.active().filter(slug=slug).update(last_sequence=F("last_sequence") + 1)
+        row = Channel.objects.filter(slug=slug).values_list("pk", "last_sequence").first() if bumped else None
+    if row is None:
+        raise ChannelNotFound(f"No active channel is called {slug!r}.")
+    return int(row[0]), int(row[1])
+
+
+# The table name comes from the model; the slug is a query parameter.
+_BUMP_SEQUENCE_SQL = (
+    f"UPDATE {Channel._meta.db_table} SET last_sequence = last_sequence + 1"
+    " WHERE slug = %s AND is_active = %s RETURNING id, last_sequence"
+)
+
+
+def _prune_if_due(channel_id: int, sequence: int) -> None:
     # Amortised: pruning runs on every PRUNE_EVERY-th message of a channel, so
     # a channel may hold up to PRUNE_EVERY messages more than its retention.
-    sequence = row["last_sequence"]
     if sequence % int(conf.PRUNE_EVERY) != 0:
         return
-    history = Message.objects.filter(channel_id=row["pk"])
-    if row["retention_count"] is not None:
-        history.filter(sequence__lte=sequence - row["retention_count"]).delete()
-    if row["retention_age"] is not None:
-        history.filter(created_at__lt=timezone.now() - row["retention_age"]).delete()
+    retention_count, retention_age = Channel.objects.filter(pk=channel_id).values_list(
+        "retention_count", "retention_age"
+    )[0]
+    history = Message.objects.filter(channel_id=channel_id)
+    if retention_count is not None:
+        history.filter(sequence__lte=sequence - retention_count).delete()
+    if retention_age is not None:
+        history.filter(created_at__lt=timezone.now() - retention_age).delete()
 
 
 def frame_message(message: Message, slug: str) -> dict[str, Any]:

@@ -18,14 +18,23 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "pushsite.settings")
 django_application = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from django.urls import re_path  # noqa: E402
+from django.urls import path, re_path  # noqa: E402
 
+from events.key_publishing import KeyPublishEndpoint  # noqa: E402
 from events.lifespan import lifespan  # noqa: E402
 from events.routing import http_urlpatterns  # noqa: E402
 
 application: Any = ProtocolTypeRouter(
     {
-        "http": URLRouter([*http_urlpatterns, re_path(r"", django_application)]),
+        "http": URLRouter(
+            [
+                *http_urlpatterns,
+                # Publishing with an API key skips Django's middleware; every
+                # other request to this URL falls through to the Django view.
+                path("api/channels/<slug:slug>/messages", KeyPublishEndpoint(django_application)),
+                re_path(r"", django_application),
+            ]
+        ),
         "lifespan": lifespan,
     }
 )

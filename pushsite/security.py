@@ -42,13 +42,14 @@ class ContentSecurityPolicyMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponseBase | Awaitable[HttpResponseBase]:
         if self.is_async:
             return self._acall(request)
-        return self._apply(self.get_response(request))
+        return self.apply(self.get_response(request))
 
     async def _acall(self, request: HttpRequest) -> HttpResponseBase:
-        return self._apply(await self.get_response(request))
+        return self.apply(await self.get_response(request))
 
     @staticmethod
-    def _apply(response: HttpResponseBase) -> HttpResponseBase:
+    def apply(response: HttpResponseBase) -> HttpResponseBase:
+        """Set the policy unless the response has its own (also used by the API fast path)."""
         if "Content-Security-Policy" not in response:
             response["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
         return response

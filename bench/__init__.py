@@ -1,0 +1,1 @@
+"""Benchmarks: Pushsite against a raw-asyncio reference server and django-eventstream."""

@@ -1,0 +1,1 @@
+"""django-eventstream in its README's default setup, for comparison (bench/.venv only)."""

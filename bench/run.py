@@ -1,0 +1,295 @@
+"""The benchmark runner: ``python -m bench [--quick]`` (see docs/performance.md).
+
+It pins itself (the load generator and publisher) to CPU 1 and every server to
+CPU 0, measures Pushsite, the raw-asyncio reference server and django-eventstream
+in one run, prints a table, and writes bench/results/<timestamp>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import timeit
+import traceback
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from tests.support.servers import ROOT
+
+from . import report, scenarios
+from .scenarios import QUICK, Sizes
+from .servers import (
+    SERVER_CPU,
+    PushsiteDeployment,
+    RedisServer,
+    Server,
+    asgi_floor_server,
+    eventstream_available,
+    eventstream_server,
+    reference_server,
+)
+
+CLIENT_CPU = 1
+TARGETS = ("reference", "pushsite", "eventstream", "uvicorn-floor", "pushsite-daphne")
+# The variants measure a design choice: only the scenarios they inform.
+VARIANT_SCENARIOS = {"pushsite-daphne": {"latency", "fanout"}, "uvicorn-floor": {"fanout", "connections"}}
+RESULTS_DIR = ROOT / "bench" / "results"
+
+
+def raise_fd_limit(wanted: int = 65536) -> int:
+    """Raise this process's (and so its children's) open-file limit for 10,000 sockets."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    for limit in (max(wanted, hard), hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+            return limit
+        except (ValueError, OSError):
+            continue
+    return soft
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+    }
+
+
+def versions() -> dict[str, str]:
+    found = {}
+    for name in ("Django", "channels", "channels-redis", "uvicorn", "uvloop", "httptools", "daphne"):
+        found[name] = importlib.metadata.version(name)
+    try:
+        found["django-eventstream"] = importlib.metadata.version("django-eventstream")
+    except importlib.metadata.PackageNotFoundError:
+        found["django-eventstream"] = "not installed"
+    try:
+        found["redis-server"] = subprocess.run(
+            ["redis-server", "--version"], capture_output=True, text=True, check=False
+        ).stdout.split()[2]
+    except (OSError, IndexError):
+        found["redis-server"] = "unknown"
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    found["pushsite_commit"] = commit.stdout.strip()
+    return found
+
+
+def encode_once_cost() -> dict[str, float]:
+    """Micro-measurement: encoding one message's frame, once versus per connection."""
+    from events import frames  # pure module: no Django setup needed
+
+    published = datetime.datetime.now(datetime.UTC)
+    data = {"p": 2, "n": 17, "t": time.time_ns()}
+
+    def encode() -> bytes:
+        return frames.message_fields(
+            slug="bench", sequence=17, event="bench", data=data, published_at=published
+        )
+
+    runs = 5000
+    per_encode_us = min(timeit.repeat(encode, number=runs, repeat=3)) / runs * 1e6
+    return {"encode_us": round(per_encode_us, 2), "per_1000_connections_ms": round(per_encode_us, 2)}
+
+
+async def measure_target(
+    name: str, server: Server, sizes: Sizes, progress: report.Progress, wanted: set[str]
+) -> dict[str, Any]:
+    """Start ``server``, run the scenarios in ``wanted`` against it, stop it."""
+    progress.target = name
+    result: dict[str, Any] = {"port": server.port, "load_average": os.getloadavg()}
+    steps: list[tuple[str, Callable[[], Awaitable[dict[str, Any]]]]] = [
+        ("connections", lambda: scenarios.connections(server, sizes, progress)),
+        ("latency+fanout", lambda: scenarios.latency_and_fanout(server, sizes, progress)),
+        ("publish", lambda: scenarios.publish_round_trip(server, sizes, progress)),
+    ]
+    progress("starting")
+    try:
+        server.start()
+        result["rss_started_kib"] = server.rss_kib()
+        for step, run in steps:
+            if not wanted & set(step.split("+")):
+                continue
+            started = time.monotonic()
+            measured = await run()
+            if step == "latency+fanout":
+                result.update(measured)
+            else:
+                result[step] = measured
+            progress.note(f"{name}: {step} done in {time.monotonic() - started:.0f}s")
+    except Exception as exc:
+        result["error"] = f"{type(exc).__name__}: {exc}"
+        progress.note(f"{name}: FAILED {result['error']} (log: {server.log})")
+        traceback.print_exc()
+    finally:
+        server.stop()
+    return result
+
+
+async def measure_cross_process(
+    deployment: PushsiteDeployment, workdir: Path, sizes: Sizes, progress: report.Progress, cpu: int | None
+) -> dict[str, Any]:
+    progress.target = "pushsite"
+    progress("(e) starting Redis and two Pushsite processes")
+    redis = RedisServer(workdir, cpu).start()
+    publishing = deployment.server("pushsite-redis-a", redis_url=redis.url, cpu=cpu)
+    subscribed = deployment.server("pushsite-redis-b", redis_url=redis.url, cpu=cpu)
+    try:
+        publishing.start()
+        subscribed.start()
+        return await scenarios.cross_process(publishing, subscribed, sizes, progress)
+    except Exception as exc:
+        traceback.print_exc()
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    finally:
+        publishing.stop()
+        subscribed.stop()
+        redis.stop()
+
+
+async def measure_slow_reader(
+    deployment: PushsiteDeployment, sizes: Sizes, progress: report.Progress, cpu: int | None
+) -> dict[str, Any]:
+    """(f) Pushsite's backlog bound (1 MiB) against the same server with a 1 GiB one."""
+    results: dict[str, Any] = {}
+    for label, backlog in (("bounded_1mib", ""), ("unbounded_1gib", str(2**30))):
+        progress.target = f"pushsite ({label})"
+        server = deployment.server(f"pushsite-slow-{label}", cpu=cpu)
+        if backlog:
+            server.env["PUSHSITE_MAX_BACKLOG_BYTES"] = backlog
+        server.start()
+        try:
+            results[label] = await scenarios.slow_reader(server, sizes, progress)
+        except Exception as exc:
+            traceback.print_exc()
+            results[label] = {"error": f"{type(exc).__name__}: {exc}"}
+        finally:
+            server.stop()
+    return results
+
+
+async def run_all(options: argparse.Namespace, sizes: Sizes, workdir: Path) -> dict[str, Any]:
+    progress = report.Progress()
+    cpu = None if options.no_pin else SERVER_CPU
+    wanted = set(options.scenarios.split(","))
+    results: dict[str, Any] = {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "versions": versions(),
+        "sizes": dataclasses.asdict(sizes),
+        "pinning": None if options.no_pin else {"servers": SERVER_CPU, "client": CLIENT_CPU},
+        # Other work on the machine shows here (the runner cannot pin it away).
+        "load_average_at_start": os.getloadavg(),
+        "targets": {},
+    }
+    deployment = PushsiteDeployment(workdir)
+    progress.target = "pushsite"
+    progress("preparing the SQLite database (migrate, collectstatic, channel, key)")
+    deployment.prepare()
+
+    for name in options.servers.split(","):
+        if name == "reference":
+            server = reference_server(workdir, cpu)
+        elif name == "pushsite":
+            server = deployment.server("pushsite", cpu=cpu)
+        elif name == "uvicorn-floor":
+            server = asgi_floor_server(workdir, cpu)
+        elif name == "pushsite-daphne":
+            server = deployment.server("pushsite-daphne", asgi="daphne", cpu=cpu)
+        elif name == "eventstream":
+            if not eventstream_available():
+                progress.note("eventstream: skipped (django-eventstream is not installed: use bench/.venv)")
+                continue
+            server = eventstream_server(workdir, cpu)
+        else:
+            raise SystemExit(f"unknown server {name!r}; choose from {', '.join(TARGETS)}")
+        scenario_set = wanted & VARIANT_SCENARIOS.get(name, wanted)
+        results["targets"][name] = await measure_target(name, server, sizes, progress, scenario_set)
+
+    if "pushsite" in results["targets"] and "cross_process" in wanted:
+        results["targets"]["pushsite"]["cross_process"] = await measure_cross_process(
+            deployment, workdir, sizes, progress, cpu
+        )
+    if "pushsite" in results["targets"] and "slow_reader" in wanted:
+        results["design"] = {"slow_reader": await measure_slow_reader(deployment, sizes, progress, cpu)}
+    results.setdefault("design", {})["encode_once"] = encode_once_cost()
+    results["load_average_at_end"] = os.getloadavg()
+    progress.note("done")
+    return results
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes (about a minute)")
+    parser.add_argument("--servers", default=",".join(TARGETS))
+    parser.add_argument(
+        "--scenarios",
+        default="latency,fanout,connections,publish,cross_process,slow_reader",
+        help="comma-separated subset",
+    )
+    for field in dataclasses.fields(Sizes):
+        parser.add_argument(f"--{field.name.replace('_', '-')}", type=type(field.default), default=None)
+    parser.add_argument("--no-pin", action="store_true", help="do not pin to CPUs (machines with one core)")
+    parser.add_argument("--output", type=Path, default=None, help="results file (default bench/results/)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parse_args(argv)
+    sizes = dataclasses.replace(QUICK) if options.quick else Sizes()
+    for field in dataclasses.fields(Sizes):
+        value = getattr(options, field.name)
+        if value is not None:
+            setattr(sizes, field.name, value)
+    raise_fd_limit()
+    if not options.no_pin:
+        if (os.cpu_count() or 1) < 2:
+            raise SystemExit("pinning needs two CPUs; pass --no-pin")
+        os.sched_setaffinity(0, {CLIENT_CPU})
+
+    import uvloop  # the load generator on the fastest loop available
+
+    with tempfile.TemporaryDirectory(prefix="pushsite-bench-") as workdir:
+        results = uvloop.run(run_all(options, sizes, Path(workdir)))
+
+    results["checks"] = report.evaluate(results)
+    table = report.render_table(results)
+    checks = report.render_checks(results["checks"])
+    design = report.render_design(results)
+    results["table"] = table
+    output = options.output
+    if output is None:
+        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        output = RESULTS_DIR / f"{time.strftime('%Y%m%d-%H%M%S')}.json"
+    output.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    print(table)
+    print()
+    print(checks)
+    print()
+    print(design)
+    print(f"\nResults: {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

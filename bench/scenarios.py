@@ -1,0 +1,339 @@
+"""The benchmark scenarios, each bounded in size and time.
+
+(a) latency, (b) fan-out, (c) idle connections, (d) publish round trip,
+(e) cross-process over Redis, and (f) a slow reader (Pushsite's queue bound).
+Each returns a plain dict of results (JSON-ready).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .loadgen import Crowd, Subscriber, Tally
+from .publisher import Publisher, PublishLog
+from .servers import ROOT, SLUG, Server, realtime_prefix
+
+HOST = "127.0.0.1"
+STREAM_PATH = f"/events/{SLUG}/"
+
+# Phase numbers in the payload: a frame from an earlier phase counts as stale.
+PHASE_LATENCY, PHASE_FANOUT, PHASE_REACH, PHASE_PUBLISH, PHASE_CROSS, PHASE_WARMUP = 1, 2, 3, 4, 5, 9
+PHASE_SLOW = 6
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class Sizes:
+    subscribers: int = 1000
+    latency_messages: int = 200
+    latency_rate: float = 20.0
+    burst_messages: int = 500
+    connections: int = 10_000
+    round_trips: int = 300
+    cross_messages: int = 200
+    # Seconds without a new delivery after which a phase gives up on the rest.
+    quiet_seconds: float = 5.0
+    # Hard cap on waiting for one phase's deliveries after its last publish.
+    max_wait_seconds: float = 120.0
+
+
+QUICK = Sizes(
+    subscribers=200,
+    latency_messages=60,
+    burst_messages=100,
+    connections=1000,
+    round_trips=100,
+    cross_messages=60,
+    quiet_seconds=3.0,
+    max_wait_seconds=30.0,
+)
+
+
+def ms(nanoseconds: float) -> float:
+    return round(nanoseconds / 1e6, 2)
+
+
+def percentile(values: list[int] | list[float], fraction: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
+    return float(ordered[index])
+
+
+def latency_summary(values_ns: list[int]) -> dict[str, float]:
+    return {
+        "p50_ms": ms(percentile(values_ns, 0.50)),
+        "p99_ms": ms(percentile(values_ns, 0.99)),
+        "max_ms": ms(max(values_ns)) if values_ns else float("nan"),
+    }
+
+
+async def wait_for(tally: Tally, sizes: Sizes, progress: Progress, label: str) -> bool:
+    """Until every expected delivery arrived, or none came for ``quiet_seconds``; True if all came."""
+    deadline = time.monotonic() + sizes.max_wait_seconds
+    seen, quiet_since = -1, time.monotonic()
+    while not tally.done.done():
+        now = time.monotonic()
+        if tally.deliveries != seen:
+            seen, quiet_since = tally.deliveries, now
+        elif now - quiet_since > sizes.quiet_seconds or now > deadline:
+            return False
+        progress(f"{label}: {tally.deliveries:,}/{tally.expected:,} deliveries")
+        await asyncio.wait([tally.done], timeout=0.25)
+    return True
+
+
+def integrity(tally: Tally, crowd: Crowd, messages: int, *, complete: bool) -> dict[str, object]:
+    return {
+        "deliveries": tally.deliveries,
+        "expected": tally.expected,
+        "lost": crowd.missing(messages),
+        "duplicates": tally.duplicates,
+        "reordered": tally.reordered,
+        "stale": tally.stale,
+        "disconnected": crowd.lost_connections(),
+        "complete": complete,
+    }
+
+
+async def open_crowd(
+    server: Server, count: int, progress: Progress, label: str, *, receive_buffer: int | None = None
+) -> tuple[Crowd, float]:
+    crowd = Crowd(HOST, server.port, STREAM_PATH)
+    seconds = await crowd.open(
+        count,
+        on_progress=lambda done, total: progress(f"{label}: opening {done:,}/{total:,} streams"),
+        receive_buffer=receive_buffer,
+    )
+    if crowd.failures:
+        raise RuntimeError(f"{len(crowd.failures)} streams failed to open, e.g. {crowd.failures[0]}")
+    return crowd, seconds
+
+
+async def publish_elsewhere(
+    server: Server, phase: int, count: int, rate: float, on_tick: Callable[[], None]
+) -> PublishLog:
+    """Run bench/publisher.py in a process of its own (on this process's CPU, real-time priority).
+
+    In this process a publish's answer would wait behind the subscribers' work
+    of reading the previous message, and one publisher would then pace the
+    burst at the client's speed instead of the server's.
+    """
+    env = dict(os.environ, BENCH_API_KEY=server.api_key, PYTHONPATH=str(ROOT))
+    command = [*realtime_prefix(), sys.executable, "-m", "bench.publisher", "--port", str(server.port)]
+    command += ["--slug", SLUG]
+    command += ["--phase", str(phase), "--count", str(count), "--rate", str(rate)]
+    process = await asyncio.create_subprocess_exec(
+        *command, cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    finished = asyncio.ensure_future(process.communicate())
+    while not finished.done():
+        on_tick()
+        await asyncio.wait([finished], timeout=0.25)
+    out, err = finished.result()
+    if process.returncode != 0:
+        raise RuntimeError(f"the publisher failed: {err.decode(errors='replace')[-2000:]}")
+    return PublishLog(**json.loads(out))
+
+
+async def latency_and_fanout(server: Server, sizes: Sizes, progress: Progress) -> dict[str, object]:
+    """(a) paced latency, then (b) a burst, on the same ``sizes.subscribers`` streams."""
+    crowd, _ = await open_crowd(server, sizes.subscribers, progress, "(a) latency")
+    try:
+        await asyncio.sleep(1.0)  # let every subscription settle
+        results: dict[str, object] = {}
+
+        tally = Tally(PHASE_LATENCY, sizes.subscribers * sizes.latency_messages)
+        crowd.start_phase(tally)
+        log = await publish_elsewhere(
+            server,
+            PHASE_LATENCY,
+            sizes.latency_messages,
+            sizes.latency_rate,
+            lambda: progress(f"(a) latency: {tally.deliveries:,}/{tally.expected:,} deliveries"),
+        )
+        complete = await wait_for(tally, sizes, progress, "(a) latency")
+        results["latency"] = {
+            "subscribers": sizes.subscribers,
+            "messages": sizes.latency_messages,
+            "rate_per_s": sizes.latency_rate,
+            **latency_summary(list(tally.latencies_ns)),
+            "publish_p50_ms": ms(percentile(log.round_trips_ns, 0.5)),
+            **integrity(tally, crowd, sizes.latency_messages, complete=complete),
+        }
+        await asyncio.sleep(0.5)
+
+        tally = Tally(PHASE_FANOUT, sizes.subscribers * sizes.burst_messages)
+        crowd.start_phase(tally)
+        server_cpu, client_cpu, wall = server.cpu_seconds(), time.process_time(), time.perf_counter()
+        log = await publish_elsewhere(
+            server,
+            PHASE_FANOUT,
+            sizes.burst_messages,
+            0,
+            lambda: progress(f"(b) fan-out: {tally.deliveries:,}/{tally.expected:,} deliveries"),
+        )
+        complete = await wait_for(tally, sizes, progress, "(b) fan-out")
+        # CPU over the delivery window only (not the quiet wait after a loss).
+        end_ns = tally.last_ns or time.time_ns()
+        window = max(1e-9, (end_ns - log.started_ns) / 1e9)
+        busy_wall = time.perf_counter() - wall
+        server_seconds = server.cpu_seconds() - server_cpu
+        results["fanout"] = {
+            "subscribers": sizes.subscribers,
+            "messages": sizes.burst_messages,
+            "seconds": round(window, 3),
+            "deliveries_per_s": round(tally.deliveries / window),
+            "publish_seconds": round((log.finished_ns - log.started_ns) / 1e9, 3),
+            "server_cpu_pct": round(100 * server_seconds / busy_wall),
+            # Deliveries per second of server CPU: what the server does with a
+            # core of its own, even when other work on the machine took part of it.
+            "deliveries_per_cpu_s": round(tally.deliveries / max(server_seconds, 1e-9)),
+            "client_cpu_pct": round(100 * (time.process_time() - client_cpu) / busy_wall),
+            **latency_summary(list(tally.latencies_ns)),
+            **integrity(tally, crowd, sizes.burst_messages, complete=complete),
+        }
+        return results
+    finally:
+        await crowd.close()
+
+
+async def connections(server: Server, sizes: Sizes, progress: Progress) -> dict[str, object]:
+    """(c) many idle streams: time to open, memory per stream, one message to all."""
+    # Warm-up: first requests import and cache things a baseline must include.
+    warm, _ = await open_crowd(server, 20, progress, "(c) connections warm-up")
+    publisher = Publisher(HOST, server.port, SLUG, server.api_key)
+    try:
+        for number in range(1, 4):
+            await publisher.publish(PHASE_WARMUP, number)
+        await asyncio.sleep(0.5)
+        await warm.close()
+        await asyncio.sleep(1.5)
+        rss_before = server.rss_kib()
+
+        crowd, open_seconds = await open_crowd(server, sizes.connections, progress, "(c) connections")
+        try:
+            await asyncio.sleep(2.0)  # idle, as they would be
+            rss_after = server.rss_kib()
+            tally = Tally(PHASE_REACH, sizes.connections)
+            crowd.start_phase(tally)
+            _, round_trip = await publisher.publish(PHASE_REACH, 1)
+            complete = await wait_for(tally, sizes, progress, "(c) one message to all")
+            return {
+                "connections": sizes.connections,
+                "open_seconds": round(open_seconds, 2),
+                "rss_before_kib": rss_before,
+                "rss_after_kib": rss_after,
+                "kib_per_connection": round((rss_after - rss_before) / sizes.connections, 2),
+                "reach_all_ms": ms(max(tally.latencies_ns)) if tally.latencies_ns else None,
+                "reach_p50_ms": ms(percentile(list(tally.latencies_ns), 0.5)),
+                "publish_ms": ms(round_trip),
+                **integrity(tally, crowd, 1, complete=complete),
+            }
+        finally:
+            await crowd.close()
+    finally:
+        await publisher.close()
+
+
+async def publish_round_trip(server: Server, sizes: Sizes, progress: Progress) -> dict[str, object]:
+    """(d) sequential POSTs on one keep-alive connection, no subscribers."""
+    publisher = Publisher(HOST, server.port, SLUG, server.api_key)
+    try:
+        for number in range(1, 21):  # warm-up
+            await publisher.publish(PHASE_WARMUP, number)
+        round_trips: list[int] = []
+        for number in range(1, sizes.round_trips + 1):
+            _, round_trip = await publisher.publish(PHASE_PUBLISH, number)
+            round_trips.append(round_trip)
+            if number % 20 == 0:
+                progress(f"(d) publish: {number}/{sizes.round_trips}")
+        return {
+            "publishes": sizes.round_trips,
+            "p50_ms": ms(percentile(round_trips, 0.5)),
+            "p99_ms": ms(percentile(round_trips, 0.99)),
+            "mean_ms": ms(statistics.fmean(round_trips)),
+        }
+    finally:
+        await publisher.close()
+
+
+async def cross_process(
+    publishing: Server, subscribed: Server, sizes: Sizes, progress: Progress
+) -> dict[str, object]:
+    """(e) publish on one process, subscribers on another, through the channel layer."""
+    crowd, _ = await open_crowd(subscribed, sizes.subscribers, progress, "(e) cross-process")
+    try:
+        await asyncio.sleep(1.0)
+        tally = Tally(PHASE_CROSS, sizes.subscribers * sizes.cross_messages)
+        crowd.start_phase(tally)
+        await publish_elsewhere(
+            publishing,
+            PHASE_CROSS,
+            sizes.cross_messages,
+            sizes.latency_rate,
+            lambda: progress(f"(e) cross-process: {tally.deliveries:,}/{tally.expected:,} deliveries"),
+        )
+        complete = await wait_for(tally, sizes, progress, "(e) cross-process")
+        return {
+            "subscribers": sizes.subscribers,
+            "messages": sizes.cross_messages,
+            "rate_per_s": sizes.latency_rate,
+            **latency_summary(list(tally.latencies_ns)),
+            **integrity(tally, crowd, sizes.cross_messages, complete=complete),
+        }
+    finally:
+        await crowd.close()
+
+
+async def slow_reader(server: Server, sizes: Sizes, progress: Progress) -> dict[str, object]:
+    """(f) one client stops reading during a burst of large messages: memory and the others."""
+    readers, _ = await open_crowd(server, 50, progress, "(f) slow reader")
+    stalled, _ = await open_crowd(server, 1, progress, "(f) slow reader", receive_buffer=16384)
+    staller: Subscriber = stalled.subscribers[0]
+    assert staller.transport is not None
+    staller.transport.pause_reading()
+    publisher = Publisher(HOST, server.port, SLUG, server.api_key)
+    messages = 1000
+    padding = "x" * 16000
+    try:
+        await asyncio.sleep(0.5)
+        rss_before = server.rss_kib()
+        tally = Tally(PHASE_SLOW, 50 * messages, keep_latencies=False)
+        readers.start_phase(tally)
+        peak = rss_before
+        for number in range(1, messages + 1):
+            await publisher.publish(PHASE_SLOW, number, padding=padding)
+            if number % 100 == 0:
+                peak = max(peak, server.rss_kib())
+                progress(f"(f) slow reader: sent {number}/{messages}")
+        complete = await wait_for(tally, sizes, progress, "(f) slow reader")
+        peak = max(peak, server.rss_kib())
+        # A paused transport does not notice the server closing it: read again
+        # (the kernel's buffer drains) and see whether the stream ends.
+        staller.transport.resume_reading()
+        for _ in range(20):
+            if staller.lost_connection:
+                break
+            await asyncio.sleep(0.1)
+        return {
+            "messages": messages,
+            "message_bytes": len(padding) + 200,
+            "rss_growth_kib": peak - rss_before,
+            "stalled_reader_evicted": staller.lost_connection,
+            "readers_lost": readers.missing(messages),
+            "readers_complete": complete,
+        }
+    finally:
+        await publisher.close()
+        await readers.close()
+        await stalled.close()

@@ -1,0 +1,39 @@
+"""WhiteNoise that Django can call without leaving the event loop.
+
+WhiteNoise 6 is a sync-only middleware. One sync middleware in the stack makes
+Django's ASGI handler run the rest of the request through a worker thread and
+back (SyncToAsync around it, AsyncToSync inside it), and on a fresh thread per
+request, so every publish also opened a new database connection. Serving a
+static file is the only part that touches the disk; it still runs in a thread.
+docs/performance.md has the before / after.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from django.http import HttpRequest, HttpResponseBase
+from whitenoise.middleware import WhiteNoiseMiddleware
+
+
+class AsyncWhiteNoiseMiddleware(WhiteNoiseMiddleware):
+    """``whitenoise.middleware.WhiteNoiseMiddleware``, async-only."""
+
+    sync_capable = False
+    async_capable = True
+
+    def __init__(self, get_response: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(get_response, *args, **kwargs)
+        assert iscoroutinefunction(get_response), "Django passes async handlers to async-only middleware."
+        markcoroutinefunction(self)
+
+    async def __call__(self, request: HttpRequest) -> HttpResponseBase:  # type: ignore[override]
+        if self.autorefresh:  # DEBUG: looks at the disk on every request
+            static_file = await sync_to_async(self.find_file, thread_sensitive=False)(request.path_info)
+        else:
+            static_file = self.files.get(request.path_info)
+        if static_file is not None:
+            return await sync_to_async(self.serve, thread_sensitive=False)(static_file, request)
+        response: HttpResponseBase = await self.get_response(request)
+        return response

@@ -1,0 +1,58 @@
+"""The benchmark's quick path still runs: reference server and Pushsite, tiny sizes.
+
+It asserts correctness only (every message delivered once, in order), never
+timings: this machine may be busy with other tests.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support.servers import ROOT
+
+pytestmark = pytest.mark.system
+
+
+def test_bench_quick_path_delivers_everything_once(tmp_path: Path) -> None:
+    output = tmp_path / "results.json"
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--quick",
+            "--no-pin",
+            "--servers=reference,pushsite",
+            "--scenarios=latency,fanout,connections,publish",
+            "--subscribers=20",
+            "--latency-messages=10",
+            "--latency-rate=100",
+            "--burst-messages=20",
+            "--connections=50",
+            "--round-trips=10",
+            f"--output={output}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    results = json.loads(output.read_text())
+    for target in ("reference", "pushsite"):
+        measured = results["targets"][target]
+        assert "error" not in measured, measured["error"]
+        for scenario in ("latency", "fanout", "connections"):
+            counts = measured[scenario]
+            assert counts["deliveries"] == counts["expected"], (target, scenario, counts)
+            faults = {
+                key: counts[key] for key in ("lost", "duplicates", "reordered", "stale", "disconnected")
+            }
+            assert faults == dict.fromkeys(faults, 0), (target, scenario)
+        assert measured["publish"]["publishes"] == 10
+    assert "| (b) fan-out deliveries/s |" in results["table"]

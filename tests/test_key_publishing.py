@@ -1,0 +1,132 @@
+"""The API-key fast path answers exactly as the Django view behind it does."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from channels.testing import HttpCommunicator
+from django.test import override_settings
+
+from events.channels_admin import create_api_key, upsert_channel
+from events.key_publishing import _eligible_headers
+from events.models import Channel, Message
+from pushsite.asgi import application
+from tests.test_api import REJECTIONS
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+# A cookie sends the request through Django's middleware and view.
+THROUGH_DJANGO = [(b"cookie", b"theme=dark")]
+
+
+async def publish(slug: str, body: Any, headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    communicator = HttpCommunicator(
+        application,
+        "POST",
+        f"/api/channels/{slug}/messages",
+        body=raw,
+        headers=[
+            (b"host", b"testserver"),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(raw)).encode()),
+            *headers,
+        ],
+    )
+    response = await communicator.get_response(timeout=10)
+    response["headers"] = {name.decode().lower(): value.decode() for name, value in response["headers"]}
+    is_json = response["headers"].get("content-type") == "application/json"
+    response["json"] = json.loads(response["body"]) if is_json else None
+    return response
+
+
+@pytest.fixture
+def keys() -> dict[str, str]:
+    upsert_channel("news")
+    upsert_channel("other")
+    Channel.objects.create(slug="closed", is_active=False)
+    return {
+        "none": "",
+        "wrong": "psk_00000000_wrong",
+        "scoped": create_api_key("news only", ["news"])[1],
+        "key": create_api_key("publisher")[1],
+    }
+
+
+def credentials(keys: dict[str, str], kind: str) -> list[tuple[bytes, bytes]]:
+    if kind == "basic":
+        return [(b"authorization", b"Basic dXNlcjpwYXNz")]
+    return [(b"authorization", f"Bearer {keys[kind]}".encode())] if keys[kind] else []
+
+
+def comparable(response: dict[str, Any]) -> dict[str, Any]:
+    headers = {name: value for name, value in response["headers"].items() if name not in {"location", "date"}}
+    body = {name: value for name, value in response["json"].items() if name not in {"id", "published_at"}}
+    return {"status": response["status"], "headers": headers, "body": body}
+
+
+async def test_a_publish_with_a_key_matches_the_django_view(keys: dict[str, str]) -> None:
+    fast = await publish("news", {"event": "notice", "data": {"n": 1}}, credentials(keys, "key"))
+    slow = await publish(
+        "news", {"event": "notice", "data": {"n": 1}}, credentials(keys, "key") + THROUGH_DJANGO
+    )
+    assert fast["status"] == 201
+    assert comparable(fast) == comparable(slow)
+    assert (fast["json"]["id"], slow["json"]["id"]) == (1, 2)
+    assert fast["headers"]["location"] == "/api/channels/news/messages?after=0&limit=1"
+    publisher = f"key:publisher ({keys['key'].split('_')[1]})"
+    stored = [m async for m in Message.objects.order_by("sequence").values_list("sequence", "publisher")]
+    assert stored == [(1, publisher), (2, publisher)]
+
+
+@pytest.mark.parametrize(
+    ("slug", "body", "kind", "status", "code", "fragment"),
+    [row[1:] for row in REJECTIONS],
+    ids=[row[0] for row in REJECTIONS],
+)
+async def test_rejections_match_the_django_view(
+    keys: dict[str, str], slug: str, body: Any, kind: str, status: int, code: str, fragment: str
+) -> None:
+    fast = await publish(slug, body, credentials(keys, kind))
+    slow = await publish(slug, body, credentials(keys, kind) + THROUGH_DJANGO)
+    assert (fast["status"], fast["json"]["error"]) == (status, code)
+    assert fragment in fast["json"]["detail"]
+    assert comparable(fast) == comparable(slow)
+    assert await Message.objects.acount() == 0
+
+
+def scope(*extra: tuple[bytes, bytes], scheme: str = "http", method: str = "POST") -> dict[str, Any]:
+    headers = [(b"host", b"testserver"), (b"authorization", b"Bearer psk_x_y"), (b"content-length", b"10")]
+    replaced = {name for name, _ in extra}
+    return {
+        "type": "http",
+        "method": method,
+        "scheme": scheme,
+        "headers": [header for header in headers if header[0] not in replaced] + list(extra),
+    }
+
+
+@pytest.mark.parametrize(
+    ("request_scope", "eligible"),
+    [
+        (scope(), True),
+        (scope(method="PUT"), False),
+        (scope((b"cookie", b"sessionid=1")), False),
+        (scope((b"origin", b"https://elsewhere.example")), False),
+        (scope((b"authorization", b"Basic dXNlcjpwYXNz")), False),
+        (scope((b"content-length", b"65537")), False),
+        (scope((b"transfer-encoding", b"chunked"), (b"content-length", b"")), False),
+        (scope((b"host", b"evil.example")), False),
+    ],
+    ids=["key", "put", "cookie", "origin", "basic", "too-large", "unsized", "host"],
+)
+def test_only_plain_key_publishes_take_the_fast_path(request_scope: dict[str, Any], eligible: bool) -> None:
+    assert (_eligible_headers(request_scope) is not None) is eligible
+
+
+@override_settings(SECURE_SSL_REDIRECT=True, SECURE_PROXY_SSL_HEADER=("HTTP_X_FORWARDED_PROTO", "https"))
+def test_plain_http_under_https_settings_is_left_to_django_to_redirect() -> None:
+    assert _eligible_headers(scope()) is None
+    assert _eligible_headers(scope((b"x-forwarded-proto", b"https"))) is not None
