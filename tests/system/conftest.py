@@ -17,6 +17,8 @@ CLUSTER_SETTINGS = {
     "HEARTBEAT_SECONDS": "1",
     "RELAY_POLL_SECONDS": "0.5",
     "FEED_LINGER_SECONDS": "0.5",
+    # Load tests publish thousands of messages with one key.
+    "PUBLISH_RATE_MESSAGES": "100000",
 }
 
 
