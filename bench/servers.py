@@ -143,6 +143,11 @@ class PushsiteDeployment:
         env["DJANGO_SECRET_KEY"] = SECRET
         # Per-stream INFO lines ("Stream opened") would cost CPU at 10,000 streams.
         env["DJANGO_LOG_LEVEL"] = "WARNING"
+        # Every load-generator connection and publish comes from one address and
+        # one key: lift the per-address stream cap and the per-key publish rate,
+        # which a real deployment keeps (they are tested in tests/test_hardening.py).
+        env["PUSHSITE_MAX_STREAMS_PER_IP"] = "1000000"
+        env["PUSHSITE_PUBLISH_RATE_MESSAGES"] = "1000000"
         return env
 
     def server(self, name: str, *, asgi: str = "uvicorn", redis_url: str = "", cpu: int | None) -> Server:
