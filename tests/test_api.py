@@ -267,3 +267,15 @@ async def test_history_follows_subscription_rules(key: str) -> None:
     assert [m["data"] for m in with_token.json()["messages"]] == ["secret"]
     with_key = await client.get(URL.format(slug="vault"), headers=bearer(key))
     assert with_key.status_code == 200
+
+
+async def test_a_cross_site_form_post_with_a_staff_session_is_refused(news: Channel, staff: User) -> None:
+    client = await logged_in("editor", "pw-editor-123")
+    response = await client.post(
+        URL.format(slug="news"),
+        {"event": "message", "data": "forged"},  # form-encoded, as a cross-site <form> would send
+        headers={"Origin": "https://evil.example", "Referer": "https://evil.example/page"},
+    )
+    assert response.status_code == 403
+    assert response.json()["error"] == "forbidden"
+    assert await Message.objects.acount() == 0
