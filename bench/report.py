@@ -241,8 +241,9 @@ def render_design(results: dict[str, Any]) -> str:
     floor_kib = _get(results, "uvicorn-floor", "connections", "kib_per_connection")
     if floor_kib is not None:
         lines.append(
-            f"| uvicorn's own share (cheapest ASGI app) | {_fmt(floor_kib)} KiB per idle connection; fan-out "
-            f"{_fmt(_get(results, 'uvicorn-floor', 'fanout', 'deliveries_per_s'))} deliveries/s |"
+            f"| uvicorn's own share (cheapest ASGI app) | {_fmt(floor_kib)} KiB per idle connection; "
+            f"{_fmt(_get(results, 'uvicorn-floor', 'fanout', 'deliveries_per_cpu_s'))} deliveries per server "
+            "CPU-second |"
         )
     encode = results.get("design", {}).get("encode_once")
     if encode:
