@@ -95,9 +95,11 @@ async def test_frames_arriving_out_of_order_are_written_in_order_once(relay: Rel
     messages = [await sync_to_async(store_message)(channel.slug, n) for n in range(4)]
     for message in (messages[2], messages[0], messages[3], messages[1], messages[2]):
         await fan_out(message)
-    await client.wait_for(4)
-    await asyncio.sleep(0.1)  # let any duplicate arrive (there must be none)
-    assert [e.id for e in client.events] == [str(m.sequence) for m in messages]
+    # A last message through the same FIFO: once it is written, any duplicate
+    # of the earlier ones would have been written before it.
+    last = await apublish(channel.slug, "last")
+    await client.wait_for(5)
+    assert [e.id for e in client.events] == [str(m.sequence) for m in [*messages, last]]
 
 
 async def test_ephemeral_frames_have_no_id_and_leave_the_position(relay: Relay, channel: Channel) -> None:
@@ -121,6 +123,7 @@ async def test_a_reader_whose_socket_is_full_is_evicted_at_the_backlog_limit(
 ) -> None:
     stuck = asyncio.get_running_loop().create_future()
     reasons: list[str] = []
+    closed = asyncio.Event()
 
     async def full_socket(message: dict[str, Any]) -> None:
         await stuck  # never completes: the client does not read
@@ -129,14 +132,12 @@ async def test_a_reader_whose_socket_is_full_is_evicted_at_the_backlog_limit(
         channels=[StreamChannel(id=channel.pk, slug=channel.slug)],
         positions={channel.pk: 0},
         asgi_send=full_socket,
-        on_close=reasons.append,
+        on_close=lambda reason: (reasons.append(reason), closed.set()),
     )
     await relay.subscribe(stream, channel.pk, channel.slug)
     for _ in range(5):
         await apublish(channel.slug, "x" * 3000)
-    async with asyncio.timeout(5):
-        while not stream.closed:
-            await asyncio.sleep(0.01)
+    await asyncio.wait_for(closed.wait(), 5)
     assert reasons == ["slow reader: backlog over limit"]
     assert stream.closed
     stream.write(b"more")
