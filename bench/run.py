@@ -32,11 +32,11 @@ from .scenarios import QUICK, Sizes
 from .servers import (
     SERVER_CPU,
     PushsiteDeployment,
-    RedisServer,
     Server,
     asgi_floor_server,
     eventstream_available,
     eventstream_server,
+    redis_server,
     reference_server,
 )
 
@@ -151,7 +151,7 @@ async def measure_cross_process(
 ) -> dict[str, Any]:
     progress.target = "pushsite"
     progress("(e) starting Redis and two Pushsite processes")
-    redis = RedisServer(workdir, cpu).start()
+    redis = redis_server(workdir, cpu).start()
     publishing = deployment.server("pushsite-redis-a", redis_url=redis.url, cpu=cpu)
     subscribed = deployment.server("pushsite-redis-b", redis_url=redis.url, cpu=cpu)
     try:

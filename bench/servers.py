@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.support.servers import ROOT, Site, free_port
+from tests.support.services import RedisServer
 
 SERVER_CPU = 0
 START_TIMEOUT = 60.0
@@ -214,37 +215,7 @@ def eventstream_server(workdir: Path, cpu: int | None) -> Server:
     )
 
 
-class RedisServer:
-    """A private redis-server on a free loopback port, without persistence."""
-
-    def __init__(self, workdir: Path, cpu: int | None) -> None:
-        self.port = free_port()
-        self.workdir = workdir
-        self.cpu = cpu
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> RedisServer:
-        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-        command = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
-        command += ["--appendonly", "no", "--dir", str(self.workdir)]
-        with (self.workdir / f"redis-{self.port}.log").open("ab") as log:
-            self.process = subprocess.Popen(pinned(command, self.cpu), stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
-                    sock.sendall(b"PING\r\n")
-                    if sock.recv(16).startswith(b"+PONG"):
-                        return self
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
+def redis_server(workdir: Path, cpu: int | None) -> RedisServer:
+    """A private redis-server on a free loopback port, without persistence, pinned to ``cpu``."""
+    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+    return RedisServer(binary, workdir, prefix=pinned([], cpu))

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 import psycopg
@@ -35,8 +36,10 @@ def unavailable(reason: str) -> None:
 class RedisServer:
     """A redis-server this test controls: it can be stopped and started again."""
 
-    def __init__(self, binary: str, workdir: Path) -> None:
+    def __init__(self, binary: str, workdir: Path, *, prefix: Sequence[str] = ()) -> None:
         self.binary = binary
+        # Run it under another command (the benchmark pins it to a CPU with taskset).
+        self.prefix = list(prefix)
         self.port = free_port()
         self.workdir = workdir
         self.process: subprocess.Popen[bytes] | None = None
@@ -71,7 +74,7 @@ class RedisServer:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
                     sock.sendall(b"PING\r\n")
                     if sock.recv(16).startswith(b"+PONG"):
-                        return
+                        return self
             except OSError:
                 pass
             time.sleep(0.05)  # a process start has no event to await
