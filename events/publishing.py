@@ -200,24 +200,30 @@ def message_fields(message: Message, slug: str) -> bytes:
     )
 
 
+async def _group_send(channel_id: int, message: dict[str, Any]) -> bool:
+    """Send to the channel's group within LAYER_TIMEOUT_SECONDS; False (counted) if the layer failed."""
+    layer = get_channel_layer()
+    if layer is None:
+        return True
+    try:
+        async with asyncio.timeout(float(conf.LAYER_TIMEOUT_SECONDS)):
+            await layer.group_send(group_name(channel_id), message)
+    except Exception:
+        metrics.FANOUT_FAILURES.inc()
+        logger.warning("group_send to channel %s failed.", channel_id, exc_info=True)
+        return False
+    return True
+
+
 async def fan_out(message: Message) -> None:
     """Send a stored message to every server process subscribed to its channel."""
     slug = message.channel.slug
-    layer = get_channel_layer()
-    if layer is None:
-        return
-    try:
-        async with asyncio.timeout(float(conf.LAYER_TIMEOUT_SECONDS)):
-            await layer.group_send(group_name(message.channel_id), frame_message(message, slug))
-    except Exception:
+    if not await _group_send(message.channel_id, frame_message(message, slug)):
         # The message is stored; every relay compares its position with the
         # database every RELAY_POLL_SECONDS and fills the gap from there, so a
         # failed fan-out delays delivery but loses nothing.
-        metrics.FANOUT_FAILURES.inc()
-        logger.exception(
-            "Fan-out of %s#%s failed; relays will replay it from the database.",
-            slug,
-            message.sequence,
+        logger.error(
+            "Fan-out of %s#%s failed; relays will replay it from the database.", slug, message.sequence
         )
 
 
@@ -229,9 +235,6 @@ async def fan_out_ephemeral(channel: Channel, data: Any, *, event: str = "messag
     """
     validate_event_type(event)
     validate_payload(data)
-    layer = get_channel_layer()
-    if layer is None:
-        return
     message = {
         "type": FRAME_MESSAGE_TYPE,
         "channel_id": channel.pk,
@@ -242,12 +245,8 @@ async def fan_out_ephemeral(channel: Channel, data: Any, *, event: str = "messag
         ),
         "published": time.time(),
     }
-    try:
-        async with asyncio.timeout(float(conf.LAYER_TIMEOUT_SECONDS)):
-            await layer.group_send(group_name(channel.pk), message)
-    except Exception:
+    if not await _group_send(channel.pk, message):
         # Nothing to replay it from: live-only events are lost when the layer is.
-        metrics.FANOUT_FAILURES.inc()
         logger.warning("Live-only event on %s was not sent: the channel layer failed.", channel.slug)
 
 
