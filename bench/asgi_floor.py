@@ -3,7 +3,7 @@
 Served exactly as Pushsite is (uvicorn, uvloop, httptools), it separates the
 ASGI server's share of each number from Pushsite's own. Same URLs as Pushsite;
 a publish encodes its frame once and calls every stream's ASGI ``send`` eagerly
-(events/eager.py, a pure module). No storage. Run with
+(events/deliver/eager.py, a pure module). No storage. Run with
 ``python -m bench.asgi_floor --port P``.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 
 import uvicorn
 
-from events.eager import start_eagerly
+from events.deliver.eager import start_eagerly
 
 _streams: set[Any] = set()
 _sequence = 0

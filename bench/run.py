@@ -97,7 +97,7 @@ def versions() -> dict[str, str]:
 
 def encode_once_cost() -> dict[str, float]:
     """Micro-measurement: encoding one message's frame, once versus per connection."""
-    from events import frames  # pure module: no Django setup needed
+    from events.wire import frames  # pure module: no Django setup needed
 
     published = datetime.datetime.now(datetime.UTC)
     data = {"p": 2, "n": 17, "t": time.time_ns()}

@@ -14,11 +14,12 @@ from django.shortcuts import render
 from django.urls import path, reverse
 from django.utils import timezone
 
-from . import announcements, census
-from .admin_forms import PUBLISH_BUTTON, RETRACT_BUTTON, SCHEDULE_BUTTON, AnnouncementForm, ChannelForm
-from .embedding import snippets_for
-from .models import Announcement, AnnouncementState, ApiKey, Channel, ChatMute, Message
-from .publishing import publish
+from events.admin_forms import PUBLISH_BUTTON, RETRACT_BUTTON, SCHEDULE_BUTTON, AnnouncementForm, ChannelForm
+from events.announcements import workflow as announcements
+from events.models import Announcement, AnnouncementState, ApiKey, Channel, ChatMute, Message
+from events.ops import census
+from events.publish.store import publish
+from events.widgets.embedding import snippets_for
 
 # The admin is one shared instance per model; per-request state goes here.
 _live_for_this_request: ContextVar[dict[str, int]] = ContextVar("live_connections", default={})  # noqa: B039

@@ -8,7 +8,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
-from .models import Announcement, Channel, validate_origin, validate_web_link
+from events.models import Announcement, Channel, validate_origin, validate_web_link
 
 
 class ChannelForm(forms.ModelForm):

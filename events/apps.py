@@ -4,6 +4,8 @@ from django.apps import AppConfig
 
 
 class EventsConfig(AppConfig):
+    """The core: publish -> store -> relay -> stream, access rules and the wire formats."""
+
     name = "events"
     verbose_name = "Pushsite events"
     default_auto_field = "django.db.models.BigAutoField"
@@ -11,7 +13,7 @@ class EventsConfig(AppConfig):
     def ready(self) -> None:
         from corsheaders.signals import check_request_enabled
 
-        from . import checks, collectors, cors  # noqa: F401  (checks register on import)
+        from events import checks  # noqa: F401  (the checks register on import)
+        from events.access import cors
 
-        collectors.register()
         check_request_enabled.connect(cors.allow_channel_origins, dispatch_uid="pushsite-channel-origins")

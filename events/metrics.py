@@ -1,7 +1,7 @@
 """Prometheus metrics for this server process (scrape every process).
 
 Counters on the delivery hot path are plain integers in :data:`stats`, read by
-events/collectors.py at scrape time: a prometheus ``Counter.inc()`` takes a lock, which
+events/ops/collectors.py at scrape time: a prometheus ``Counter.inc()`` takes a lock, which
 costs more than the delivery itself at tens of thousands per second.
 """
 
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import Counter, Histogram
 
 if TYPE_CHECKING:
-    from .models import Message
+    from events.models import Message
 
 PUBLISHED = Counter("pushsite_messages_published_total", "Messages stored and fanned out.", ["channel"])
 PUBLISH_SECONDS = Histogram(
@@ -36,7 +36,7 @@ REJECTED_REQUESTS = Counter("pushsite_rejected_requests_total", "API and stream 
 
 @dataclass
 class DeliveryStats:
-    """Hot-path counters for this process, exported by events/collectors.py."""
+    """Hot-path counters for this process, exported by events/ops/collectors.py."""
 
     connections: int = 0
     connections_opened: int = 0

@@ -14,7 +14,7 @@ from django.core.validators import RegexValidator
 from django.db import models
 from django.utils import timezone
 
-from .conf import conf
+from events.conf import conf
 
 EVENT_TYPE_PATTERN = r"[A-Za-z0-9_.:-]{1,64}"
 RESERVED_EVENT_PREFIX = "pushsite."
@@ -126,7 +126,7 @@ class Channel(models.Model):
     )
     # Last sequence number handed out; bumped inside the publishing transaction,
     # which holds this row's write lock until commit, so sequence order is
-    # commit order (see events/publishing.py).
+    # commit order (see events/publish/store.py).
     last_sequence = models.BigIntegerField(default=0, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -169,7 +169,7 @@ class Message(models.Model):
     )
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     # Delivery report, added up from every server process a few seconds after
-    # the fact (events/census.py): streams that got it live, and from history.
+    # the fact (events/ops/census.py): streams that got it live, and from history.
     delivered_live = models.PositiveIntegerField(default=0, editable=False)
     delivered_replay = models.PositiveIntegerField(default=0, editable=False)
 

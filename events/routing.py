@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from django.urls import path
 
-from .consumers import EventStreamConsumer
-from .ingest import StreamPublishConsumer
+from events.deliver.consumer import EventStreamConsumer
+from events.publish.ingest import StreamPublishConsumer
 
 stream = EventStreamConsumer.as_asgi()
 

@@ -2,7 +2,9 @@ from __future__ import annotations
 
 from django.urls import path
 
-from . import api, rooms, views
+from events import views
+from events.chat import views as rooms
+from events.publish import api
 
 app_name = "events"
 

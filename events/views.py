@@ -12,12 +12,11 @@ from django.shortcuts import render
 from django.views.decorators.http import require_POST
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from events.deliver.relay import get_relay
+from events.demo import answers as demo
+from events.http.responses import error_response
+from events.models import Channel, Visibility
 from pushsite.security import CONTENT_SECURITY_POLICY
-
-from . import demo
-from .models import Channel, Visibility
-from .relay import get_relay
-from .responses import error_response
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 SSE streams go to the Channels consumer; everything else to Django. On SIGTERM
 every open stream ends cleanly so that clients resume elsewhere
-(events/shutdown.py).
+(events/runtime/shutdown.py).
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ django_application = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import path, re_path  # noqa: E402
 
-from events.key_publishing import KeyPublishEndpoint  # noqa: E402
-from events.lifespan import lifespan  # noqa: E402
+from events.publish.fast_path import KeyPublishEndpoint  # noqa: E402
 from events.routing import http_urlpatterns  # noqa: E402
+from events.runtime.lifespan import lifespan  # noqa: E402
 
 application: Any = ProtocolTypeRouter(
     {

@@ -2,7 +2,7 @@
 
 docs/performance.md has the measurements behind uvicorn (rather than daphne,
 which stays for ``runserver``). Streams end cleanly on SIGTERM in every worker
-(events/shutdown.py), so uvicorn's graceful shutdown has nothing to wait for.
+(events/runtime/shutdown.py), so uvicorn's graceful shutdown has nothing to wait for.
 """
 
 from __future__ import annotations

@@ -85,6 +85,11 @@ INSTALLED_APPS = [
     "corsheaders",
     "channels",
     "events",
+    # Features around the core (events/ depends on none of them).
+    "events.chat",
+    "events.announcements",
+    "events.ops",
+    "events.demo",
 ]
 
 MIDDLEWARE = [
@@ -204,7 +209,7 @@ else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 # --- Cache ---------------------------------------------------------------------
-# Rate limits (events/ratelimit.py) count in the cache, so several processes
+# Rate limits (events/access/ratelimit.py) count in the cache, so several processes
 # must share it: Redis when REDIS_URL is set (its first URL), else per process.
 if REDIS_HOSTS and not REDIS_SENTINELS:
     CACHES = {

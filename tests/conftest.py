@@ -44,7 +44,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Site:
     )
     site.prepare()
     site.shell(
-        "from events.channels_admin import upsert_channel\n"
+        "from events.provisioning import upsert_channel\n"
         f"for n in range({POOL_SIZE}): upsert_channel(f'pool-{{n}}')\n"
         "upsert_channel('private-room', visibility='private')\n"
         "upsert_channel('members', visibility='authenticated')\n"

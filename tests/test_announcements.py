@@ -13,9 +13,9 @@ from django.template import Context, Template
 from django.test import Client
 from django.utils import timezone
 
-from events import announcements
-from events.channels_admin import upsert_channel
+from events.announcements import workflow as announcements
 from events.models import Announcement, AnnouncementState, ApiKey, Channel, Message, ServerCensus
+from events.provisioning import upsert_channel
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -10,9 +10,9 @@ from asgiref.sync import sync_to_async
 from django.contrib.auth.models import User
 from django.test import AsyncClient, override_settings
 
-from events.auth import mint_token
-from events.channels_admin import create_api_key, upsert_channel
+from events.access.auth import mint_token
 from events.models import ApiKey, Channel, Message, Visibility
+from events.provisioning import create_api_key, upsert_channel
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

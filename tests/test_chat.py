@@ -12,8 +12,8 @@ from django.contrib.auth.models import User
 from django.core.cache import cache
 from django.test import AsyncClient, Client, override_settings
 
-from events.channels_admin import upsert_channel
 from events.models import Channel, ChatMute, Kind, Message
+from events.provisioning import upsert_channel
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -233,7 +233,7 @@ async def test_staff_deletion_blanks_the_message_and_stores_a_deleted_event(
 
 
 def test_the_room_page_shows_messages_as_text(lobby: Channel, alice: User) -> None:
-    from events.publishing import store_message
+    from events.publish.store import store_message
 
     store_message(
         lobby, {"text": "<img src=x onerror=alert(1)>", "author": {"name": "alice"}}, event="chat.message"

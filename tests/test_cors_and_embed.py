@@ -7,7 +7,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 
-from events.channels_admin import upsert_channel
+from events.provisioning import upsert_channel
 from tests.support.servers import ServerProcess
 
 PARTNER = "http://partner.example:8080"

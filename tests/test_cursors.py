@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from events.cursors import format_cursor, parse_cursor
 from events.exceptions import InvalidInput
+from events.wire.cursors import format_cursor, parse_cursor
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ from tests.support.sse_client import Subscriber
 @pytest.fixture(scope="module")
 def answers(site: Site) -> str:
     site.shell(
-        "from events.channels_admin import upsert_channel\nupsert_channel('answers', stream_storage='fold')"
+        "from events.provisioning import upsert_channel\nupsert_channel('answers', stream_storage='fold')"
     )
     return "answers"
 

@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from events.eager import start_eagerly
+from events.deliver.eager import start_eagerly
 
 
 async def test_a_coroutine_that_does_not_wait_finishes_at_once() -> None:

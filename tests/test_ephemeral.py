@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 from asgiref.sync import sync_to_async
 
-from events import frames
-from events.channels_admin import upsert_channel
+from events.deliver.connection import Stream, StreamChannel
+from events.deliver.relay import Feed, get_relay
 from events.exceptions import InvalidInput
 from events.models import Message
-from events.publishing import apublish, fan_out_ephemeral
-from events.relay import Feed, get_relay
-from events.streams import Stream, StreamChannel
+from events.provisioning import upsert_channel
+from events.publish.store import apublish, fan_out_ephemeral
+from events.wire import frames
 
 
 class Client:

@@ -17,11 +17,11 @@ from django.test import Client
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from events import sse
-from events.channels_admin import create_api_key, upsert_channel
-from events.cursors import parse_cursor
 from events.exceptions import InvalidInput
 from events.models import Channel, Message
+from events.provisioning import create_api_key, upsert_channel
+from events.wire import sse
+from events.wire.cursors import parse_cursor
 from tests.support.servers import ServerProcess
 
 RUNS: Counter[str] = Counter()

@@ -9,9 +9,9 @@ import pytest
 from channels.testing import HttpCommunicator
 from django.test import override_settings
 
-from events.channels_admin import create_api_key, upsert_channel
-from events.key_publishing import _eligible_headers
 from events.models import Channel, Message
+from events.provisioning import create_api_key, upsert_channel
+from events.publish.fast_path import _eligible_headers
 from pushsite.asgi import application
 from tests.test_api import REJECTIONS
 

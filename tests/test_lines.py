@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from events.exceptions import InvalidInput, PayloadTooLarge, UnsupportedMediaType
-from events.lines import BodyParser, EventStreamBody, NdjsonBody, Part, body_parser
+from events.publish.body_lines import BodyParser, EventStreamBody, NdjsonBody, Part, body_parser
 
 NDJSON_BODY = (
     b'{"data": "a"}\n'

@@ -9,7 +9,7 @@ import httpx
 import pytest
 import requests
 
-from events import ndjson
+from events.wire import ndjson
 from tests.support.servers import ServerProcess, Site
 from tests.support.sse_client import Subscriber
 

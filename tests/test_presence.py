@@ -8,10 +8,10 @@ import pytest
 from django.test import override_settings
 from django.utils import timezone
 
-from events import presence
-from events.channels_admin import upsert_channel
-from events.chat import Author
+from events.chat import presence
+from events.chat.rules import Author
 from events.models import ChatPresence, Kind
+from events.provisioning import upsert_channel
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

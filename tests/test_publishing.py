@@ -12,10 +12,10 @@ from channels.layers import get_channel_layer
 from django.db import close_old_connections, transaction
 from django.test import override_settings
 
-from events.channels_admin import upsert_channel
 from events.exceptions import ChannelNotFound, InvalidInput
 from events.models import Channel, Message
-from events.publishing import FRAME_MESSAGE_TYPE, apublish, group_name, publish
+from events.provisioning import upsert_channel
+from events.publish.store import FRAME_MESSAGE_TYPE, apublish, group_name, publish
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

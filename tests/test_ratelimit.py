@@ -8,9 +8,9 @@ import pytest
 from django.core.cache import cache
 from django.http import HttpResponse
 
-from events import ratelimit
+from events.access import ratelimit
 from events.exceptions import RateLimited
-from events.responses import from_exception
+from events.http.responses import from_exception
 
 
 @pytest.fixture(autouse=True)

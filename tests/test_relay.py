@@ -10,12 +10,12 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.test import override_settings
 
-from events import sse
-from events.channels_admin import upsert_channel
+from events.deliver.connection import Stream, StreamChannel
+from events.deliver.relay import Relay, get_relay
 from events.models import Channel
-from events.publishing import apublish, fan_out, fan_out_ephemeral, store_message
-from events.relay import Relay, get_relay
-from events.streams import Stream, StreamChannel
+from events.provisioning import upsert_channel
+from events.publish.store import apublish, fan_out, fan_out_ephemeral, store_message
+from events.wire import sse
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from events import sse
+from events.wire import sse
 
 
 @pytest.mark.parametrize(

@@ -16,9 +16,9 @@ import httpx
 import pytest
 from django.core.management import CommandError, call_command
 
-from events.channels_admin import upsert_channel
 from events.models import Message
-from events.streaming import STREAM_END_EVENT
+from events.provisioning import upsert_channel
+from events.publish.streamed import STREAM_END_EVENT
 from tests.support.servers import ROOT, ServerProcess, Site
 from tests.support.sse_client import Subscriber
 from tests.support.upstream import UpstreamFeed

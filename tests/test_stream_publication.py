@@ -1,15 +1,15 @@
-"""events/streaming.py: one logical stream's parts, limits and single end event, keep and fold."""
+"""events/publish/streamed.py: one logical stream's parts, limits and single end event, keep and fold."""
 
 from __future__ import annotations
 
 import pytest
 from django.test import override_settings
 
-from events.channels_admin import upsert_channel
 from events.exceptions import InvalidInput, PayloadTooLarge
 from events.models import Channel, Message
-from events.publishing import store_platform_message
-from events.streaming import STREAM_END_EVENT, StreamPublication
+from events.provisioning import upsert_channel
+from events.publish.store import store_platform_message
+from events.publish.streamed import STREAM_END_EVENT, StreamPublication
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

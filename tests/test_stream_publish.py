@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from events.sse import ServerSentEvent
+from events.wire.sse import ServerSentEvent
 from tests.support.servers import ServerProcess, Site
 from tests.support.sse_client import Subscriber
 
@@ -29,7 +29,7 @@ _fold = itertools.count()
 def stream_channels(site: Site) -> None:
     lines = [f"upsert_channel('sp-keep-{n}')" for n in range(KEEP_CHANNELS)]
     lines += [f"upsert_channel('sp-fold-{n}', stream_storage='fold')" for n in range(FOLD_CHANNELS)]
-    site.shell("from events.channels_admin import upsert_channel\n" + "\n".join(lines))
+    site.shell("from events.provisioning import upsert_channel\n" + "\n".join(lines))
 
 
 @pytest.fixture

@@ -10,10 +10,10 @@ import pytest
 from django.core import signing
 from django.test import AsyncClient
 
-from events.auth import TOKEN_SALT, Reader, check_read, mint_token, verify_token
-from events.channels_admin import create_api_key, upsert_channel
+from events.access.auth import TOKEN_SALT, Reader, check_read, mint_token, verify_token
 from events.exceptions import PermissionDenied, TokenExpired
 from events.models import Channel, Visibility
+from events.provisioning import create_api_key, upsert_channel
 from tests.support.servers import ServerProcess, Site
 from tests.support.sse_client import Subscriber
 

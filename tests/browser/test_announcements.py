@@ -74,7 +74,7 @@ def test_dismissing_an_announcement(browser: Browser, server: ServerProcess, sit
     site.create_channels("news")
     site.shell(
         "from events.models import Announcement, Channel\n"
-        "from events import announcements\n"
+        "from events.announcements import workflow as announcements\n"
         "a = Announcement.objects.create(channel=Channel.objects.get(slug='news'), title='Dismiss me', body='Body')\n"
         "announcements.publish_now(a, 'test')\n"
     )

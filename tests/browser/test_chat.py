@@ -26,7 +26,7 @@ def people(site: Site) -> list[str]:
     """Chat rooms (guests welcome) and users, made in one process start."""
     site.shell(
         "from django.contrib.auth.models import User\n"
-        "from events.channels_admin import upsert_channel\n"
+        "from events.provisioning import upsert_channel\n"
         f"for n in range({ROOMS}): upsert_channel(f'chat-{{n}}', title=f'Room {{n}}', kind='chat', guests_may_post=True)\n"
         f"for name in {USERS!r}:\n"
         "    User.objects.filter(username=name).delete()\n"

@@ -88,7 +88,7 @@ class Site:
     def create_channels(self, *slugs: str) -> None:
         """Several public channels in one process start (create_channel runs one each)."""
         lines = "".join(f"upsert_channel({slug!r})\n" for slug in slugs)
-        self.shell("from events.channels_admin import upsert_channel\n" + lines)
+        self.shell("from events.provisioning import upsert_channel\n" + lines)
 
     def shell(self, code: str) -> str:
         return self.manage("shell", "-c", code)

@@ -1,4 +1,4 @@
-"""An asyncio SSE subscriber for tests: real HTTP, decoded with events.sse.Decoder."""
+"""An asyncio SSE subscriber for tests: real HTTP, decoded with events.wire.sse.Decoder."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from events.sse import Decoder, ServerSentEvent
+from events.wire.sse import Decoder, ServerSentEvent
 
 
 class Subscriber:

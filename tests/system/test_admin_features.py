@@ -28,7 +28,7 @@ async def test_a_scheduled_announcement_is_published_exactly_once_by_two_process
             cluster.site.shell,
             "from datetime import timedelta\n"
             "from django.utils import timezone\n"
-            "from events import announcements\n"
+            "from events.announcements import workflow as announcements\n"
             "from events.models import Announcement, Channel\n"
             f"a = Announcement.objects.create(channel=Channel.objects.get(slug='{slug}'), title='Soon', body='Now')\n"
             "announcements.schedule(a, timezone.now() + timedelta(seconds=2))\n",

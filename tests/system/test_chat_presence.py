@@ -40,7 +40,7 @@ def sessions(cluster: Cluster, *names: str) -> dict[str, str]:
     out = cluster.site.shell(
         "from django.contrib.auth.models import User\n"
         "from django.test import Client\n"
-        "from events.channels_admin import upsert_channel\n"
+        "from events.provisioning import upsert_channel\n"
         f"upsert_channel({ROOM!r}, kind='chat')\n"
         f"for name in {list(names)!r}:\n"
         "    user, _ = User.objects.get_or_create(username=name)\n"

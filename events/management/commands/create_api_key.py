@@ -5,7 +5,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from events.channels_admin import create_api_key
+from events.provisioning import create_api_key
 
 
 class Command(BaseCommand):

@@ -6,7 +6,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from events.channels_admin import KINDS, STREAM_STORAGES, VISIBILITIES, upsert_channel
+from events.provisioning import KINDS, STREAM_STORAGES, VISIBILITIES, upsert_channel
 
 
 class Command(BaseCommand):

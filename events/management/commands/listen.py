@@ -4,9 +4,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from events.frames import OPEN_EVENT
-from events.listener import ListenError, listen
-from events.sse import ServerSentEvent
+from events.clients.listener import ListenError, listen
+from events.wire.frames import OPEN_EVENT
+from events.wire.sse import ServerSentEvent
 
 
 class Command(BaseCommand):

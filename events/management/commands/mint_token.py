@@ -4,7 +4,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from events.auth import mint_token
+from events.access.auth import mint_token
 from events.conf import conf
 
 

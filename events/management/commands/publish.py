@@ -6,7 +6,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from events.exceptions import PushsiteError
-from events.publishing import publish
+from events.publish.store import publish
 
 
 class Command(BaseCommand):

@@ -1,0 +1,58 @@
+"""Ending open streams whose reader lost access while connected.
+
+Every stream remembers what let it in (its :class:`Access`). Every
+``PUSHSITE_REVOCATION_SECONDS`` the relay re-checks, in one batch, the streams
+on channels that are not public: a logged-out or deactivated user, a member
+removed from a private channel, a revoked API key, or a channel made private
+ends the stream ("access revoked"); expired tokens end it on the second
+(events/deliver/connection.py). The reconnect is then refused, so replay never hands out
+history the reader may no longer read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+
+from events.access.auth import Reader, TokenGrant, check_read, user_from_session_key
+from events.exceptions import PushsiteError
+from events.models import ApiKey, Channel
+
+
+@dataclass(frozen=True)
+class Access:
+    """The credentials a stream was opened with (a session, a token grant, an API key)."""
+
+    session_key: str | None
+    token_channels: frozenset[str]
+    key_id: int | None
+
+
+def revoked(checks: Iterable[tuple[Access, frozenset[int]]]) -> set[tuple[Access, frozenset[int]]]:
+    """Which (access, channel ids) pairs no longer allow reading every one of those channels."""
+    pairs = set(checks)
+    channel_ids = {channel_id for _, ids in pairs for channel_id in ids}
+    channels = {c.pk: c for c in Channel.objects.filter(pk__in=channel_ids, is_active=True)}
+    key_ids = {access.key_id for access, _ in pairs if access.key_id is not None}
+    keys = {k.pk: k for k in ApiKey.objects.filter(pk__in=key_ids, is_active=True)}
+    users: dict[str | None, AbstractBaseUser | AnonymousUser] = {}
+    lost: set[tuple[Access, frozenset[int]]] = set()
+    for access, ids in pairs:
+        if access.session_key not in users:
+            users[access.session_key] = user_from_session_key(access.session_key)
+        reader = Reader(user=users[access.session_key])
+        if access.key_id is not None:
+            reader.key = keys.get(access.key_id)
+        if access.token_channels:
+            reader.grant = TokenGrant(channels=access.token_channels, expires_at=float("inf"))
+        try:
+            for channel_id in ids:
+                channel = channels.get(channel_id)
+                if channel is None:
+                    raise PushsiteError("channel gone")
+                check_read(channel, reader)
+        except PushsiteError:
+            lost.add((access, ids))
+    return lost

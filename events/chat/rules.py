@@ -1,0 +1,248 @@
+"""Chat rooms: who may post, what a message may hold, moderation (runs in worker threads)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.sessions.backends.base import SessionBase
+from django.core.cache import cache
+from django.db import transaction
+from django.db.models import Q
+from django.http import HttpRequest, HttpResponse
+from django.middleware.csrf import CsrfViewMiddleware
+from django.utils import timezone
+
+from events.access import ratelimit
+from events.access.auth import Reader, check_read
+from events.conf import conf
+from events.exceptions import (
+    ChannelNotFound,
+    InvalidInput,
+    Muted,
+    NotAuthenticated,
+    NotFound,
+    PayloadTooLarge,
+    PermissionDenied,
+)
+from events.models import Channel, ChatMute, Kind, Message
+from events.publish import store as publishing
+
+MESSAGE_EVENT = "chat.message"
+DELETED_EVENT = "chat.deleted"
+TYPING_EVENT = "chat.typing"
+GUEST_SESSION_KEY = "pushsite_chat_nickname"
+NICKNAME_MAX_LENGTH = 32
+# Letters, digits, spaces and . _ - ; starting with a letter or digit.
+_NICKNAME = re.compile(r"[^\W_][\w .-]*")
+_AUTHOR = re.compile(r"(user|guest):.{1,150}")
+MAX_BODY_BYTES = 16 * 1024
+TYPING_EVERY_SECONDS = 2
+
+
+@dataclass(frozen=True)
+class Author:
+    """Who is talking: a logged-in user or a guest with a nickname."""
+
+    label: str  # the publisher string, "user:<name>" or "guest:<nick>"
+    name: str
+    guest: bool
+
+    def as_json(self) -> dict[str, Any]:
+        return {"name": self.name, "guest": self.guest}
+
+
+def identity(user: AbstractBaseUser | AnonymousUser, session: SessionBase | None) -> Author | None:
+    """The logged-in user, else the guest nickname kept in the session, else None."""
+    if user.is_authenticated and user.is_active:
+        name = user.get_username()
+        return Author(label=f"user:{name}", name=name, guest=False)
+    nickname = session.get(GUEST_SESSION_KEY) if session is not None else None
+    if isinstance(nickname, str) and nickname:
+        return Author(label=f"guest:{nickname}", name=nickname, guest=True)
+    return None
+
+
+def get_room(slug: str, user: AbstractBaseUser | AnonymousUser) -> Channel:
+    """The active chat channel ``slug`` if ``user`` may read it (404 / 401 / 403 otherwise)."""
+    channel = Channel.objects.active().filter(slug=slug, kind=Kind.CHAT).first()
+    if channel is None:
+        raise ChannelNotFound(f"No chat room is called {slug[:60]!r}.")
+    check_read(channel, Reader(user=user))
+    return channel
+
+
+def poster(channel: Channel, request: HttpRequest) -> Author:
+    """The author of a post in ``channel``, or the reason this visitor may not post."""
+    author = identity(request.user, request.session)
+    if author is not None and (not author.guest or channel.guests_may_post):
+        return author
+    if channel.guests_may_post:
+        raise NotAuthenticated("Choose a nickname or log in to post in this room.")
+    raise NotAuthenticated("Log in to post in this room; it does not take guests.")
+
+
+def require_csrf(request: HttpRequest) -> None:
+    """Django's own CSRF check, answered in the API's JSON shape instead of an HTML page."""
+    rejection = CsrfViewMiddleware(lambda r: HttpResponse()).process_view(request, None, (), {})  # type: ignore[arg-type]
+    if rejection is not None:
+        raise PermissionDenied("CSRF check failed: send the csrftoken cookie's value in X-CSRFToken.")
+
+
+def require_staff(request: HttpRequest) -> None:
+    user = request.user
+    if not user.is_authenticated:
+        raise NotAuthenticated("Moderation needs a staff login.")
+    if not (user.is_active and user.is_staff):
+        raise PermissionDenied("Only staff may moderate a room.")
+
+
+def json_body(request: HttpRequest, fields: set[str]) -> dict[str, Any]:
+    """The request's JSON object, with only ``fields``; InvalidInput / PayloadTooLarge otherwise."""
+    body = request.body
+    if len(body) > MAX_BODY_BYTES:
+        raise PayloadTooLarge(f"The body is {len(body)} bytes; the limit is {MAX_BODY_BYTES}.")
+    try:
+        payload = json.loads(body or b"{}")
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise InvalidInput("The body is not valid JSON.") from exc
+    if not isinstance(payload, dict):
+        raise InvalidInput("The body must be a JSON object.")
+    unknown = sorted(set(payload) - fields)
+    if unknown:
+        raise InvalidInput(f"Unknown field {unknown[0]!r}; expected {', '.join(sorted(fields))}.")
+    return payload
+
+
+def max_length(channel: Channel) -> int:
+    return channel.chat_max_length or int(conf.CHAT_MAX_LENGTH)
+
+
+def clean_text(channel: Channel, text: Any) -> str:
+    if not isinstance(text, str):
+        raise InvalidInput("text must be a string.")
+    text = text.replace("\r\n", "\n").strip()
+    if not text:
+        raise InvalidInput("The message is empty.")
+    limit = max_length(channel)
+    if len(text) > limit:
+        raise PayloadTooLarge(f"The message is {len(text)} characters long; the limit is {limit}.")
+    return text
+
+
+def is_muted(channel: Channel, author: Author) -> bool:
+    return (
+        ChatMute.objects.filter(channel=channel, author=author.label)
+        .filter(Q(until__isnull=True) | Q(until__gt=timezone.now()))
+        .exists()
+    )
+
+
+def check_rate(author: Author, client_ip: str) -> None:
+    """Per participant and per client address, so neither one person nor one machine can flood a room."""
+    window = float(conf.CHAT_RATE_SECONDS)
+    ratelimit.hit(
+        "chat-author",
+        author.label,
+        limit=int(conf.CHAT_RATE_MESSAGES),
+        window=window,
+        detail="You are sending messages too fast.",
+    )
+    ratelimit.hit(
+        "chat-ip",
+        client_ip or "-",
+        limit=int(conf.CHAT_IP_RATE_MESSAGES),
+        window=window,
+        detail="Too many messages from your network.",
+    )
+
+
+def post(channel: Channel, author: Author, text: Any, client_ip: str) -> Message:
+    """Validate and store one chat message (the caller fans it out)."""
+    text = clean_text(channel, text)
+    if is_muted(channel, author):
+        raise Muted("A moderator has muted you in this room.")
+    check_rate(author, client_ip)
+    return publishing.store_message(
+        channel,
+        {"text": text, "author": author.as_json()},
+        event=MESSAGE_EVENT,
+        publisher=author.label,
+    )
+
+
+def delete(channel: Channel, sequence: int, by: AbstractBaseUser) -> Message:
+    """Blank a message and store a ``chat.deleted`` event for it; returns that event.
+
+    The row stays (text blanked) rather than going: a hole in the sequence
+    would make every resuming client report lost history (pushsite.reset).
+    """
+    with transaction.atomic():
+        message = (
+            Message.objects.select_for_update()
+            .filter(channel=channel, sequence=sequence, event=MESSAGE_EVENT)
+            .first()
+        )
+        if message is None:
+            raise NotFound(f"Room {channel.slug!r} has no message {sequence}.")
+        data = message.data if isinstance(message.data, dict) else {}
+        message.data = {"text": "", "author": data.get("author"), "deleted": True}
+        message.save(update_fields=["data"])
+        return publishing.store_message(
+            channel, {"id": sequence}, event=DELETED_EVENT, publisher=f"user:{by.get_username()}"
+        )
+
+
+def mute(channel: Channel, author_label: Any, minutes: Any, by: AbstractBaseUser) -> ChatMute:
+    """Stop ``author_label`` posting in ``channel`` for ``minutes`` (None: until unmuted in the admin)."""
+    if not isinstance(author_label, str) or not _AUTHOR.fullmatch(author_label):
+        raise InvalidInput("author must be a message's author label, like 'user:alice' or 'guest:bob'.")
+    until = None
+    if minutes is not None:
+        if not isinstance(minutes, int) or isinstance(minutes, bool) or not 1 <= minutes <= 525600:
+            raise InvalidInput("minutes must be a whole number from 1 to 525600, or null for good.")
+        until = timezone.now() + timedelta(minutes=minutes)
+    return ChatMute.objects.create(channel=channel, author=author_label, until=until, by=by)
+
+
+def set_nickname(channel: Channel, session: SessionBase, nickname: Any) -> Author:
+    """Keep a guest's nickname in the session, if the room takes guests and the name is free."""
+    if not channel.guests_may_post:
+        raise PermissionDenied("This room does not take guests; log in to post.")
+    if not isinstance(nickname, str):
+        raise InvalidInput("nickname must be a string.")
+    nickname = " ".join(nickname.split())
+    if not 2 <= len(nickname) <= NICKNAME_MAX_LENGTH or not _NICKNAME.fullmatch(nickname):
+        raise InvalidInput(
+            f"A nickname has 2 to {NICKNAME_MAX_LENGTH} letters, digits, spaces, dots, dashes "
+            "or underscores, and starts with a letter or digit."
+        )
+    # A guest may not pass for a registered user.
+    if get_user_model().objects.filter(username__iexact=nickname).exists():
+        raise InvalidInput(f"The nickname {nickname!r} belongs to a registered user; choose another.")
+    session[GUEST_SESSION_KEY] = nickname
+    return Author(label=f"guest:{nickname}", name=nickname, guest=True)
+
+
+def may_type(author: Author) -> bool:
+    """At most one "is typing" event per author every few seconds: True when this one may go."""
+    digest = hashlib.sha256(author.label.encode()).hexdigest()[:32]
+    return bool(cache.add(f"pushsite:typing:{digest}", 1, timeout=TYPING_EVERY_SECONDS))
+
+
+def recent(channel: Channel, limit: int) -> tuple[list[Message], int]:
+    """The last ``limit`` visible messages and the position they run up to (the resume point)."""
+    last = Channel.objects.filter(pk=channel.pk).values_list("last_sequence", flat=True)[0]
+    rows = list(
+        Message.objects.filter(channel=channel, event=MESSAGE_EVENT, sequence__lte=last).order_by(
+            "-sequence"
+        )[:limit]
+    )
+    rows.reverse()
+    return [row for row in rows if not (isinstance(row.data, dict) and row.data.get("deleted"))], last

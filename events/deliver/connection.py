@@ -1,0 +1,281 @@
+"""One open SSE response: its position in each channel, and bounded writes to it.
+
+A :class:`Stream` receives frames from the relay's feeds (events/deliver/relay.py), in
+sequence order per channel. It writes each one exactly once: a frame at or
+below its position is a duplicate (the seam between replay and live), and a
+frame beyond the next one means it missed something, which it reads back from
+the database before going on. Writes never wait: when the client's socket is
+full, frames queue up to ``MAX_BACKLOG_BYTES`` and a write that does not finish
+within ``SEND_TIMEOUT_SECONDS`` evicts the reader (it resumes with
+Last-Event-ID).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from events.access.revocation import Access
+from events.conf import conf
+from events.deliver import history
+from events.deliver.eager import start_eagerly
+from events.metrics import stats
+from events.ops import census
+from events.runtime.tasks import detached
+from events.wire import cursors, frames, sse
+
+logger = logging.getLogger(__name__)
+
+AsgiSend = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamChannel:
+    """A channel as one stream sees it."""
+
+    id: int
+    slug: str
+
+
+class Stream:
+    """The state of one subscriber connection."""
+
+    __slots__ = (
+        "_asgi_send",
+        "_backlog",
+        "_backlog_bytes",
+        "_catch_up_tasks",
+        "_inflight",
+        "_inflight_since",
+        "_max_backlog",
+        "_on_close",
+        "access",
+        "catching_up",
+        "channels",
+        "closed",
+        "expires_at",
+        "last_write",
+        "positions",
+        "wrote_event",
+    )
+
+    def __init__(
+        self,
+        *,
+        channels: list[StreamChannel],
+        positions: dict[int, int],
+        asgi_send: AsgiSend,
+        on_close: Callable[[str], None],
+        expires_at: float | None = None,
+        access: Access | None = None,
+    ) -> None:
+        self.channels = channels
+        # What let this reader in; re-checked while it stays (events/access/revocation.py).
+        self.access = access
+        # channel id -> sequence of the last event written (or the start point).
+        self.positions = positions
+        # channel id -> highest sequence seen live while reading history.
+        self.catching_up: dict[int, int] = {}
+        self.closed = False
+        self.expires_at = expires_at
+        self.last_write = time.monotonic()
+        self.wrote_event = False
+        self._asgi_send = asgi_send
+        self._on_close = on_close
+        self._inflight: asyncio.Future[None] | None = None
+        self._inflight_since = 0.0
+        self._backlog: list[bytes] = []
+        self._backlog_bytes = 0
+        self._max_backlog = int(conf.MAX_BACKLOG_BYTES)
+        self._catch_up_tasks: set[asyncio.Task[None]] = set()
+
+    # --- frames from the feeds ------------------------------------------------
+
+    def deliver(self, channel_id: int, sequence: int, fields: bytes, single_frame: bytes) -> None:
+        """A live frame, in order for this channel. ``single_frame`` already has its id line."""
+        if channel_id in self.catching_up:
+            if sequence > self.catching_up[channel_id]:
+                self.catching_up[channel_id] = sequence
+            return
+        position = self.positions[channel_id]
+        if sequence <= position:
+            return
+        if sequence != position + 1:
+            # Should not happen (feeds are gapless), but heal rather than skip.
+            self.catch_up(channel_id, target=sequence)
+            return
+        self.positions[channel_id] = sequence
+        if len(self.channels) == 1:
+            self.write(single_frame)
+        else:
+            self.write(self.encode_id() + fields)
+        stats.deliveries += 1
+
+    def deliver_ephemeral(self, fields: bytes) -> None:
+        """A live-only event: written without an id line, so positions and Last-Event-ID stay put."""
+        self.write(fields)
+
+    def encode_id(self) -> bytes:
+        """The ``id:`` line for this stream's current position."""
+        return sse.encode_id(self.cursor())
+
+    def cursor(self) -> str:
+        """This stream's current id (what the client sends back as Last-Event-ID)."""
+        by_slug = {channel.slug: self.positions[channel.id] for channel in self.channels}
+        return cursors.format_cursor(by_slug, [channel.slug for channel in self.channels])
+
+    # --- history --------------------------------------------------------------
+
+    def catch_up(self, channel_id: int, *, target: int) -> None:
+        """Read from the database until this channel reaches ``target`` and goes live."""
+        if channel_id in self.catching_up:
+            self.catching_up[channel_id] = max(self.catching_up[channel_id], target)
+            return
+        self.catching_up[channel_id] = target
+        task = detached(self._catch_up(channel_id))
+        self._catch_up_tasks.add(task)
+        task.add_done_callback(self._catch_up_done)
+
+    def _catch_up_done(self, task: asyncio.Task[None]) -> None:
+        self._catch_up_tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error(
+                "Replaying history failed; closing the stream so the client resumes.",
+                exc_info=task.exception(),
+            )
+            self.close("replay failed")
+
+    async def _catch_up(self, channel_id: int) -> None:
+        channel = next(c for c in self.channels if c.id == channel_id)
+        batch = int(conf.REPLAY_BATCH_SIZE)
+        while not self.closed:
+            position = self.positions[channel_id]
+            stored = await history.afetch_frames_after(channel_id, channel.slug, position, batch)
+            for frame in stored:
+                if self.closed:
+                    return
+                if frame.sequence != self.positions[channel_id] + 1:
+                    self._write_reset(channel, self.positions[channel_id], frame.sequence - 1)
+                self.positions[channel_id] = frame.sequence
+                self.write(self._frame(channel, frame.sequence, frame.fields))
+                stats.replayed += 1
+                census.replayed_deliveries[(channel_id, frame.sequence)] += 1
+            if not stored and self.positions[channel_id] < self.catching_up[channel_id]:
+                # Frames were seen live but their rows are gone (pruned or
+                # deleted meanwhile): say so and move on rather than spin.
+                self._write_reset(channel, self.positions[channel_id], self.catching_up[channel_id])
+            # Wait for the client to take this batch before reading the next:
+            # replay of a long history must not pile up in memory.
+            await self.drained()
+            if len(stored) < batch and self.positions[channel_id] >= self.catching_up[channel_id]:
+                # Checked and cleared in one step, with no await in between, so
+                # no live frame can slip between the last read and going live.
+                del self.catching_up[channel_id]
+                return
+
+    def _frame(self, channel: StreamChannel, sequence: int, fields: bytes) -> bytes:
+        if len(self.channels) == 1:
+            return b"id: %d\n" % sequence + fields
+        return self.encode_id() + fields
+
+    def _write_reset(self, channel: StreamChannel, requested_after: int, resumed_after: int) -> None:
+        stats.resets += 1
+        self.positions[channel.id] = resumed_after
+        fields = frames.reset_fields(
+            slug=channel.slug,
+            requested_after=requested_after,
+            resumed_after=resumed_after,
+            reason="history-expired" if resumed_after > requested_after else "unknown-position",
+        )
+        self.write(self._frame(channel, resumed_after, fields))
+
+    def reset_to(self, channel: StreamChannel, position: int) -> None:
+        """The client asked to resume beyond the channel's end (another database?): restart there."""
+        requested = self.positions[channel.id]
+        self._write_reset(channel, requested, position)
+
+    # --- writing ----------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        """Queue ``data`` for the client without waiting; evict the reader if it cannot keep up."""
+        if self.closed:
+            return
+        if self._inflight is not None:
+            self._backlog.append(data)
+            self._backlog_bytes += len(data)
+            if self._backlog_bytes > self._max_backlog:
+                stats.slow_reader_evictions += 1
+                self.close("slow reader: backlog over limit")
+            return
+        self.last_write = time.monotonic()
+        message = {"type": "http.response.body", "body": data, "more_body": True}
+        try:
+            pending = start_eagerly(self._asgi_send(message))
+        except Exception as exc:  # the server refused the write: the client is gone
+            logger.debug("Write failed: %s", exc)
+            self.close("write failed")
+            return
+        if pending is not None:
+            self._inflight = pending
+            self._inflight_since = self.last_write
+            pending.add_done_callback(self._write_done)
+
+    def _write_done(self, future: asyncio.Future[None]) -> None:
+        self._inflight = None
+        if future.cancelled() or future.exception() is not None:
+            self.close("write failed")
+            return
+        if self._backlog:
+            data = b"".join(self._backlog)
+            self._backlog.clear()
+            self._backlog_bytes = 0
+            self.write(data)
+
+    async def drained(self) -> None:
+        """Wait until everything written so far has been handed to the socket."""
+        while self._inflight is not None and not self.closed:
+            await asyncio.wait([self._inflight])
+
+    def tick(self, now: float, heartbeat: float, send_timeout: float, wall_clock: float) -> None:
+        """Housekeeping, once a second: keep-alives, stuck writes, token expiry."""
+        if self.closed:
+            return
+        if self.expires_at is not None and wall_clock >= self.expires_at:
+            self.close("token expired")
+        elif self._inflight is not None:
+            if now - self._inflight_since > send_timeout:
+                stats.slow_reader_evictions += 1
+                self.close("slow reader: write timed out")
+        elif now - self.last_write >= heartbeat:
+            self.write(sse.KEEPALIVE)
+
+    def close(self, reason: str) -> None:
+        """End the stream from the server side (idempotent)."""
+        if self.closed:
+            return
+        self.closed = True
+        for task in list(self._catch_up_tasks):
+            task.cancel()
+        self._backlog.clear()
+        self._backlog_bytes = 0
+        self._on_close(reason)
+
+    def finish(self, last_words: bytes = b"") -> bool:
+        """Try to end the HTTP response cleanly, after ``last_words``; False if the socket is full."""
+        if self._inflight is not None:
+            self._inflight.cancel()
+            return False
+        try:
+            pending = start_eagerly(
+                self._asgi_send({"type": "http.response.body", "body": last_words, "more_body": False})
+            )
+        except Exception:
+            return False
+        if pending is not None:
+            pending.cancel()
+            return False
+        return True

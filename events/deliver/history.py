@@ -1,0 +1,60 @@
+"""Reading stored messages back: replay on resume and gap filling."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from channels.db import database_sync_to_async
+
+from events.models import Channel, Message
+from events.wire import frames
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFrame:
+    sequence: int
+    fields: bytes
+    published: float
+
+
+def frames_after(channel_id: int, slug: str, after: int, limit: int) -> list[StoredFrame]:
+    """Up to ``limit`` messages with a sequence above ``after``, in order, encoded."""
+    rows = (
+        Message.objects.filter(channel_id=channel_id, sequence__gt=after)
+        .order_by("sequence")
+        .values_list("sequence", "event", "data", "created_at")[:limit]
+    )
+    return [
+        StoredFrame(
+            sequence=sequence,
+            fields=frames.message_fields(
+                slug=slug, sequence=sequence, event=event, data=data, published_at=created_at
+            ),
+            published=created_at.timestamp(),
+        )
+        for sequence, event, data, created_at in rows
+    ]
+
+
+afetch_frames_after = database_sync_to_async(frames_after)
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelState:
+    last_sequence: int
+    is_active: bool
+    visibility: str
+
+
+def channel_states(channel_ids: Iterable[int]) -> dict[int, ChannelState]:
+    """Current position and state of each channel, in one query."""
+    return {
+        pk: ChannelState(last_sequence, is_active, visibility)
+        for pk, last_sequence, is_active, visibility in Channel.objects.filter(
+            pk__in=list(channel_ids)
+        ).values_list("pk", "last_sequence", "is_active", "visibility")
+    }
+
+
+afetch_channel_states = database_sync_to_async(channel_states)

@@ -1,0 +1,67 @@
+"""The streamed-answer demo: a server-side generator publishing tokens through the streaming path.
+
+Stands in for a language model: it "answers" with canned text, one token every
+TOKEN_SECONDS, as one logical stream (events/publish/streamed.py) into the demo's
+``answers`` channel. One answer at a time per process keeps it harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+
+from events.models import Channel
+from events.publish.streamed import DONE, FAILED, StreamPublication
+from events.runtime.tasks import detached
+
+logger = logging.getLogger(__name__)
+
+DEMO_CHANNEL = "answers"
+TOKEN_EVENT = "token"
+TOKEN_SECONDS = 0.05
+MAX_QUESTION_LENGTH = 200
+ANSWER = (
+    "Here is how this answer reaches you. The server publishes it as one stream: every token is a "
+    "part with the same stream id and the next part number, and a final event says the stream is "
+    "done. Your page subscribed with a plain EventSource and appends each token as it arrives, as "
+    "text. The answers channel folds its streams, so the tokens are live-only and the whole answer "
+    "is stored once, in the end event, for anyone who joins later."
+)
+_TOKEN = re.compile(r"\S+\s*")
+
+_running: asyncio.Task[None] | None = None
+
+
+class AnswerInProgress(Exception):
+    """This process is already streaming an answer."""
+
+
+def tokens(question: str) -> list[str]:
+    """The answer to ``question``, token by token (words with their trailing space)."""
+    text = f"You asked: “{question}”. {ANSWER}" if question else ANSWER
+    return _TOKEN.findall(text)
+
+
+async def start_answer(channel: Channel, question: str) -> str:
+    """Start streaming an answer in the background; its stream id."""
+    global _running
+    if _running is not None and not _running.done():
+        raise AnswerInProgress
+    stream = StreamPublication(channel, publisher="demo")
+    _running = detached(_answer(stream, question[:MAX_QUESTION_LENGTH].strip()))
+    return stream.id
+
+
+async def _answer(stream: StreamPublication, question: str) -> None:
+    try:
+        for token in tokens(question):
+            await stream.apart(token, event=TOKEN_EVENT)
+            await asyncio.sleep(TOKEN_SECONDS)
+        await stream.aend(DONE)
+    except asyncio.CancelledError:
+        await stream.aend(FAILED, "The server stopped.")
+        raise
+    except Exception as exc:
+        logger.exception("The demo answer %s failed.", stream.id)
+        await stream.aend(FAILED, f"The demo failed: {type(exc).__name__}.")

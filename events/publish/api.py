@@ -1,0 +1,290 @@
+"""The JSON API: publish to a channel and read its history."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
+from django.core.exceptions import RequestDataTooBig
+from django.db import DatabaseError
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.middleware.csrf import CsrfViewMiddleware
+from django.views.decorators.csrf import csrf_exempt
+
+from events.access import ratelimit
+from events.access.auth import (
+    Reader,
+    active_channels,
+    authenticate_api_key,
+    bearer_secret,
+    check_read,
+    mint_token,
+    require_key_for,
+    verify_token,
+)
+from events.conf import conf
+from events.exceptions import (
+    InvalidInput,
+    NotAuthenticated,
+    PayloadTooLarge,
+    PermissionDenied,
+    PushsiteError,
+    ServiceUnavailable,
+)
+from events.http.responses import error_response, from_exception
+from events.models import Channel, Message
+from events.publish import store as publishing
+from events.wire.frames import isoformat_utc
+
+logger = logging.getLogger(__name__)
+
+
+# Views use asgiref's sync_to_async (Django's request cycle opens and closes
+# connections around a view), except publishing, which runs in the shared
+# pool (publish_response: it is also called from outside Django's cycle).
+
+
+@csrf_exempt  # API keys ignore cookies; the session path checks CSRF itself.
+async def channel_messages(request: HttpRequest, slug: str) -> HttpResponse:
+    """``POST`` publishes to the channel; ``GET`` reads its history."""
+    if request.method == "POST":
+        return await publish_response(
+            functools.partial(store_from_request, request, slug), slug, request.path
+        )
+    try:
+        if request.method in {"GET", "HEAD"}:
+            payload = await sync_to_async(read_history)(request, slug)
+            response = JsonResponse(payload)
+            # Cross-origin reads are decided per channel by events/access/cors.py.
+            response["Vary"] = "Origin, Cookie, Authorization"
+            return response
+        response = error_response(
+            405, "method_not_allowed", f"{request.method} is not allowed here; use GET or POST."
+        )
+        response["Allow"] = "GET, HEAD, POST"
+        return response
+    except PushsiteError as error:
+        return from_exception(error)
+    except DatabaseError:
+        logger.exception("Database error while handling %s %s", request.method, request.path)
+        return database_unavailable()
+
+
+async def publish_response(store: Callable[[], Message], slug: str, path: str) -> HttpResponse:
+    """Run ``store`` in a database thread, fan out, answer 201; errors as the contract says.
+
+    Shared by the Django view and the ASGI fast path (events/publish/fast_path.py).
+    """
+    started = time.perf_counter()
+    try:
+        # Not thread-sensitive: Django's handler gives each request its own
+        # thread for thread-sensitive calls, and so its own new database
+        # connection; the shared pool's threads keep theirs (docs/performance.md).
+        message = await database_sync_to_async(store, thread_sensitive=False)()
+    except PushsiteError as error:
+        return from_exception(error)
+    except DatabaseError:
+        logger.exception("Database error while handling POST %s", path)
+        return database_unavailable()
+    await publishing.fan_out(message)
+    publishing.record_published(message, started)
+    response = JsonResponse(publishing.message_json(message, slug), status=201)
+    response["Location"] = f"/api/channels/{slug}/messages?after={message.sequence - 1}&limit=1"
+    return response
+
+
+def database_unavailable() -> HttpResponse:
+    error = ServiceUnavailable("The database is not available; nothing was published. Try again shortly.")
+    response = from_exception(error)
+    response["Retry-After"] = "5"
+    return response
+
+
+def store_from_request(request: HttpRequest, slug: str) -> Message:
+    """Authenticate, validate and store one publish request (runs in a worker thread)."""
+    limit = int(conf.MAX_MESSAGE_BYTES)
+    declared = request.META.get("CONTENT_LENGTH") or "0"
+    if declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"The body is {declared} bytes; the limit is {limit}.")
+
+    secret = bearer_secret(request.META.get("HTTP_AUTHORIZATION"))
+    if secret is not None:
+        key = authenticate_api_key(secret)
+        publisher = f"key:{key.name} ({key.prefix})"
+        limit_publish_rate("key", key.prefix)
+    else:
+        key = None
+        publisher = _staff_publisher(request)
+        limit_publish_rate("user", str(request.user.pk))
+    channel = active_channels([slug])[0]
+    if key is not None:
+        require_key_for(key, channel)
+
+    try:
+        body = request.body
+    except RequestDataTooBig as exc:
+        raise PayloadTooLarge(f"The body is over the limit of {limit} bytes.") from exc
+    return store_body(channel, body, publisher)
+
+
+def store_with_key(authorization: str, slug: str, body: bytes) -> Message:
+    """Authenticate ``Authorization: Bearer``, validate and store (runs in a worker thread)."""
+    secret = bearer_secret(authorization)
+    if secret is None:
+        raise NotAuthenticated("Publishing needs 'Authorization: Bearer <api key>' or a staff login.")
+    key = authenticate_api_key(secret)
+    limit_publish_rate("key", key.prefix)
+    channel = active_channels([slug])[0]
+    require_key_for(key, channel)
+    return store_body(channel, body, f"key:{key.name} ({key.prefix})")
+
+
+def store_body(channel: Channel, body: bytes, publisher: str) -> Message:
+    limit = int(conf.MAX_MESSAGE_BYTES)
+    if len(body) > limit:
+        raise PayloadTooLarge(f"The body is {len(body)} bytes; the limit is {limit}.")
+    event, data = parse_publish_body(body)
+    return publishing.store_message(channel, data, event=event, publisher=publisher)
+
+
+def limit_publish_rate(kind: str, ident: str) -> None:
+    """PUBLISH_RATE_MESSAGES per PUBLISH_RATE_SECONDS for each key and each user (429 past it)."""
+    ratelimit.hit(
+        f"publish-{kind}",
+        ident,
+        limit=int(conf.PUBLISH_RATE_MESSAGES),
+        window=float(conf.PUBLISH_RATE_SECONDS),
+        detail=f"This {'API key' if kind == 'key' else 'user'} is publishing too fast.",
+    )
+
+
+def _staff_publisher(request: HttpRequest) -> str:
+    user = request.user
+    if not user.is_authenticated:
+        raise NotAuthenticated("Publishing needs 'Authorization: Bearer <api key>' or a staff login.")
+    if not (user.is_active and user.is_staff):
+        raise PermissionDenied("Only staff users may publish with a session.")
+    rejection = CsrfViewMiddleware(lambda r: HttpResponse()).process_view(request, None, (), {})  # type: ignore[arg-type]
+    if rejection is not None:
+        raise PermissionDenied("CSRF check failed: send the csrftoken cookie's value in X-CSRFToken.")
+    return f"user:{user.get_username()}"
+
+
+def parse_publish_body(body: bytes) -> tuple[str, Any]:
+    """``event`` and ``data`` from a publish body, or InvalidInput naming what is wrong."""
+    return publishing.parse_message_json(body)
+
+
+def read_history(request: HttpRequest, slug: str) -> dict[str, Any]:
+    """One page of a channel's history, under the same rules as subscribing."""
+    after = _int_param(request, "after", default=0, minimum=0)
+    max_limit = int(conf.HISTORY_MAX_LIMIT)
+    limit = _int_param(request, "limit", default=int(conf.HISTORY_DEFAULT_LIMIT), minimum=1)
+    if limit > max_limit:
+        raise InvalidInput(f"limit may be at most {max_limit}.")
+    channel = active_channels([slug])[0]
+    reader = Reader(user=request.user)
+    secret = bearer_secret(request.META.get("HTTP_AUTHORIZATION"))
+    if secret is not None:
+        reader.key = authenticate_api_key(secret)
+    token = request.GET.get("token")
+    if token:
+        reader.grant = verify_token(token)
+    check_read(channel, reader)
+
+    rows = list(Message.objects.filter(channel=channel, sequence__gt=after).order_by("sequence")[: limit + 1])
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    oldest = (
+        Message.objects.filter(channel=channel)
+        .order_by("sequence")
+        .values_list("sequence", flat=True)
+        .first()
+    )
+    return {
+        "channel": channel.slug,
+        "messages": [publishing.message_json(row, channel.slug) for row in rows],
+        "has_more": has_more,
+        "last_id": channel.last_sequence,
+        # When after + 1 < first_available_id, older messages are gone.
+        "first_available_id": oldest,
+    }
+
+
+def _int_param(request: HttpRequest, name: str, *, default: int, minimum: int) -> int:
+    raw = request.GET.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 19:
+        raise InvalidInput(f"{name} must be a whole number, not {raw[:40]!r}.")
+    value = int(raw)
+    if value < minimum:
+        raise InvalidInput(f"{name} must be at least {minimum}.")
+    return value
+
+
+TOKEN_FIELDS = {"channels", "ttl", "subject"}
+
+
+@csrf_exempt  # server-to-server, authenticated by API key only
+async def tokens(request: HttpRequest) -> HttpResponse:
+    """``POST /api/tokens``: a signed, expiring subscribe token for private channels."""
+    if request.method != "POST":
+        response = error_response(
+            405, "method_not_allowed", f"{request.method} is not allowed here; use POST."
+        )
+        response["Allow"] = "POST"
+        return response
+    try:
+        payload = await sync_to_async(token_from_request)(request)
+    except PushsiteError as error:
+        return from_exception(error)
+    except DatabaseError:
+        logger.exception("Database error while minting a token")
+        return from_exception(ServiceUnavailable("The database is not available; try again shortly."))
+    return JsonResponse(payload, status=201)
+
+
+def token_from_request(request: HttpRequest) -> dict[str, Any]:
+    """Authenticate the key, validate the body, mint the token (runs in a worker thread)."""
+    secret = bearer_secret(request.META.get("HTTP_AUTHORIZATION"))
+    if secret is None:
+        raise NotAuthenticated("Minting tokens needs 'Authorization: Bearer <api key>'.")
+    key = authenticate_api_key(secret)
+    try:
+        body = json.loads(request.body or b"{}")
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidInput(f"The body is not valid JSON: {exc}.") from exc
+    if not isinstance(body, dict):
+        raise InvalidInput('The body must be a JSON object: {"channels": ["<slug>", ...], "ttl": <seconds>}.')
+    unknown = sorted(set(body) - TOKEN_FIELDS)
+    if unknown:
+        raise InvalidInput(f"Unknown field {unknown[0]!r}; a token request has channels, ttl and subject.")
+    slugs = body.get("channels")
+    if not isinstance(slugs, list) or not slugs or not all(isinstance(s, str) for s in slugs):
+        raise InvalidInput("channels must be a non-empty list of channel slugs.")
+    max_age = int(conf.TOKEN_MAX_AGE_SECONDS)
+    ttl = body.get("ttl", max_age)
+    if not isinstance(ttl, int) or isinstance(ttl, bool) or not 1 <= ttl <= max_age:
+        raise InvalidInput(f"ttl must be a whole number of seconds from 1 to {max_age}.")
+    subject = body.get("subject", "")
+    if not isinstance(subject, str) or len(subject) > 200:
+        raise InvalidInput("subject must be a string of at most 200 characters.")
+    channels = active_channels(list(dict.fromkeys(slugs)))
+    for channel in channels:
+        require_key_for(channel=channel, key=key)
+    token = mint_token(channels, ttl=ttl, subject=subject)
+    grant = verify_token(token)
+    logger.info("Token minted by key %s for %s (ttl %ss)", key.prefix, ",".join(sorted(grant.channels)), ttl)
+    return {
+        "token": token,
+        "channels": sorted(grant.channels),
+        "expires_at": isoformat_utc(datetime.fromtimestamp(grant.expires_at, tz=UTC)),
+    }

@@ -1,0 +1,119 @@
+"""Reading a streamed request body as it arrives: NDJSON lines or SSE events, one part each.
+
+Both parsers take the body chunk by chunk and yield each part as soon as its
+line (or event) is complete, so the caller publishes it before the next one is
+parsed: when line 7 is invalid, lines 1 to 6 are already out and nothing after
+is read. Every buffer is bounded by the largest message.
+"""
+
+from __future__ import annotations
+
+import codecs
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from events.exceptions import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from events.publish.store import json_or_text, parse_message_json, validate_event_type
+from events.wire.sse import EVENT_STREAM, Decoder
+
+NDJSON_TYPES = frozenset({"application/x-ndjson", "application/ndjson", "application/jsonl"})
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    event: str
+    data: Any
+
+
+class BodyParser(Protocol):
+    def feed(self, chunk: bytes) -> Iterator[Part]: ...
+
+    def close(self) -> Iterator[Part]: ...
+
+
+class NdjsonBody:
+    """One message per line: ``{"event": "<type>", "data": <any JSON>}``, as POST .../messages takes."""
+
+    def __init__(self, max_line_bytes: int) -> None:
+        self.max_line_bytes = max_line_bytes
+        self.line_number = 0
+        self._buffer = b""
+
+    def feed(self, chunk: bytes) -> Iterator[Part]:
+        self._buffer += chunk
+        *lines, self._buffer = self._buffer.split(b"\n")
+        for line in lines:
+            part = self._line(line)
+            if part is not None:
+                yield part
+        if len(self._buffer) > self.max_line_bytes:
+            raise PayloadTooLarge(
+                f"Line {self.line_number + 1} is longer than the limit of {self.max_line_bytes} bytes."
+            )
+
+    def close(self) -> Iterator[Part]:
+        """The last line, when the body does not end with a newline."""
+        rest, self._buffer = self._buffer, b""
+        part = self._line(rest)
+        if part is not None:
+            yield part
+
+    def _line(self, line: bytes) -> Part | None:
+        self.line_number += 1
+        if len(line) > self.max_line_bytes:
+            raise PayloadTooLarge(
+                f"Line {self.line_number} is longer than the limit of {self.max_line_bytes} bytes."
+            )
+        line = line.strip()
+        if not line:
+            return None  # blank lines are allowed (a publisher's keep-alive)
+        event, data = parse_message_json(line, where=f"Line {self.line_number}")
+        return Part(event, data)
+
+
+class EventStreamBody:
+    """A ``text/event-stream`` body: each event is a part (its type, its data as JSON if it parses, else text)."""
+
+    def __init__(self, max_event_bytes: int) -> None:
+        self.max_event_bytes = max_event_bytes
+        self.event_number = 0
+        self._decoder = Decoder()
+        self._utf8 = codecs.getincrementaldecoder("utf-8")()
+
+    def feed(self, chunk: bytes) -> Iterator[Part]:
+        try:
+            text = self._utf8.decode(chunk)
+        except UnicodeDecodeError as exc:
+            raise InvalidInput(f"Event {self.event_number + 1} is not valid UTF-8: {exc}.") from exc
+        for event in self._decoder.feed(text):
+            self.event_number += 1
+            yield self._part(event.event, event.data)
+        if self._decoder.buffered() > self.max_event_bytes:
+            raise PayloadTooLarge(
+                f"Event {self.event_number + 1} is longer than the limit of {self.max_event_bytes} bytes."
+            )
+
+    def close(self) -> Iterator[Part]:
+        """An event the body ended without its blank line is still an event."""
+        yield from self.feed(b"\n\n")
+
+    def _part(self, event: str, data: str) -> Part:
+        try:
+            validate_event_type(event)
+        except InvalidInput as exc:
+            raise InvalidInput(f"Event {self.event_number}: {exc.detail}") from None
+        return Part(event, json_or_text(data))
+
+
+def body_parser(content_type: str | None, *, max_line_bytes: int) -> BodyParser:
+    """The parser for a body of this Content-Type; 415 for any other."""
+    media_type = (content_type or "").split(";")[0].strip().lower()
+    if media_type in NDJSON_TYPES:
+        return NdjsonBody(max_line_bytes)
+    if media_type == EVENT_STREAM:
+        return EventStreamBody(max_line_bytes)
+    raise UnsupportedMediaType(
+        "Send the stream as application/x-ndjson (one JSON message per line) or text/event-stream; "
+        f"got {media_type[:60] or 'no Content-Type'!r}."
+    )

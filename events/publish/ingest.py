@@ -1,0 +1,197 @@
+"""Streaming publish: ``POST /api/channels/<slug>/stream`` publishes each line of the body as it arrives.
+
+Django's ASGI handler reads a whole request body before calling a view, so this
+is a Channels consumer: each ``http.request`` message (a chunk of the body) is
+parsed at once and every complete line is published before the next chunk is
+read. The body is NDJSON (one ``{"event", "data"}`` per line) or
+``text/event-stream``; the parts and the end event are events/publish/streamed.py's.
+
+Only API keys are accepted here. Browsers cannot stream a request body over
+HTTP/1.1, so a staff session (which would need a manual CSRF check on this
+path) gains nothing; sessions publish through ``POST .../messages``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
+from channels.generic.http import AsyncHttpConsumer
+from django.db import DatabaseError
+
+from events.access.auth import active_channels, authenticate_api_key, bearer_secret, require_key_for
+from events.conf import conf
+from events.deliver.consumer import NO_CHANNEL_LAYER, RETRY_AFTER_SECONDS, check_host, request_headers
+from events.exceptions import (
+    MethodNotAllowed,
+    NotAuthenticated,
+    PushsiteError,
+    RequestTimeout,
+    ServiceUnavailable,
+)
+from events.metrics import REJECTED_REQUESTS
+from events.models import Channel
+from events.publish import body_lines as lines
+from events.publish.streamed import DONE, FAILED, StreamPublication
+from events.wire import frames
+
+logger = logging.getLogger(__name__)
+
+# Messages this consumer gives itself (see __call__), dispatched like ASGI ones.
+START_MESSAGE_TYPE = "pushsite.stream.start"
+IDLE_MESSAGE_TYPE = "pushsite.stream.idle"
+SHUTDOWN_GRACE_SECONDS = 2.0
+
+
+def authorize_publisher(secret: str, slug: str) -> tuple[Channel, str]:
+    """The channel and the publisher's name for an API key (runs in a worker thread)."""
+    key = authenticate_api_key(secret)
+    channel = active_channels([slug])[0]
+    require_key_for(key, channel)
+    return channel, f"key:{key.name} ({key.prefix})"
+
+
+class StreamPublishConsumer(AsyncHttpConsumer):
+    """One streamed publish: authorise at once, then one part per complete line, then the end."""
+
+    channel_layer_alias = NO_CHANNEL_LAYER
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.publication: StreamPublication | None = None
+        self.parser: lines.BodyParser | None = None
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        idle = float(conf.STREAM_IDLE_SECONDS)
+        started = False
+
+        async def receive_or_idle() -> dict[str, Any]:
+            # The first message authorises before any body arrives (a client
+            # waiting for "100 Continue" gets its 401 at once); after that, a
+            # body that stops arriving becomes an idle message.
+            nonlocal started
+            if not started:
+                started = True
+                return {"type": START_MESSAGE_TYPE}
+            try:
+                async with asyncio.timeout(idle):
+                    message: dict[str, Any] = await receive()
+                    return message
+            except TimeoutError:
+                return {"type": IDLE_MESSAGE_TYPE, "seconds": idle}
+
+        try:
+            await super().__call__(scope, receive_or_idle, send)
+        except asyncio.CancelledError:
+            # The server is stopping and gave up waiting for this request.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(SHUTDOWN_GRACE_SECONDS):
+                    await self._end_quietly("The server shut down mid-stream.")
+            raise
+
+    # --- handlers, named after the message types ------------------------------------------
+
+    async def pushsite_stream_start(self, message: dict[str, Any]) -> None:
+        await self._guard(self._start())
+
+    async def http_request(self, message: dict[str, Any]) -> None:
+        await self._guard(self._chunk(message.get("body", b""), more=bool(message.get("more_body"))))
+
+    async def pushsite_stream_idle(self, message: dict[str, Any]) -> None:
+        await self._fail(
+            RequestTimeout(f"No data arrived for {message['seconds']:g} s; the stream is closed.")
+        )
+
+    async def http_disconnect(self, message: dict[str, Any]) -> None:
+        await self._end_quietly("The publisher disconnected mid-stream.")
+        raise StopConsumer()
+
+    # --- the work ---------------------------------------------------------------------------
+
+    async def _guard(self, work: Any) -> None:
+        try:
+            await work
+        except PushsiteError as error:
+            await self._fail(error)
+        except DatabaseError:
+            logger.exception("Database error during a streamed publish.")
+            await self._fail(ServiceUnavailable("The database is not available; the stream is closed."))
+
+    async def _start(self) -> None:
+        headers = request_headers(self.scope)
+        check_host(headers)
+        if self.scope["method"] != "POST":
+            raise MethodNotAllowed(f"{self.scope['method']} is not allowed here; use POST.")
+        secret = bearer_secret(headers.get("authorization"))
+        if secret is None:
+            raise NotAuthenticated(
+                "Streaming publish needs 'Authorization: Bearer <api key>'; "
+                "a staff session can publish single messages with POST .../messages."
+            )
+        self.parser = lines.body_parser(
+            headers.get("content-type"), max_line_bytes=int(conf.MAX_MESSAGE_BYTES)
+        )
+        slug = self.scope["url_route"]["kwargs"]["slug"]
+        channel, publisher = await database_sync_to_async(authorize_publisher)(secret, slug)
+        self.publication = StreamPublication(channel, publisher=publisher)
+        logger.info("Stream %s started on %s by %s", self.publication.id, slug, publisher)
+
+    async def _chunk(self, body: bytes, *, more: bool) -> None:
+        assert self.parser is not None
+        assert self.publication is not None
+        for part in self.parser.feed(body):
+            await self.publication.apart(part.data, event=part.event)
+        if more:
+            return
+        for part in self.parser.close():
+            await self.publication.apart(part.data, event=part.event)
+        await self.publication.aend(DONE)
+        logger.info("Stream %s done: %s parts", self.publication.id, self.publication.parts)
+        await self._send_json(201, self.publication.summary())
+        raise StopConsumer()
+
+    async def _fail(self, error: PushsiteError) -> None:
+        """Tell subscribers (the failed end event) and the publisher (the error), then stop."""
+        REJECTED_REQUESTS.labels(code=error.code).inc()
+        await self._end_quietly(error.detail)
+        body: dict[str, Any] = {"error": error.code, "detail": error.detail}
+        if self.publication is not None:
+            body.update(self.publication.summary())
+        headers = [(b"retry-after", str(RETRY_AFTER_SECONDS).encode())] if error.status == 503 else []
+        if isinstance(error, MethodNotAllowed):
+            headers.append((b"allow", b"POST"))
+        await self._send_json(error.status, body, headers)
+        raise StopConsumer()
+
+    async def _end_quietly(self, reason: str) -> None:
+        """End the stream as failed, if it started and has not ended; log (not raise) what goes wrong."""
+        publication = self.publication
+        if publication is None or publication.status is not None:
+            return
+        logger.info("Stream %s failed after %s parts: %s", publication.id, publication.parts, reason)
+        try:
+            await publication.aend(FAILED, reason)
+        except Exception:
+            # The channel was switched off, or the database is down: the end
+            # event cannot be stored; subscribers see no more parts.
+            publication.status = FAILED
+            logger.exception("Could not publish the failed end of stream %s.", publication.id)
+
+    async def _send_json(
+        self, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]] | None = None
+    ) -> None:
+        content = frames.dumps(body).encode()
+        await self.send_response(
+            status,
+            content,
+            headers=[
+                (b"content-type", b"application/json"),
+                (b"content-length", b"%d" % len(content)),
+                (b"cache-control", b"no-store"),
+                *(headers or []),
+            ],
+        )

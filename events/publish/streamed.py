@@ -1,0 +1,170 @@
+"""One logical stream published into a channel: a stream id, numbered parts, one end event.
+
+Shared by the streaming endpoint (events/publish/ingest.py), ``manage.py pipe`` and the
+demo. Each part is a message whose data is ``{"stream", "part", "data"}``, with
+the part's own event type; the stream always ends with exactly one
+``pushsite.stream.end`` event, ``{"stream", "parts", "status", "reason"}``,
+whose status is ``done`` or ``failed`` (parts sent before a failure stay valid).
+
+How parts are kept depends on the channel's ``stream_storage``: ``keep`` stores
+each part like any message (late joiners replay them); ``fold`` sends parts to
+live subscribers only (publishing.fan_out_ephemeral) and stores the whole
+stream once, as its end event with the parts under ``"folded"``.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
+from django.db import transaction
+
+from events.conf import conf
+from events.exceptions import PayloadTooLarge
+from events.models import Channel, Message, StreamStorage
+from events.publish import store as publishing
+from events.wire import frames
+
+logger = logging.getLogger(__name__)
+
+STREAM_END_EVENT = "pushsite.stream.end"
+DONE = "done"
+FAILED = "failed"
+MAX_REASON_LENGTH = 300
+# Room in a folded end event for everything but the parts (id, counts, reason).
+FOLD_ENVELOPE_BYTES = 512
+
+
+def new_stream_id() -> str:
+    """A short random id, URL- and SSE-safe."""
+    return secrets.token_urlsafe(9)
+
+
+class StreamPublication:
+    """The parts and the end of one stream; not thread-safe (one publisher drives it)."""
+
+    def __init__(self, channel: Channel, *, publisher: str) -> None:
+        self.id = new_stream_id()
+        self.channel = channel
+        self.publisher = publisher
+        self.fold = channel.stream_storage == StreamStorage.FOLD
+        self.parts = 0
+        self.bytes = 0
+        self.status: str | None = None
+        self.end_message: Message | None = None
+        self._folded: list[dict[str, Any]] = []
+        self._folded_bytes = 0
+
+    # --- the rules, without I/O ------------------------------------------------------
+
+    def _prepare(self, event: str, data: Any) -> tuple[dict[str, Any], int]:
+        """The next part's payload and data size; raises when it breaks a rule or a limit."""
+        if self.status is not None:
+            raise RuntimeError(f"Stream {self.id} has already ended ({self.status}).")
+        publishing.validate_event_type(event)
+        size = len(frames.dumps(data).encode())
+        max_parts = int(conf.STREAM_MAX_PARTS)
+        if self.parts >= max_parts:
+            raise PayloadTooLarge(f"A stream may have at most {max_parts} parts.")
+        max_bytes = int(conf.STREAM_MAX_BYTES)
+        if self.bytes + size > max_bytes:
+            raise PayloadTooLarge(f"A stream may carry at most {max_bytes} bytes of data in all.")
+        if self.fold:
+            room = int(conf.MAX_MESSAGE_BYTES) - FOLD_ENVELOPE_BYTES
+            if self._folded_bytes + self._folded_size(event, data) > room:
+                raise PayloadTooLarge(
+                    f"The channel {self.channel.slug!r} folds each stream into one message, and this "
+                    f"stream would no longer fit in {int(conf.MAX_MESSAGE_BYTES)} bytes."
+                )
+        return {"stream": self.id, "part": self.parts + 1, "data": data}, size
+
+    @staticmethod
+    def _folded_size(event: str, data: Any) -> int:
+        return len(frames.dumps({"event": event, "data": data}).encode()) + 1
+
+    def _count(self, event: str, data: Any, size: int) -> None:
+        self.parts += 1
+        self.bytes += size
+        if self.fold:
+            self._folded.append({"event": event, "data": data})
+            self._folded_bytes += self._folded_size(event, data)
+
+    def _end_payload(self, status: str, reason: str | None) -> dict[str, Any]:
+        payload: dict[str, Any] = {
+            "stream": self.id,
+            "parts": self.parts,
+            "status": status,
+            "reason": reason[:MAX_REASON_LENGTH] if reason else None,
+        }
+        if self.fold:
+            payload["folded"] = self._folded
+        return payload
+
+    def _ending(self, status: str) -> bool:
+        """Mark the stream ended; False if it already was (the end is sent once)."""
+        if self.status is not None:
+            return False
+        self.status = status
+        return True
+
+    # --- async (the HTTP endpoint, the demo) ------------------------------------------
+
+    async def apart(self, data: Any, *, event: str = "message") -> None:
+        """Publish the next part: stored and fanned out, or (fold) live-only."""
+        payload, size = self._prepare(event, data)
+        if self.fold:
+            await publishing.fan_out_ephemeral(self.channel, payload, event=event)
+        else:
+            await publishing.apublish(self.channel, payload, event, publisher=self.publisher)
+        self._count(event, data, size)
+
+    async def aend(self, status: str = DONE, reason: str | None = None) -> Message | None:
+        """Store and send the end event (once); None if the stream had already ended."""
+        if not self._ending(status):
+            return None
+        started = time.perf_counter()
+        message = await database_sync_to_async(publishing.store_platform_message)(
+            self.channel, self._end_payload(status, reason), event=STREAM_END_EVENT, publisher=self.publisher
+        )
+        await publishing.fan_out(message)
+        publishing.record_published(message, started)
+        self.end_message = message
+        return message
+
+    # --- sync (management commands) ------------------------------------------------------
+
+    def part(self, data: Any, *, event: str = "message") -> None:
+        """Sync twin of :meth:`apart`."""
+        payload, size = self._prepare(event, data)
+        if self.fold:
+            async_to_sync(publishing.fan_out_ephemeral)(self.channel, payload, event=event)
+        else:
+            publishing.publish(self.channel, payload, event, publisher=self.publisher)
+        self._count(event, data, size)
+
+    def end(self, status: str = DONE, reason: str | None = None) -> Message | None:
+        """Sync twin of :meth:`aend`."""
+        if not self._ending(status):
+            return None
+        started = time.perf_counter()
+        message = publishing.store_platform_message(
+            self.channel, self._end_payload(status, reason), event=STREAM_END_EVENT, publisher=self.publisher
+        )
+        transaction.on_commit(lambda: async_to_sync(publishing.fan_out)(message))
+        publishing.record_published(message, started)
+        self.end_message = message
+        return message
+
+    def summary(self) -> dict[str, Any]:
+        """What the publisher is told when the stream ends."""
+        return {
+            "stream": self.id,
+            "channel": self.channel.slug,
+            "parts": self.parts,
+            "status": self.status,
+            "end_id": self.end_message.sequence if self.end_message is not None else None,
+        }

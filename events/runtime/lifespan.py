@@ -1,0 +1,30 @@
+"""ASGI lifespan: start the relay (and its periodic work) at boot; on shutdown, leave the groups."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from events.deliver.relay import current_relay, get_relay
+
+logger = logging.getLogger(__name__)
+
+
+async def lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """ASGI lifespan: nothing to start; on shutdown leave the channel layer's groups."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            # The scheduler must run even in a process nobody has subscribed to
+            # yet. A layer that is down at boot is retried on first use.
+            try:
+                await get_relay().ready()
+            except Exception:
+                logger.warning("Channel layer unavailable at startup; will retry.", exc_info=True)
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            relay = current_relay()
+            if relay is not None:
+                await relay.stop()
+            await send({"type": "lifespan.shutdown.complete"})
+            return

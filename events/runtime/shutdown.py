@@ -1,0 +1,46 @@
+"""Ending streams when the server stops, so that clients resume elsewhere at once.
+
+ASGI has no "shutdown is starting" message: lifespan.shutdown only arrives
+after the server has waited for open responses, and an SSE response stays open
+for hours. So the relay also chains itself onto the process's SIGTERM and
+SIGINT handlers (whatever server installed them: uvicorn, each of its workers,
+or daphne) and ends every stream cleanly the moment the signal arrives; the
+server then shuts down with nothing left to wait for.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from events.deliver.relay import Relay
+
+logger = logging.getLogger(__name__)
+
+SHUTDOWN_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def close_streams_on_signals(relay: Relay) -> None:
+    """Make SIGTERM/SIGINT end ``relay``'s streams, then run the server's own handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return  # signal handlers can only be set from the main thread
+    for signum in SHUTDOWN_SIGNALS:
+        previous = signal.getsignal(signum)
+        if not callable(previous):
+            continue  # default or ignored: the process is not a server that shuts down gracefully
+
+        def handler(number: int, frame: FrameType | None, previous: Any = previous) -> None:
+            relay.loop.call_soon_threadsafe(_close_all, relay)
+            previous(number, frame)
+
+        signal.signal(signum, handler)
+
+
+def _close_all(relay: Relay) -> None:
+    if relay.streams:
+        logger.info("Shutting down: ending %s open streams.", len(relay.streams))
+    relay.close_all("server shutting down")
