@@ -1,40 +1,17 @@
-"""Django admin: channels, announcements, messages (read-only), API keys, live operations."""
+"""Django admin for the core: channels, messages (read-only) and API keys."""
 
 from __future__ import annotations
 
-from contextvars import ContextVar
-from datetime import timedelta
 from typing import Any
 
 from django.contrib import admin, messages
 from django.db.models import Count, Max, QuerySet
-from django.db.models.functions import TruncMinute
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
-from django.shortcuts import render
-from django.urls import path, reverse
-from django.utils import timezone
+from django.http import HttpRequest, HttpResponse
 
-from events.admin_forms import PUBLISH_BUTTON, RETRACT_BUTTON, SCHEDULE_BUTTON, AnnouncementForm, ChannelForm
-from events.announcements import workflow as announcements
-from events.models import Announcement, AnnouncementState, ApiKey, Channel, ChatMute, Message
-from events.ops import census
+from events.admin_forms import ChannelForm
+from events.models import ApiKey, Channel, Message
 from events.publish.store import publish
-from events.widgets.embedding import snippets_for
-
-# The admin is one shared instance per model; per-request state goes here.
-_live_for_this_request: ContextVar[dict[str, int]] = ContextVar("live_connections", default={})  # noqa: B039
-
-# A process that has not reported for this long is gone (or stuck).
-CENSUS_FRESHNESS = timedelta(seconds=15)
-
-
-def live_connections() -> dict[str, int]:
-    """Open connections per channel slug, added up over every live server process."""
-    totals: dict[str, int] = {}
-    for process in census.fresh_since(timezone.now() - CENSUS_FRESHNESS):
-        for slug, count in process.channels.items():
-            totals[slug] = totals.get(slug, 0) + int(count)
-    return totals
+from events.signals import channel_admin_context
 
 
 @admin.register(Channel)
@@ -46,7 +23,6 @@ class ChannelAdmin(admin.ModelAdmin):
         "kind",
         "visibility",
         "is_active",
-        "subscribers",
         "stored",
         "last_message",
     ]
@@ -70,16 +46,6 @@ class ChannelAdmin(admin.ModelAdmin):
             .get_queryset(request)
             .annotate(stored_count=Count("messages"), last_message_at=Max("messages__created_at"))
         )
-
-    def changelist_view(
-        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
-    ) -> HttpResponse:
-        self._live = live_connections()  # one census read per page, not per row
-        return super().changelist_view(request, extra_context)
-
-    @admin.display(description="Live subscribers")
-    def subscribers(self, channel: Channel) -> int:
-        return getattr(self, "_live", {}).get(channel.slug, 0)
 
     @admin.display(description="Messages stored", ordering="stored_count")
     def stored(self, channel: Channel) -> int:
@@ -112,84 +78,11 @@ class ChannelAdmin(admin.ModelAdmin):
         context = dict(extra_context or {})
         channel = self.get_object(request, object_id)
         if channel is not None:
-            context["embed"] = snippets_for(channel, request.build_absolute_uri("/").rstrip("/"))
+            for _receiver, extra in channel_admin_context.send(
+                sender=Channel, channel=channel, request=request
+            ):
+                context.update(extra or {})
         return super().change_view(request, object_id, form_url, context)
-
-    def get_urls(self) -> list[Any]:
-        operations = self.admin_site.admin_view(self.operations_view)
-        return [path("operations/", operations, name="events_operations"), *super().get_urls()]
-
-    def operations_view(self, request: HttpRequest) -> HttpResponse:
-        """What is live now: connections per channel and process, message rate, recent deliveries."""
-        now = timezone.now()
-        processes = census.fresh_since(now - CENSUS_FRESHNESS)
-        per_minute = (
-            Message.objects.filter(created_at__gte=now - timedelta(minutes=10))
-            .annotate(minute=TruncMinute("created_at"))
-            .values("minute")
-            .annotate(count=Count("id"))
-            .order_by("-minute")
-        )
-        context = {
-            **self.admin_site.each_context(request),
-            "title": "Live operations",
-            "processes": processes,
-            "channels": sorted(live_connections().items()),
-            "total_connections": sum(p.connections for p in processes),
-            "per_minute": list(per_minute),
-            "recent": Message.objects.select_related("channel").order_by("-created_at")[:20],
-            "refresh_seconds": 5,
-        }
-        return render(request, "admin/events/operations.html", context)
-
-
-@admin.register(Announcement)
-class AnnouncementAdmin(admin.ModelAdmin):
-    form = AnnouncementForm
-    list_display = ["title", "channel", "level", "state", "publish_at", "expires_at", "updated_at"]
-    list_filter = ["state", "level", "channel"]
-    search_fields = ["title", "body"]
-    readonly_fields = ["state", "version", "created_by", "created_at", "updated_at"]
-    actions = ["retract_selected"]
-    change_form_template = "admin/events/announcement/change_form.html"
-
-    def save_model(self, request: HttpRequest, obj: Announcement, form: Any, change: bool) -> None:
-        by = f"user:{request.user.get_username()}"
-        if not change:
-            obj.created_by = request.user.get_username()
-        if PUBLISH_BUTTON in request.POST:
-            announcements.publish_now(obj, by)
-            self.message_user(request, f"Published “{obj.title}”: open pages show it now.")
-        elif SCHEDULE_BUTTON in request.POST:
-            assert obj.publish_at is not None  # the form requires it for this button
-            announcements.schedule(obj, obj.publish_at)
-            self.message_user(request, f"Scheduled “{obj.title}” for {obj.publish_at:%Y-%m-%d %H:%M} UTC.")
-        elif RETRACT_BUTTON in request.POST:
-            announcements.retract(obj, by)
-            self.message_user(request, f"Retracted “{obj.title}”: open pages remove it now.")
-        else:
-            announcements.save_edit(obj, by)
-
-    def response_change(self, request: HttpRequest, obj: Announcement) -> HttpResponse:
-        if any(button in request.POST for button in (PUBLISH_BUTTON, SCHEDULE_BUTTON, RETRACT_BUTTON)):
-            return HttpResponseRedirect(reverse("admin:events_announcement_change", args=[obj.pk]))
-        return super().response_change(request, obj)
-
-    def response_add(
-        self, request: HttpRequest, obj: Announcement, post_url_continue: str | None = None
-    ) -> HttpResponse:
-        if any(button in request.POST for button in (PUBLISH_BUTTON, SCHEDULE_BUTTON)):
-            return HttpResponseRedirect(reverse("admin:events_announcement_change", args=[obj.pk]))
-        return super().response_add(request, obj, post_url_continue)
-
-    @admin.action(description="Retract the selected announcements")
-    def retract_selected(self, request: HttpRequest, queryset: QuerySet[Announcement]) -> None:
-        by = f"user:{request.user.get_username()}"
-        count = 0
-        for announcement in queryset.exclude(state=AnnouncementState.RETRACTED).select_related("channel"):
-            announcements.retract(announcement, by)
-            count += 1
-        self.message_user(request, f"Retracted {count} announcement(s).")
 
 
 @admin.register(Message)
@@ -242,13 +135,3 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
         count = queryset.update(is_active=False)
         self.message_user(request, f"Revoked {count} key(s).")
-
-
-@admin.register(ChatMute)
-class ChatMuteAdmin(admin.ModelAdmin):
-    """Muted participants; delete a row to unmute."""
-
-    list_display = ["author", "channel", "until", "by", "created_at"]
-    list_filter = ["channel"]
-    search_fields = ["author"]
-    list_select_related = ["channel", "by"]

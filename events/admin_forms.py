@@ -6,9 +6,8 @@ from typing import Any
 
 from django import forms
 from django.core.exceptions import ValidationError
-from django.utils import timezone
 
-from events.models import Announcement, Channel, validate_origin, validate_web_link
+from events.models import Channel, validate_origin
 
 
 class ChannelForm(forms.ModelForm):
@@ -54,47 +53,3 @@ class ChannelForm(forms.ModelForm):
         if errors:
             raise ValidationError(errors)
         return list(dict.fromkeys(lines))
-
-
-PUBLISH_BUTTON = "_publish_now"
-SCHEDULE_BUTTON = "_schedule"
-RETRACT_BUTTON = "_retract"
-
-
-class AnnouncementForm(forms.ModelForm):
-    """Checks the dates against each other and against now."""
-
-    link = forms.URLField(
-        required=False,
-        assume_scheme="https",
-        validators=[validate_web_link],
-        help_text="Optional, http(s) only.",
-    )
-
-    class Meta:
-        model = Announcement
-        fields = ["channel", "title", "body", "level", "link", "publish_at", "expires_at"]
-        widgets = {"body": forms.Textarea(attrs={"rows": 4, "maxlength": 2000})}
-
-    def clean(self) -> dict[str, Any]:
-        cleaned = super().clean() or {}
-        now = timezone.now()
-        expires_at = cleaned.get("expires_at")
-        publish_at = cleaned.get("publish_at")
-        if expires_at is not None and expires_at <= now:
-            self.add_error(
-                "expires_at", "This expiry is in the past: pages would hide the announcement at once."
-            )
-        elif expires_at is not None and publish_at is not None and expires_at <= publish_at:
-            self.add_error("expires_at", "The expiry must come after the publication time.")
-        if SCHEDULE_BUTTON in self.data:
-            self.clean_for_schedule()
-        return cleaned
-
-    def clean_for_schedule(self) -> None:
-        """Extra rule when the "Schedule" button was pressed."""
-        publish_at = self.cleaned_data.get("publish_at")
-        if publish_at is None:
-            self.add_error("publish_at", "Choose when to publish it, or use Publish now.")
-        elif publish_at <= timezone.now():
-            self.add_error("publish_at", "This time is in the past: use Publish now, or pick a later time.")

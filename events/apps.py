@@ -15,5 +15,6 @@ class EventsConfig(AppConfig):
 
         from events import checks  # noqa: F401  (the checks register on import)
         from events.access import cors
+        from events.deliver import access_sweep, heartbeat, relay  # noqa: F401  (tick receivers)
 
         check_request_enabled.connect(cors.allow_channel_origins, dispatch_uid="pushsite-channel-origins")

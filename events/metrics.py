@@ -8,6 +8,7 @@ costs more than the delivery itself at tens of thousands per second.
 from __future__ import annotations
 
 import time
+from collections import Counter as Tally
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -48,6 +49,20 @@ class DeliveryStats:
 
 
 stats = DeliveryStats()
+
+# Deliveries per stored message, (channel id, sequence) -> streams reached live /
+# from history, since they were last taken: a dict increment per message per
+# process on the hot path. The operations app takes and stores them (census).
+live_deliveries: Tally[tuple[int, int]] = Tally()
+replayed_deliveries: Tally[tuple[int, int]] = Tally()
+
+
+def take_delivery_counts() -> tuple[dict[tuple[int, int], int], dict[tuple[int, int], int]]:
+    """The live and replayed delivery counts gathered since the last call, which resets them."""
+    live, replayed = dict(live_deliveries), dict(replayed_deliveries)
+    live_deliveries.clear()
+    replayed_deliveries.clear()
+    return live, replayed
 
 
 def record_publish(message: Message, seconds: float) -> None:

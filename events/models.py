@@ -1,4 +1,4 @@
-"""Channels, their stored messages, and the API keys that may publish to them."""
+"""The core's data: channels, their stored messages, and the API keys that may publish to them."""
 
 from __future__ import annotations
 
@@ -50,6 +50,12 @@ def validate_origin_list(value: Any) -> None:
         raise ValidationError("Allowed origins must be a list of origins.")
     for origin in value:
         validate_origin(origin)
+
+
+def validate_web_link(value: str) -> None:
+    """A link people may follow: http or https only (never javascript: or data:)."""
+    if urlsplit(value).scheme not in {"http", "https"}:
+        raise ValidationError("A link must start with http:// or https://.")
 
 
 class Visibility(models.TextChoices):
@@ -183,42 +189,6 @@ class Message(models.Model):
         return f"{self.channel_id}#{self.sequence} {self.event}"
 
 
-class ChatMute(models.Model):
-    """A participant who may not post in a room, until a time or for good."""
-
-    channel = models.ForeignKey(Channel, on_delete=models.CASCADE, related_name="mutes")
-    # The author label a message carries as its publisher: "user:<name>" or "guest:<nick>".
-    author = models.CharField(max_length=200)
-    until = models.DateTimeField(null=True, blank=True, help_text="Empty: muted until unmuted.")
-    by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        ordering = ["-created_at"]
-        indexes = [models.Index(fields=["channel", "author"])]
-
-    def __str__(self) -> str:
-        return f"{self.author} in {self.channel_id}"
-
-
-class ChatPresence(models.Model):
-    """One open chat stream: who is in which room, on which server process."""
-
-    channel = models.ForeignKey(Channel, on_delete=models.CASCADE, related_name="presence")
-    connection = models.CharField(max_length=64, unique=True)
-    author = models.CharField(max_length=200)
-    name = models.CharField(max_length=150)
-    guest = models.BooleanField(default=False)
-    process = models.CharField(max_length=200)
-    last_seen = models.DateTimeField(db_index=True)
-
-    class Meta:
-        indexes = [models.Index(fields=["channel", "last_seen"])]
-
-    def __str__(self) -> str:
-        return f"{self.author} in {self.channel_id}"
-
-
 KEY_PREFIX_LENGTH = 8
 
 
@@ -277,75 +247,3 @@ class ApiKey(models.Model):
 
     def matches(self, secret: str) -> bool:
         return secrets.compare_digest(self.secret_hash, hash_secret(secret))
-
-
-class AnnouncementLevel(models.TextChoices):
-    INFO = "info", "Info"
-    WARNING = "warning", "Warning"
-    CRITICAL = "critical", "Critical"
-
-
-class AnnouncementState(models.TextChoices):
-    DRAFT = "draft", "Draft"
-    SCHEDULED = "scheduled", "Scheduled"
-    PUBLISHED = "published", "Published"
-    RETRACTED = "retracted", "Retracted"
-
-
-def validate_web_link(value: str) -> None:
-    if urlsplit(value).scheme not in {"http", "https"}:
-        raise ValidationError("A link must start with http:// or https://.")
-
-
-class Announcement(models.Model):
-    """A notice staff publish to a channel; every change is a message, so clients converge."""
-
-    channel = models.ForeignKey(Channel, on_delete=models.CASCADE, related_name="announcements")
-    title = models.CharField(max_length=200)
-    body = models.TextField(max_length=2000)
-    level = models.CharField(max_length=16, choices=AnnouncementLevel.choices, default=AnnouncementLevel.INFO)
-    link = models.URLField(blank=True, validators=[validate_web_link], help_text="Optional, http(s) only.")
-    publish_at = models.DateTimeField(
-        null=True, blank=True, help_text="When a scheduled announcement goes out (your time zone: UTC)."
-    )
-    expires_at = models.DateTimeField(null=True, blank=True, help_text="When pages hide it; empty: never.")
-    state = models.CharField(
-        max_length=16, choices=AnnouncementState.choices, default=AnnouncementState.DRAFT, editable=False
-    )
-    # Bumped on every change that reaches clients: a dismissal is per version,
-    # so an edited announcement shows again.
-    version = models.PositiveIntegerField(default=0, editable=False)
-    expiry_sent = models.BooleanField(default=False, editable=False)
-    created_by = models.CharField(max_length=150, blank=True, editable=False)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
-
-    class Meta:
-        ordering = ["-publish_at", "-created_at"]
-        indexes = [models.Index(fields=["state", "publish_at"]), models.Index(fields=["state", "expires_at"])]
-
-    def __str__(self) -> str:
-        return self.title
-
-    def is_live(self, now: datetime | None = None) -> bool:
-        now = now or timezone.now()
-        return self.state == AnnouncementState.PUBLISHED and (
-            self.expires_at is None or self.expires_at > now
-        )
-
-
-class ServerCensus(models.Model):
-    """What one server process reports about itself every few seconds (live operations view)."""
-
-    process = models.CharField(max_length=200, unique=True, help_text="host:pid")
-    connections = models.PositiveIntegerField(default=0)
-    channels = models.JSONField(default=dict, help_text="Open connections per channel slug.")
-    started_at = models.DateTimeField()
-    updated_at = models.DateTimeField()
-
-    class Meta:
-        verbose_name = "server process"
-        ordering = ["process"]
-
-    def __str__(self) -> str:
-        return self.process

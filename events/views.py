@@ -1,26 +1,11 @@
-"""Pages (the demo) and operational endpoints: /healthz and /metrics."""
+"""The core's pages: the channel list and a channel's live page."""
 
 from __future__ import annotations
 
-import asyncio
-import logging
-
-from asgiref.sync import sync_to_async
-from django.db import connection
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
-from django.views.decorators.http import require_POST
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from events.deliver.relay import get_relay
-from events.demo import answers as demo
-from events.http.responses import error_response
 from events.models import Channel, Visibility
-from pushsite.security import CONTENT_SECURITY_POLICY
-
-logger = logging.getLogger(__name__)
-
-HEALTH_TIMEOUT_SECONDS = 2.0
 
 
 def home(request: HttpRequest) -> HttpResponse:
@@ -33,90 +18,3 @@ def channel_page(request: HttpRequest, slug: str) -> HttpResponse:
     if channel is None:
         raise Http404("No such channel.")
     return render(request, "events/channel.html", {"channel": channel})
-
-
-def embed(request: HttpRequest, slug: str) -> HttpResponse:
-    """The live widget alone, for sites that embed with an iframe (only in allowed origins' frames)."""
-    channel = Channel.objects.active().filter(slug=slug).first()
-    if channel is None:
-        raise Http404("No such channel.")
-    query = request.GET
-    context = {
-        "channel": channel,
-        "title": query.get("title", channel.display_title)[:100],
-        "theme": "dark" if query.get("theme") == "dark" else "light",
-        "max_items": query.get("max", "10") if query.get("max", "10").isdigit() else "10",
-        "token": query.get("token", ""),
-        "event_types": query.get("events", ""),
-    }
-    response = render(request, "events/embed.html", context)
-    # Only the channel's allowed origins may frame this page; every other page
-    # keeps X-Frame-Options: DENY. (Origins are validated scheme://host[:port].)
-    ancestors = " ".join(channel.allowed_origins) or "'none'"
-    response["Content-Security-Policy"] = CONTENT_SECURITY_POLICY.replace(
-        "frame-ancestors 'none'", f"frame-ancestors {ancestors}"
-    )
-    response.xframe_options_exempt = True  # type: ignore[attr-defined]
-    return response
-
-
-def streamed_demo(request: HttpRequest) -> HttpResponse:
-    channel = Channel.objects.active().filter(slug=demo.DEMO_CHANNEL).first()
-    return render(request, "events/streamed.html", {"channel": channel})
-
-
-@require_POST
-async def streamed_demo_ask(request: HttpRequest) -> JsonResponse:
-    """Start a streamed demo answer (CSRF-checked by the middleware); 202 with its stream id."""
-    channel = await Channel.objects.active().filter(slug=demo.DEMO_CHANNEL).afirst()
-    if channel is None:
-        return error_response(
-            404, "channel_not_found", "Create the demo channel first: python manage.py seed_demo."
-        )
-    try:
-        stream = await demo.start_answer(channel, request.POST.get("question", ""))
-    except demo.AnswerInProgress:
-        return error_response(409, "busy", "An answer is being streamed right now; try again in a moment.")
-    return JsonResponse({"stream": stream, "channel": channel.slug}, status=202)
-
-
-def _database_answers() -> None:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT 1")
-
-
-async def healthz(request: HttpRequest) -> JsonResponse:
-    """200 when the database and the channel layer answer; 503 naming the part that does not."""
-    checks: dict[str, str] = {}
-    try:
-        await asyncio.wait_for(sync_to_async(_database_answers)(), HEALTH_TIMEOUT_SECONDS)
-        checks["database"] = "ok"
-    except Exception as exc:
-        logger.warning("Health check: database failed: %s", exc)
-        checks["database"] = f"error: {type(exc).__name__}"
-    relay = get_relay()
-    try:
-        async with asyncio.timeout(HEALTH_TIMEOUT_SECONDS):
-            await relay.ping()
-        checks["channel_layer"] = "ok"
-    except Exception as exc:
-        logger.warning("Health check: channel layer failed: %r", exc)
-        checks["channel_layer"] = f"error: {type(exc).__name__}"
-    failing = [name for name, result in checks.items() if result != "ok"]
-    if failing:
-        body = {
-            "error": "unavailable",
-            "detail": f"Not answering: {', '.join(failing)}.",
-            "status": "unavailable",
-            **checks,
-        }
-        response = JsonResponse(body, status=503)
-        response["Retry-After"] = "5"
-    else:
-        response = JsonResponse({"status": "ok", **checks, "connections": len(relay.streams)})
-    response["Cache-Control"] = "no-store"
-    return response
-
-
-def metrics(request: HttpRequest) -> HttpResponse:
-    return HttpResponse(generate_latest(), content_type=CONTENT_TYPE_LATEST)

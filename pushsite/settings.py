@@ -89,6 +89,7 @@ INSTALLED_APPS = [
     "events.chat",
     "events.announcements",
     "events.ops",
+    "events.widgets",
     "events.demo",
 ]
 

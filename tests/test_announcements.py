@@ -14,7 +14,9 @@ from django.test import Client
 from django.utils import timezone
 
 from events.announcements import workflow as announcements
-from events.models import Announcement, AnnouncementState, ApiKey, Channel, Message, ServerCensus
+from events.announcements.models import Announcement, AnnouncementState
+from events.models import ApiKey, Channel, Message
+from events.ops.models import ServerCensus
 from events.provisioning import upsert_channel
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -146,7 +148,9 @@ def announcement_form(news: Channel, **overrides: str) -> dict[str, str]:
 def test_announcement_form_errors_are_readable(
     staff_client: Client, news: Channel, overrides: dict[str, str], message: str
 ) -> None:
-    response = staff_client.post("/admin/events/announcement/add/", announcement_form(news, **overrides))
+    response = staff_client.post(
+        "/admin/announcements/announcement/add/", announcement_form(news, **overrides)
+    )
     assert response.status_code == 200
     assert message in response.content.decode()
     assert not Announcement.objects.exists()
@@ -154,12 +158,14 @@ def test_announcement_form_errors_are_readable(
 
 
 def test_admin_publish_now_then_retract(staff_client: Client, news: Channel) -> None:
-    response = staff_client.post("/admin/events/announcement/add/", announcement_form(news, _publish_now="1"))
+    response = staff_client.post(
+        "/admin/announcements/announcement/add/", announcement_form(news, _publish_now="1")
+    )
     assert response.status_code == 302
     announcement = Announcement.objects.get()
     assert announcement.state == AnnouncementState.PUBLISHED
     assert announcement.created_by == "editor"
-    change = f"/admin/events/announcement/{announcement.pk}/change/"
+    change = f"/admin/announcements/announcement/{announcement.pk}/change/"
     staff_client.post(change, announcement_form(news, body="Edited", _save="1"))
     staff_client.post(change, announcement_form(news, body="Edited", _retract="1"))
     assert [(d["action"], d["body"]) for d in sent(news)] == [
@@ -172,7 +178,7 @@ def test_admin_publish_now_then_retract(staff_client: Client, news: Channel) -> 
 def test_admin_schedule(staff_client: Client, news: Channel) -> None:
     when = timezone.now() + timedelta(hours=2)
     response = staff_client.post(
-        "/admin/events/announcement/add/",
+        "/admin/announcements/announcement/add/",
         announcement_form(
             news, _schedule="1", publish_at_0=f"{when:%Y-%m-%d}", publish_at_1=f"{when:%H:%M:%S}"
         ),

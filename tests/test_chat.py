@@ -12,7 +12,8 @@ from django.contrib.auth.models import User
 from django.core.cache import cache
 from django.test import AsyncClient, Client, override_settings
 
-from events.models import Channel, ChatMute, Kind, Message
+from events.chat.models import ChatMute
+from events.models import Channel, Kind, Message
 from events.provisioning import upsert_channel
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -9,8 +9,9 @@ from django.test import override_settings
 from django.utils import timezone
 
 from events.chat import presence
+from events.chat.models import ChatPresence
 from events.chat.rules import Author
-from events.models import ChatPresence, Kind
+from events.models import Kind
 from events.provisioning import upsert_channel
 
 pytestmark = pytest.mark.django_db(transaction=True)

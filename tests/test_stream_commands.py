@@ -1,4 +1,4 @@
-"""``manage.py relay`` (an upstream SSE feed into a channel) and ``manage.py pipe`` (stdin as a stream)."""
+"""``manage.py republish`` (an upstream SSE feed into a channel) and ``manage.py pipe`` (stdin as a stream)."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def history(server: ServerProcess, slug: str) -> list[dict[str, Any]]:
 
 def start_relay(site: Site, upstream: UpstreamFeed, log: Any) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, str(ROOT / "manage.py"), "relay", upstream.url, "relayed", "--max-backoff", "1"],
+        [sys.executable, str(ROOT / "manage.py"), "republish", upstream.url, "relayed", "--max-backoff", "1"],
         cwd=ROOT,
         env=site.env(),
         stdout=log,

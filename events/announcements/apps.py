@@ -10,3 +10,6 @@ class AnnouncementsConfig(AppConfig):
     label = "announcements"
     verbose_name = "Announcements"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from events.announcements import scheduler  # noqa: F401  (connects its signal receivers)

@@ -16,7 +16,8 @@ from django.db import transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
-from events.models import Announcement, AnnouncementState, Channel
+from events.announcements.models import Announcement, AnnouncementState
+from events.models import Channel
 from events.publish.store import publish
 from events.wire.frames import isoformat_utc
 

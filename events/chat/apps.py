@@ -10,3 +10,6 @@ class ChatConfig(AppConfig):
     label = "chat"
     verbose_name = "Chat rooms"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from events.chat import presence  # noqa: F401  (connects its signal receivers)

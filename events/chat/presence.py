@@ -23,15 +23,18 @@ from datetime import timedelta
 from typing import Any
 
 from channels.db import database_sync_to_async
+from django.dispatch import receiver
 from django.utils import timezone
 
+from events.chat import rules
+from events.chat.models import ChatPresence
 from events.chat.rules import Author
 from events.conf import conf
 from events.deliver.connection import StreamChannel
-from events.deliver.relay import get_relay
-from events.models import Channel, ChatPresence
+from events.models import Channel
 from events.publish.store import fan_out_ephemeral
 from events.runtime.tasks import detached
+from events.signals import stream_authorized, tick
 
 logger = logging.getLogger(__name__)
 
@@ -154,14 +157,24 @@ _tracker_loop: asyncio.AbstractEventLoop | None = None
 
 
 def get_tracker() -> Tracker:
-    """This process's tracker, hooked into the relay of the running event loop."""
+    """This process's tracker, for the running event loop (refreshed on the tick: refresh_on_tick)."""
     global _tracker, _tracker_loop
     loop = asyncio.get_running_loop()
     if _tracker is None or _tracker_loop is not loop:
         _tracker = Tracker()
         _tracker_loop = loop
-        get_relay().tick_hooks.append(_tracker.tick)
     return _tracker
+
+
+@receiver(tick, dispatch_uid="pushsite-chat-presence")
+async def refresh_on_tick(sender: Any, now: float, **kwargs: Any) -> None:
+    """Keep this process's presence rows fresh and expire dead processes' rows."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    if _tracker is not None and _tracker_loop is loop:
+        await _tracker.tick(now)
 
 
 _leaving: set[asyncio.Task[None]] = set()
@@ -197,3 +210,31 @@ class Membership:
         except Exception:
             # The row expires after three refresh intervals anyway.
             logger.warning("Leaving a room's presence failed.", exc_info=True)
+
+
+class RoomPresence:
+    """A stream's presence in the chat rooms it carries: joined when it opens, left when it ends."""
+
+    def __init__(self, rooms: list[StreamChannel], author: Author | None) -> None:
+        self.rooms = rooms
+        self.author = author
+        self.memberships: list[Membership] = []
+
+    def open(self) -> None:
+        self.memberships = [Membership(room, self.author) for room in self.rooms]
+
+    def close(self) -> None:
+        for membership in self.memberships:
+            membership.leave()
+        self.memberships = []
+
+
+@receiver(stream_authorized, dispatch_uid="pushsite-chat-presence")
+def attach_presence(
+    sender: Any, channels: list[Channel], user: Any, session: Any, **kwargs: Any
+) -> RoomPresence | None:
+    """Runs in the database thread while a subscriber is let in: who the reader is in each room."""
+    rooms = [StreamChannel(id=channel.pk, slug=channel.slug) for channel in channels if channel.is_chat]
+    if not rooms:
+        return None
+    return RoomPresence(rooms, rules.identity(user, session))

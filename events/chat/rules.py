@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from events.access import ratelimit
 from events.access.auth import Reader, check_read
+from events.chat.models import ChatMute
 from events.conf import conf
 from events.exceptions import (
     ChannelNotFound,
@@ -31,7 +32,7 @@ from events.exceptions import (
     PayloadTooLarge,
     PermissionDenied,
 )
-from events.models import Channel, ChatMute, Kind, Message
+from events.models import Channel, Kind, Message
 from events.publish import store as publishing
 
 MESSAGE_EVENT = "chat.message"

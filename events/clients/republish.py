@@ -1,4 +1,4 @@
-"""Republishing an upstream SSE feed into a local channel, each upstream event once (``manage.py relay``).
+"""Republishing an upstream SSE feed into a local channel, each upstream event once (``manage.py republish``).
 
 The upstream connection is events/clients/listener.py's: it resumes with
 ``Last-Event-ID`` and backs off between attempts. On top of that:

@@ -19,12 +19,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from events import metrics
 from events.access.revocation import Access
 from events.conf import conf
 from events.deliver import history
 from events.deliver.eager import start_eagerly
 from events.metrics import stats
-from events.ops import census
 from events.runtime.tasks import detached
 from events.wire import cursors, frames, sse
 
@@ -163,7 +163,7 @@ class Stream:
                 self.positions[channel_id] = frame.sequence
                 self.write(self._frame(channel, frame.sequence, frame.fields))
                 stats.replayed += 1
-                census.replayed_deliveries[(channel_id, frame.sequence)] += 1
+                metrics.replayed_deliveries[(channel_id, frame.sequence)] += 1
             if not stored and self.positions[channel_id] < self.catching_up[channel_id]:
                 # Frames were seen live but their rows are gone (pruned or
                 # deleted meanwhile): say so and move on rather than spin.

@@ -17,6 +17,7 @@ from django.db import DatabaseError
 from django.http.request import split_domain_port, validate_host
 from redis.exceptions import RedisError
 
+from events import signals
 from events.access.auth import (
     Reader,
     active_channels,
@@ -28,8 +29,6 @@ from events.access.auth import (
     verify_token,
 )
 from events.access.revocation import Access
-from events.chat import rules as chat
-from events.chat.presence import Membership
 from events.conf import conf
 from events.deliver.connection import AsgiSend, Stream, StreamChannel
 from events.deliver.relay import get_relay
@@ -44,6 +43,7 @@ from events.exceptions import (
 )
 from events.metrics import REJECTED_REQUESTS, stats
 from events.models import Channel
+from events.signals import StreamAttachment
 from events.wire import cursors, frames, ndjson, sse
 
 logger = logging.getLogger(__name__)
@@ -167,9 +167,8 @@ class Authorized:
     allow_origin: str | None
     expires_at: float | None
     access: Access
-    # Chat rooms on this stream, and who the reader is there (None: anonymous).
-    rooms: list[StreamChannel]
-    author: chat.Author | None
+    # What features keep for as long as the stream is open (signals.stream_authorized).
+    attachments: list[StreamAttachment]
 
 
 def authorize(request: StreamRequest) -> Authorized:
@@ -206,7 +205,9 @@ def authorize(request: StreamRequest) -> Authorized:
         token_channels=reader.grant.channels if reader.grant is not None else frozenset(),
         key_id=reader.key.pk if reader.key is not None else None,
     )
-    rooms = [StreamChannel(id=c.pk, slug=c.slug) for c in channels if c.is_chat]
+    responses = signals.stream_authorized.send(
+        sender=Authorized, channels=channels, user=reader.user, session=session
+    )
     return Authorized(
         access=access,
         channels=[StreamChannel(id=c.pk, slug=c.slug) for c in channels],
@@ -214,8 +215,7 @@ def authorize(request: StreamRequest) -> Authorized:
         beyond_end=beyond_end,
         allow_origin=allow_origin,
         expires_at=expires_at,
-        rooms=rooms,
-        author=chat.identity(reader.user, session) if rooms else None,
+        attachments=[attachment for _receiver, attachment in responses if attachment is not None],
     )
 
 
@@ -251,7 +251,7 @@ class EventStreamConsumer(AsyncHttpConsumer):
         self._task: asyncio.Task[Any] | None = None
         self._client_gone = False
         self._ended_by_server = False
-        self.memberships: list[Membership] = []
+        self.attachments: list[StreamAttachment] = []
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         self._task = asyncio.current_task()
@@ -402,7 +402,9 @@ class EventStreamConsumer(AsyncHttpConsumer):
         # The open event carries the stream's id: the client now has a resume
         # point even if nothing is published before it reconnects.
         stream.write(stream.encode_id() + frames.open_fields([c.slug for c in authorized.channels]))
-        self.memberships = [Membership(room, authorized.author) for room in authorized.rooms]
+        self.attachments = authorized.attachments
+        for attachment in self.attachments:
+            attachment.open()
         logger.info(
             "Stream opened: %s from %s",
             ",".join(c.slug for c in authorized.channels),
@@ -424,8 +426,8 @@ class EventStreamConsumer(AsyncHttpConsumer):
         relay.streams_per_ip[address] -= 1
         if relay.streams_per_ip[address] <= 0:
             del relay.streams_per_ip[address]
-        for membership in self.memberships:
-            membership.leave()
+        for attachment in self.attachments:
+            attachment.close()
         stats.connections -= 1
         logger.info("Stream closed (%s): %s", reason, ",".join(c.slug for c in stream.channels))
         if self._client_gone:

@@ -21,29 +21,24 @@ import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-from channels.db import database_sync_to_async
 from channels.layers import BaseChannelLayer, get_channel_layer
+from django.dispatch import receiver
 
-from events import metrics
-from events.access import revocation
-from events.access.revocation import Access
+from events import metrics, signals
 from events.conf import conf
 from events.deliver import history
 from events.deliver.connection import Stream
 from events.metrics import stats
-from events.ops import census
 from events.publish.store import FRAME_MESSAGE_TYPE, group_name
-from events.runtime import background
+from events.runtime import tick
 from events.runtime.shutdown import close_streams_on_signals
 from events.runtime.tasks import detached
 
 logger = logging.getLogger(__name__)
 
 PING_MESSAGE_TYPE = "pushsite.ping"
-TICK_SECONDS = 1.0
 
 
 class Feed:
@@ -102,7 +97,7 @@ class Feed:
     def _dispatch(self, sequence: int, fields: bytes) -> None:
         single_frame = b"id: %d\n" % sequence + fields
         channel_id = self.channel_id
-        census.live_deliveries[(channel_id, sequence)] += len(self.streams)
+        metrics.live_deliveries[(channel_id, sequence)] += len(self.streams)
         for stream in tuple(self.streams):
             stream.deliver(channel_id, sequence, fields, single_frame)
 
@@ -162,17 +157,14 @@ class Relay:
         self._started: asyncio.Future[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._last_poll = 0.0
-        self._last_revocation_check = 0.0
         self._last_join = time.monotonic()
-        # Other per-process chores run on the same tick (chat presence refresh).
-        self.tick_hooks: list[Callable[[float], Awaitable[None]]] = []
 
     async def _start(self) -> None:
         self.channel_name = await self.layer.new_channel("pushsite.relay.")
         self._tasks = [
             detached(self._receive_loop()),
-            detached(self._housekeeping_loop()),
-            detached(background.run(self)),
+            # Every periodic job in the process runs on this one tick (events/signals.py).
+            detached(tick.run(self)),
         ]
         close_streams_on_signals(self)
         logger.info("Relay started on layer channel %s.", self.channel_name)
@@ -280,35 +272,12 @@ class Relay:
             if feed is not None:
                 feed.on_frame(message["sequence"], message["fields"], message["published"])
 
-    async def _housekeeping_loop(self) -> None:
-        while True:
-            await asyncio.sleep(TICK_SECONDS)
-            try:
-                await self._housekeeping()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.exception("Relay housekeeping failed; will retry.")
-
-    async def _housekeeping(self) -> None:
-        now = time.monotonic()
-        wall_clock = time.time()
-        heartbeat = float(conf.HEARTBEAT_SECONDS)
-        send_timeout = float(conf.SEND_TIMEOUT_SECONDS)
-        for stream in tuple(self.streams):
-            stream.tick(now, heartbeat, send_timeout, wall_clock)
+    async def housekeeping(self, now: float) -> None:
+        """The relay's own share of the tick: idle feeds, the database poll, group re-joins."""
         self._drop_idle_feeds(now)
         if now - self._last_poll >= float(conf.RELAY_POLL_SECONDS):
             self._last_poll = now
             await self._poll_database()
-        if now - self._last_revocation_check >= float(conf.REVOCATION_SECONDS):
-            self._last_revocation_check = now
-            await self._close_revoked()
-        for hook in tuple(self.tick_hooks):
-            try:
-                await hook(now)
-            except Exception:
-                logger.exception("A housekeeping hook failed; will retry.")
         group_expiry = float(getattr(self.layer, "group_expiry", 86400))
         if now - self._last_join >= group_expiry / 4:
             await self._rejoin_groups()
@@ -346,23 +315,6 @@ class Relay:
             # Lost messages may mean lost group memberships (expired, or a
             # Redis restart): join again so live delivery resumes.
             await self._rejoin_groups()
-
-    async def _close_revoked(self) -> None:
-        """End streams whose reader may no longer read one of their non-public channels."""
-        restricted = {channel_id for channel_id, feed in self.feeds.items() if feed.visibility != "public"}
-        if not restricted:
-            return
-        checks: dict[Stream, tuple[Access, frozenset[int]]] = {}
-        for stream in self.streams:
-            ids = frozenset(channel.id for channel in stream.channels if channel.id in restricted)
-            if ids and stream.access is not None:
-                checks[stream] = (stream.access, ids)
-        if not checks:
-            return
-        lost = await database_sync_to_async(revocation.revoked)(set(checks.values()))
-        for stream, check in checks.items():
-            if check in lost:
-                stream.close("access revoked")
 
     async def _rejoin_groups(self) -> None:
         self._last_join = time.monotonic()
@@ -433,3 +385,8 @@ def describe(relay: Relay | None) -> dict[str, Any]:
         "connections": len(relay.streams),
         "channels": {feed.slug: len(feed.streams) for feed in relay.feeds.values()},
     }
+
+
+@receiver(signals.tick, dispatch_uid="pushsite-relay-housekeeping")
+async def relay_housekeeping(sender: Relay, now: float, **kwargs: Any) -> None:
+    await sender.housekeeping(now)

@@ -1,37 +1,43 @@
 """What each server process reports for the admin: its connections, and per-message deliveries.
 
-Counting happens in memory on the hot path (a dict increment per message per
-process, not per connection); every CENSUS_SECONDS the relay writes it to the
-database in one short transaction, so the admin can add up all processes.
+The core counts deliveries in memory on the hot path (events/metrics.py: a
+dict increment per message per process, not per connection); every
+CENSUS_SECONDS, on the process's tick, this writes them to the database in one
+short transaction, so the admin can add up all processes.
 """
 
 from __future__ import annotations
 
 import os
 import socket
-from collections import Counter
 from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
+from channels.db import database_sync_to_async
 from django.db import transaction
 from django.db.models import F
+from django.dispatch import receiver
 from django.utils import timezone
 
-from events.models import Message, ServerCensus
+from events import metrics
+from events.models import Message
+from events.ops.models import ServerCensus
+from events.runtime.tick import Every
+from events.signals import tick
 
+CENSUS_SECONDS = 5.0
 PROCESS = f"{socket.gethostname()}:{os.getpid()}"
 STARTED_AT = timezone.now()
 
-# (channel id, sequence) -> streams reached live / from history, since the last flush.
-live_deliveries: Counter[tuple[int, int]] = Counter()
-replayed_deliveries: Counter[tuple[int, int]] = Counter()
+if TYPE_CHECKING:
+    from events.deliver.relay import Relay
+
+_pace = Every(CENSUS_SECONDS)
 
 
 def report(connections: int, per_channel: dict[str, int]) -> None:
     """Write this process's census and the delivery counts gathered since the last call."""
-    live = dict(live_deliveries)
-    replayed = dict(replayed_deliveries)
-    live_deliveries.clear()
-    replayed_deliveries.clear()
+    live, replayed = metrics.take_delivery_counts()
     now = timezone.now()
     with transaction.atomic():
         ServerCensus.objects.update_or_create(
@@ -61,3 +67,12 @@ def forget() -> None:
 def fresh_since(moment: datetime) -> list[ServerCensus]:
     """Processes that reported after ``moment`` (the others are gone or stuck)."""
     return list(ServerCensus.objects.filter(updated_at__gte=moment))
+
+
+@receiver(tick, dispatch_uid="pushsite-census")
+async def report_on_tick(sender: Relay, now: float, **kwargs: Any) -> None:
+    """Every CENSUS_SECONDS: this process's connections and the deliveries counted since."""
+    if not _pace.due(now):
+        return
+    per_channel = {feed.slug: len(feed.streams) for feed in sender.feeds.values()}
+    await database_sync_to_async(report)(len(sender.streams), per_channel)

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from html import escape
+from typing import Any
 
+from django.dispatch import receiver
+from django.http import HttpRequest
 from django.templatetags.static import static
 from django.urls import reverse
 
 from events.models import Channel, Visibility
+from events.signals import channel_admin_context
 
 
 @dataclass(frozen=True)
@@ -39,3 +43,9 @@ def snippets_for(channel: Channel, base_url: str) -> Snippets:
         origins=list(channel.allowed_origins),
         private=channel.visibility != Visibility.PUBLIC,
     )
+
+
+@receiver(channel_admin_context, dispatch_uid="pushsite-widget-snippets")
+def snippets_in_admin(sender: Any, channel: Channel, request: HttpRequest, **kwargs: Any) -> dict[str, Any]:
+    """The channel's admin page shows the snippets that embed it."""
+    return {"embed": snippets_for(channel, request.build_absolute_uri("/").rstrip("/"))}

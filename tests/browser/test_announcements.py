@@ -28,7 +28,7 @@ def test_announcement_lifecycle_reaches_open_pages(
     # Wait until the banner's stream is open before publishing.
     expect(banner).to_have_attribute("data-state", "open", timeout=10_000)
 
-    page.goto(f"{server.url}/admin/login/?next=/admin/events/announcement/add/")
+    page.goto(f"{server.url}/admin/login/?next=/admin/announcements/announcement/add/")
     page.fill("#id_username", "announcer")
     page.fill("#id_password", "announce-pw-123")
     page.click("input[type=submit]")
@@ -73,7 +73,7 @@ def test_announcement_lifecycle_reaches_open_pages(
 def test_dismissing_an_announcement(browser: Browser, server: ServerProcess, site: Site) -> None:
     site.create_channels("news")
     site.shell(
-        "from events.models import Announcement, Channel\n"
+        "from events.announcements.models import Announcement\nfrom events.models import Channel\n"
         "from events.announcements import workflow as announcements\n"
         "a = Announcement.objects.create(channel=Channel.objects.get(slug='news'), title='Dismiss me', body='Body')\n"
         "announcements.publish_now(a, 'test')\n"

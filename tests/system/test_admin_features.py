@@ -29,7 +29,7 @@ async def test_a_scheduled_announcement_is_published_exactly_once_by_two_process
             "from datetime import timedelta\n"
             "from django.utils import timezone\n"
             "from events.announcements import workflow as announcements\n"
-            "from events.models import Announcement, Channel\n"
+            "from events.announcements.models import Announcement\nfrom events.models import Channel\n"
             f"a = Announcement.objects.create(channel=Channel.objects.get(slug='{slug}'), title='Soon', body='Now')\n"
             "announcements.schedule(a, timezone.now() + timedelta(seconds=2))\n",
         )
@@ -85,7 +85,7 @@ async def test_census_and_delivery_reports_add_up_both_processes(cluster: Cluste
         def report() -> str:
             return (
                 cluster.site.shell(
-                    "from events.models import Message, ServerCensus\n"
+                    "from events.models import Message\nfrom events.ops.models import ServerCensus\n"
                     f"m = Message.objects.get(channel__slug='{slug}', sequence={sequence})\n"
                     f"live = sum(c.channels.get('{slug}', 0) for c in ServerCensus.objects.all())\n"
                     "print(m.delivered_live, live)\n"

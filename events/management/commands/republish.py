@@ -21,12 +21,12 @@ class Command(BaseCommand):
         parser.add_argument("slug", help="The local channel to publish into.")
         parser.add_argument(
             "--last-event-id",
-            help="Start after this upstream id (default: where this relay stopped, else the upstream's end).",
+            help="Start after this upstream id (default: where this republisher stopped, else the upstream's end).",
         )
         parser.add_argument("--event", help="Publish every event with this type instead of the upstream's.")
         parser.add_argument(
             "--name",
-            help="Names this relay in each message's publisher field (default: upstream host and path).",
+            help="Names this republisher in each message's publisher field (default: upstream host and path).",
         )
         parser.add_argument(
             "--header",
@@ -66,10 +66,10 @@ class Command(BaseCommand):
         except PushsiteError as exc:
             raise CommandError(exc.detail) from exc
         except DatabaseError as exc:
-            # The event that failed was not recorded, so a restarted relay
+            # The event that failed was not recorded, so a restarted republisher
             # (e.g. by systemd) asks the upstream for it again.
             raise CommandError(
-                f"The database failed ({exc}); restart the relay: it resumes after the last event it stored."
+                f"The database failed ({exc}); run republish again: it resumes after the last event it stored."
             ) from exc
         except KeyboardInterrupt:
             return
