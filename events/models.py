@@ -21,7 +21,7 @@ RESERVED_EVENT_PREFIX = "pushsite."
 
 
 def default_retention_count() -> int:
-    return int(conf.DEFAULT_RETENTION_COUNT)
+    return conf.DEFAULT_RETENTION_COUNT
 
 
 def validate_origin(value: str) -> None:

@@ -75,7 +75,7 @@ class TokenGrant:
 
 def mint_token(channels: Iterable[Channel | str], *, ttl: int | None = None, subject: str = "") -> str:
     """A signed token that lets its holder subscribe to ``channels`` for ``ttl`` seconds."""
-    max_age = int(conf.TOKEN_MAX_AGE_SECONDS)
+    max_age = conf.TOKEN_MAX_AGE_SECONDS
     lifetime = max_age if ttl is None else min(int(ttl), max_age)
     slugs = sorted({c.slug if isinstance(c, Channel) else c for c in channels})
     payload = {"ch": slugs, "exp": int(time.time()) + lifetime, "sub": subject}

@@ -44,7 +44,7 @@ PROCESS_ID = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 def cutoff() -> Any:
-    return timezone.now() - timedelta(seconds=EXPIRY_INTERVALS * float(conf.PRESENCE_REFRESH_SECONDS))
+    return timezone.now() - timedelta(seconds=EXPIRY_INTERVALS * conf.PRESENCE_REFRESH_SECONDS)
 
 
 def people(channel_id: int) -> list[dict[str, Any]]:
@@ -139,7 +139,7 @@ class Tracker:
         await fan_out_ephemeral(Channel(pk=channel.id, slug=channel.slug), payload, event=PRESENCE_EVENT)
 
     async def tick(self, now: float) -> None:
-        if now - self._last_refresh < float(conf.PRESENCE_REFRESH_SECONDS) or not self.rooms:
+        if now - self._last_refresh < conf.PRESENCE_REFRESH_SECONDS or not self.rooms:
             return
         self._last_refresh = now
         # Any process with readers in a room expires a dead process's rows

@@ -122,7 +122,7 @@ def json_body(request: HttpRequest, fields: set[str]) -> dict[str, Any]:
 
 
 def max_length(channel: Channel) -> int:
-    return channel.chat_max_length or int(conf.CHAT_MAX_LENGTH)
+    return channel.chat_max_length or conf.CHAT_MAX_LENGTH
 
 
 def clean_text(channel: Channel, text: Any) -> str:
@@ -147,18 +147,18 @@ def is_muted(channel: Channel, author: Author) -> bool:
 
 def check_rate(author: Author, client_ip: str) -> None:
     """Per participant and per client address, so neither one person nor one machine can flood a room."""
-    window = float(conf.CHAT_RATE_SECONDS)
+    window = conf.CHAT_RATE_SECONDS
     ratelimit.hit(
         "chat-author",
         author.label,
-        limit=int(conf.CHAT_RATE_MESSAGES),
+        limit=conf.CHAT_RATE_MESSAGES,
         window=window,
         detail="You are sending messages too fast.",
     )
     ratelimit.hit(
         "chat-ip",
         client_ip or "-",
-        limit=int(conf.CHAT_IP_RATE_MESSAGES),
+        limit=conf.CHAT_IP_RATE_MESSAGES,
         window=window,
         detail="Too many messages from your network.",
     )

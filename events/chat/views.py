@@ -77,7 +77,7 @@ def room_page(request: HttpRequest, slug: str) -> HttpResponse:
         return redirect_to_login(request.get_full_path())
     except PermissionDenied as exc:
         return render(request, "events/room_forbidden.html", {"detail": exc.detail}, status=403)
-    rows, last_id = chat.recent(channel, int(conf.CHAT_HISTORY))
+    rows, last_id = chat.recent(channel, conf.CHAT_HISTORY)
     author = chat.identity(request.user, request.session)
     may_post = author is not None and (not author.guest or channel.guests_may_post)
     context = {

@@ -27,7 +27,7 @@ _pace = Every(0)
 @receiver(tick, dispatch_uid="pushsite-access-sweep")
 async def close_revoked(sender: Relay, now: float, **kwargs: Any) -> None:
     """End streams whose reader may no longer read one of their non-public channels."""
-    if not _pace.due(now, float(conf.REVOCATION_SECONDS)):
+    if not _pace.due(now, conf.REVOCATION_SECONDS):
         return
     restricted = {channel_id for channel_id, feed in sender.feeds.items() if feed.visibility != "public"}
     if not restricted:

@@ -90,7 +90,7 @@ class Stream:
         self._inflight_since = 0.0
         self._backlog: list[bytes] = []
         self._backlog_bytes = 0
-        self._max_backlog = int(conf.MAX_BACKLOG_BYTES)
+        self._max_backlog = conf.MAX_BACKLOG_BYTES
         self._catch_up_tasks: set[asyncio.Task[None]] = set()
 
     # --- frames from the feeds ------------------------------------------------
@@ -151,7 +151,7 @@ class Stream:
 
     async def _catch_up(self, channel_id: int) -> None:
         channel = next(c for c in self.channels if c.id == channel_id)
-        batch = int(conf.REPLAY_BATCH_SIZE)
+        batch = conf.REPLAY_BATCH_SIZE
         while not self.closed:
             position = self.positions[channel_id]
             stored = await history.afetch_frames_after(channel_id, channel.slug, position, batch)

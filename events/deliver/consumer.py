@@ -102,7 +102,7 @@ def parse_stream_request(scope: dict[str, Any]) -> StreamRequest:
     slugs = list(dict.fromkeys(requested))  # drop repeats, keep order
     if not slugs:
         raise InvalidInput("Name at least one channel: /events/<slug>/ or /events/?channel=<slug>.")
-    limit = int(conf.MAX_CHANNELS_PER_STREAM)
+    limit = conf.MAX_CHANNELS_PER_STREAM
     if len(slugs) > limit:
         raise InvalidInput(f"A stream may carry at most {limit} channels; {len(slugs)} were asked for.")
     for slug in slugs:
@@ -187,7 +187,7 @@ def authorize(request: StreamRequest) -> Authorized:
 
     allow_origin = check_origin(request, channels)
 
-    start = cursors.parse_cursor(request.cursor, request.slugs, max_length=int(conf.MAX_CURSOR_LENGTH))
+    start = cursors.parse_cursor(request.cursor, request.slugs, max_length=conf.MAX_CURSOR_LENGTH)
     positions: dict[int, int] = {}
     beyond_end: dict[int, int] = {}
     for channel in channels:
@@ -298,7 +298,7 @@ class EventStreamConsumer(AsyncHttpConsumer):
         await self.open_stream(authorized, request.format)
 
     def check_streams_per_ip(self) -> None:
-        limit = int(conf.MAX_STREAMS_PER_IP)
+        limit = conf.MAX_STREAMS_PER_IP
         if get_relay().streams_per_ip[_client_address(self.scope)] >= limit:
             raise RateLimited(
                 f"This address already holds {limit} open streams on this server; close some first."
@@ -308,7 +308,7 @@ class EventStreamConsumer(AsyncHttpConsumer):
         """Join the channels' groups before answering, so a layer outage is a quick 503."""
         relay = get_relay()
         try:
-            async with asyncio.timeout(float(conf.LAYER_TIMEOUT_SECONDS)):
+            async with asyncio.timeout(conf.LAYER_TIMEOUT_SECONDS):
                 for channel in authorized.channels:
                     await relay.open_feed(channel.id, channel.slug)
         except (TimeoutError, OSError, RedisError, ChannelFull) as exc:
@@ -357,7 +357,7 @@ class EventStreamConsumer(AsyncHttpConsumer):
             content_type, asgi_send, preamble = ndjson.NDJSON, ndjson_send(self.base_send), b""
         else:
             content_type, asgi_send = sse.EVENT_STREAM, self.base_send
-            preamble = sse.encode_retry(int(conf.RETRY_MILLISECONDS))
+            preamble = sse.encode_retry(conf.RETRY_MILLISECONDS)
         headers = [
             (b"content-type", content_type.encode()),
             (b"cache-control", b"no-cache"),

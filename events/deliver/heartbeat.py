@@ -16,8 +16,8 @@ if TYPE_CHECKING:
 
 @receiver(tick, dispatch_uid="pushsite-heartbeat")
 async def beat(sender: Relay, now: float, **kwargs: Any) -> None:
-    heartbeat = float(conf.HEARTBEAT_SECONDS)
-    send_timeout = float(conf.SEND_TIMEOUT_SECONDS)
+    heartbeat = conf.HEARTBEAT_SECONDS
+    send_timeout = conf.SEND_TIMEOUT_SECONDS
     wall_clock = time.time()
     for stream in tuple(sender.streams):
         stream.tick(now, heartbeat, send_timeout, wall_clock)

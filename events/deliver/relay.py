@@ -111,7 +111,7 @@ class Feed:
         self._task.add_done_callback(self._catch_up_done)
 
     async def _catch_up(self) -> None:
-        batch = int(conf.REPLAY_BATCH_SIZE)
+        batch = conf.REPLAY_BATCH_SIZE
         while True:
             stored = await history.afetch_frames_after(self.channel_id, self.slug, self.position, batch)
             for frame in stored:
@@ -275,7 +275,7 @@ class Relay:
     async def housekeeping(self, now: float) -> None:
         """The relay's own share of the tick: idle feeds, the database poll, group re-joins."""
         self._drop_idle_feeds(now)
-        if now - self._last_poll >= float(conf.RELAY_POLL_SECONDS):
+        if now - self._last_poll >= conf.RELAY_POLL_SECONDS:
             self._last_poll = now
             await self._poll_database()
         group_expiry = float(getattr(self.layer, "group_expiry", 86400))
@@ -283,7 +283,7 @@ class Relay:
             await self._rejoin_groups()
 
     def _drop_idle_feeds(self, now: float) -> None:
-        linger = float(conf.FEED_LINGER_SECONDS)
+        linger = conf.FEED_LINGER_SECONDS
         for channel_id, feed in list(self.feeds.items()):
             if feed.empty_since is not None and now - feed.empty_since > linger:
                 feed.stop()

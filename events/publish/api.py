@@ -109,7 +109,7 @@ def database_unavailable() -> HttpResponse:
 
 def store_from_request(request: HttpRequest, slug: str) -> Message:
     """Authenticate, validate and store one publish request (runs in a worker thread)."""
-    limit = int(conf.MAX_MESSAGE_BYTES)
+    limit = conf.MAX_MESSAGE_BYTES
     declared = request.META.get("CONTENT_LENGTH") or "0"
     if declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"The body is {declared} bytes; the limit is {limit}.")
@@ -147,7 +147,7 @@ def store_with_key(authorization: str, slug: str, body: bytes) -> Message:
 
 
 def store_body(channel: Channel, body: bytes, publisher: str) -> Message:
-    limit = int(conf.MAX_MESSAGE_BYTES)
+    limit = conf.MAX_MESSAGE_BYTES
     if len(body) > limit:
         raise PayloadTooLarge(f"The body is {len(body)} bytes; the limit is {limit}.")
     event, data = parse_publish_body(body)
@@ -159,8 +159,8 @@ def limit_publish_rate(kind: str, ident: str) -> None:
     ratelimit.hit(
         f"publish-{kind}",
         ident,
-        limit=int(conf.PUBLISH_RATE_MESSAGES),
-        window=float(conf.PUBLISH_RATE_SECONDS),
+        limit=conf.PUBLISH_RATE_MESSAGES,
+        window=conf.PUBLISH_RATE_SECONDS,
         detail=f"This {'API key' if kind == 'key' else 'user'} is publishing too fast.",
     )
 
@@ -185,8 +185,8 @@ def parse_publish_body(body: bytes) -> tuple[str, Any]:
 def read_history(request: HttpRequest, slug: str) -> dict[str, Any]:
     """One page of a channel's history, under the same rules as subscribing."""
     after = _int_param(request, "after", default=0, minimum=0)
-    max_limit = int(conf.HISTORY_MAX_LIMIT)
-    limit = _int_param(request, "limit", default=int(conf.HISTORY_DEFAULT_LIMIT), minimum=1)
+    max_limit = conf.HISTORY_MAX_LIMIT
+    limit = _int_param(request, "limit", default=conf.HISTORY_DEFAULT_LIMIT, minimum=1)
     if limit > max_limit:
         raise InvalidInput(f"limit may be at most {max_limit}.")
     channel = active_channels([slug])[0]
@@ -270,7 +270,7 @@ def token_from_request(request: HttpRequest) -> dict[str, Any]:
     slugs = body.get("channels")
     if not isinstance(slugs, list) or not slugs or not all(isinstance(s, str) for s in slugs):
         raise InvalidInput("channels must be a non-empty list of channel slugs.")
-    max_age = int(conf.TOKEN_MAX_AGE_SECONDS)
+    max_age = conf.TOKEN_MAX_AGE_SECONDS
     ttl = body.get("ttl", max_age)
     if not isinstance(ttl, int) or isinstance(ttl, bool) or not 1 <= ttl <= max_age:
         raise InvalidInput(f"ttl must be a whole number of seconds from 1 to {max_age}.")

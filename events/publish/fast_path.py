@@ -72,7 +72,7 @@ def _eligible_headers(scope: dict[str, Any]) -> dict[str, str] | None:
     if not headers.get("authorization", "").lower().startswith("bearer "):
         return None
     declared = headers.get("content-length", "")
-    if not declared.isdigit() or int(declared) > int(conf.MAX_MESSAGE_BYTES):
+    if not declared.isdigit() or int(declared) > conf.MAX_MESSAGE_BYTES:
         return None
     if not _host_allowed(headers.get("host", "")):
         return None

@@ -66,7 +66,7 @@ class StreamPublishConsumer(AsyncHttpConsumer):
         self.parser: lines.BodyParser | None = None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        idle = float(conf.STREAM_IDLE_SECONDS)
+        idle = conf.STREAM_IDLE_SECONDS
         started = False
 
         async def receive_or_idle() -> dict[str, Any]:
@@ -132,9 +132,7 @@ class StreamPublishConsumer(AsyncHttpConsumer):
                 "Streaming publish needs 'Authorization: Bearer <api key>'; "
                 "a staff session can publish single messages with POST .../messages."
             )
-        self.parser = lines.body_parser(
-            headers.get("content-type"), max_line_bytes=int(conf.MAX_MESSAGE_BYTES)
-        )
+        self.parser = lines.body_parser(headers.get("content-type"), max_line_bytes=conf.MAX_MESSAGE_BYTES)
         slug = self.scope["url_route"]["kwargs"]["slug"]
         channel, publisher = await database_sync_to_async(authorize_publisher)(secret, slug)
         self.publication = StreamPublication(channel, publisher=publisher)

@@ -55,7 +55,7 @@ def validate_payload(data: Any) -> None:
         size = len(frames.dumps(data).encode())
     except (TypeError, ValueError) as exc:
         raise InvalidInput(f"data must be JSON-serialisable: {exc}.") from exc
-    limit = int(conf.MAX_MESSAGE_BYTES)
+    limit = conf.MAX_MESSAGE_BYTES
     if size > limit:
         raise PayloadTooLarge(f"data is {size} bytes encoded; the limit is {limit}.")
 
@@ -168,7 +168,7 @@ _BUMP_SEQUENCE_SQL = (
 def _prune_if_due(channel_id: int, sequence: int) -> None:
     # Amortised: pruning runs on every PRUNE_EVERY-th message of a channel, so
     # a channel may hold up to PRUNE_EVERY messages more than its retention.
-    if sequence % int(conf.PRUNE_EVERY) != 0:
+    if sequence % conf.PRUNE_EVERY != 0:
         return
     retention_count, retention_age = Channel.objects.filter(pk=channel_id).values_list(
         "retention_count", "retention_age"
@@ -207,7 +207,7 @@ async def _group_send(channel_id: int, message: dict[str, Any]) -> bool:
     if layer is None:
         return True
     try:
-        async with asyncio.timeout(float(conf.LAYER_TIMEOUT_SECONDS)):
+        async with asyncio.timeout(conf.LAYER_TIMEOUT_SECONDS):
             await layer.group_send(group_name(channel_id), message)
     except Exception:
         metrics.FANOUT_FAILURES.inc()

@@ -67,18 +67,18 @@ class StreamPublication:
             raise RuntimeError(f"Stream {self.id} has already ended ({self.status}).")
         publishing.validate_event_type(event)
         size = len(frames.dumps(data).encode())
-        max_parts = int(conf.STREAM_MAX_PARTS)
+        max_parts = conf.STREAM_MAX_PARTS
         if self.parts >= max_parts:
             raise PayloadTooLarge(f"A stream may have at most {max_parts} parts.")
-        max_bytes = int(conf.STREAM_MAX_BYTES)
+        max_bytes = conf.STREAM_MAX_BYTES
         if self.bytes + size > max_bytes:
             raise PayloadTooLarge(f"A stream may carry at most {max_bytes} bytes of data in all.")
         if self.fold:
-            room = int(conf.MAX_MESSAGE_BYTES) - FOLD_ENVELOPE_BYTES
+            room = conf.MAX_MESSAGE_BYTES - FOLD_ENVELOPE_BYTES
             if self._folded_bytes + self._folded_size(event, data) > room:
                 raise PayloadTooLarge(
                     f"The channel {self.channel.slug!r} folds each stream into one message, and this "
-                    f"stream would no longer fit in {int(conf.MAX_MESSAGE_BYTES)} bytes."
+                    f"stream would no longer fit in {conf.MAX_MESSAGE_BYTES} bytes."
                 )
         return {"stream": self.id, "part": self.parts + 1, "data": data}, size
 

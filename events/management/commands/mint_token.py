@@ -19,5 +19,5 @@ class Command(BaseCommand):
         parser.add_argument("--subject", default="", help="Who the token is for (shown in logs).")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        ttl = options["ttl"] if options["ttl"] is not None else int(conf.TOKEN_MAX_AGE_SECONDS)
+        ttl = options["ttl"] if options["ttl"] is not None else conf.TOKEN_MAX_AGE_SECONDS
         self.stdout.write(mint_token(options["slugs"], ttl=ttl, subject=options["subject"]))
