@@ -8,14 +8,16 @@ every open stream ends cleanly so that clients resume elsewhere
 from __future__ import annotations
 
 import os
-from typing import Any
 
+from asgiref.typing import ASGI3Application
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "pushsite.settings")
 
 # Set up Django (apps, settings) before importing anything that uses models.
-django_application = get_asgi_application()
+# django-stubs types ASGIHandler with plain-dict scopes and messages, asgiref.typing with
+# TypedDicts: the same ASGI 3 protocol.
+django_application: ASGI3Application = get_asgi_application()  # type: ignore[assignment]
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import path, re_path  # noqa: E402
@@ -24,15 +26,16 @@ from events.publish.fast_path import KeyPublishEndpoint  # noqa: E402
 from events.routing import http_urlpatterns  # noqa: E402
 from events.runtime.lifespan import lifespan  # noqa: E402
 
-application: Any = ProtocolTypeRouter(
+application: ASGI3Application = ProtocolTypeRouter(
     {
         "http": URLRouter(
             [
                 *http_urlpatterns,
                 # Publishing with an API key skips Django's middleware; every
                 # other request to this URL falls through to the Django view.
-                path("api/channels/<slug:slug>/messages", KeyPublishEndpoint(django_application)),
-                re_path(r"", django_application),
+                # (Channels' URLRouter routes ASGI apps; django-stubs' path() knows only views.)
+                path("api/channels/<slug:slug>/messages", KeyPublishEndpoint(django_application)),  # type: ignore[arg-type]
+                re_path(r"", django_application),  # type: ignore[arg-type]
             ]
         ),
         "lifespan": lifespan,

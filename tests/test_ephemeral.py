@@ -6,10 +6,10 @@ import asyncio
 import json
 import time
 from datetime import UTC, datetime
-from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
+from asgiref.typing import ASGISendEvent
 
 from events.deliver.connection import Stream, StreamChannel
 from events.deliver.relay import Feed, get_relay
@@ -27,7 +27,8 @@ class Client:
         self.bodies: list[bytes] = []
         self.wrote = asyncio.Event()
 
-    async def send(self, message: dict[str, Any]) -> None:
+    async def send(self, message: ASGISendEvent) -> None:
+        assert message["type"] == "http.response.body"
         self.bodies.append(message["body"])
         self.wrote.set()
 

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+from asgiref.typing import HTTPScope
 from channels.testing import HttpCommunicator
 from django.test import override_settings
 
@@ -97,14 +98,23 @@ async def test_rejections_match_the_django_view(
     assert await Message.objects.acount() == 0
 
 
-def scope(*extra: tuple[bytes, bytes], scheme: str = "http", method: str = "POST") -> dict[str, Any]:
+def scope(*extra: tuple[bytes, bytes], scheme: str = "http", method: str = "POST") -> HTTPScope:
     headers = [(b"host", b"testserver"), (b"authorization", b"Bearer psk_x_y"), (b"content-length", b"10")]
     replaced = {name for name, _ in extra}
     return {
         "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
         "method": method,
         "scheme": scheme,
+        "path": "/api/channels/news/messages",
+        "raw_path": b"/api/channels/news/messages",
+        "query_string": b"",
+        "root_path": "",
         "headers": [header for header in headers if header[0] not in replaced] + list(extra),
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+        "extensions": {},
     }
 
 
@@ -122,7 +132,7 @@ def scope(*extra: tuple[bytes, bytes], scheme: str = "http", method: str = "POST
     ],
     ids=["key", "put", "cookie", "origin", "basic", "too-large", "unsized", "host"],
 )
-def test_only_plain_key_publishes_take_the_fast_path(request_scope: dict[str, Any], eligible: bool) -> None:
+def test_only_plain_key_publishes_take_the_fast_path(request_scope: HTTPScope, eligible: bool) -> None:
     assert (_eligible_headers(request_scope) is not None) is eligible
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
+from asgiref.typing import ASGISendEvent
 from django.test import override_settings
 
 from events.deliver.connection import Stream, StreamChannel
@@ -29,7 +29,8 @@ class Client:
         self.arrived = asyncio.Event()
         self.closed_reason = ""
 
-    async def send(self, message: dict[str, Any]) -> None:
+    async def send(self, message: ASGISendEvent) -> None:
+        assert message["type"] == "http.response.body"
         self.events.extend(self.decoder.feed(message["body"].decode()))
         self.arrived.set()
 
@@ -125,14 +126,18 @@ async def test_a_reader_whose_socket_is_full_is_evicted_at_the_backlog_limit(
     reasons: list[str] = []
     closed = asyncio.Event()
 
-    async def full_socket(message: dict[str, Any]) -> None:
+    async def full_socket(message: ASGISendEvent) -> None:
         await stuck  # never completes: the client does not read
+
+    def on_close(reason: str) -> None:
+        reasons.append(reason)
+        closed.set()
 
     stream = Stream(
         channels=[StreamChannel(id=channel.pk, slug=channel.slug)],
         positions={channel.pk: 0},
         asgi_send=full_socket,
-        on_close=lambda reason: (reasons.append(reason), closed.set()),
+        on_close=on_close,
     )
     await relay.subscribe(stream, channel.pk, channel.slug)
     for _ in range(5):

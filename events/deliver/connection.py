@@ -15,9 +15,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
+
+from asgiref.typing import ASGISendEvent, HTTPResponseBodyEvent
 
 from events import metrics
 from events.access.revocation import Access
@@ -30,7 +32,9 @@ from events.wire import cursors, frames, sse
 
 logger = logging.getLogger(__name__)
 
-AsgiSend = Callable[[dict[str, Any]], Awaitable[None]]
+# asgiref's ASGISendCallable, narrowed to what every server's send is (uvicorn's,
+# daphne's, Channels'): a coroutine function. Writes drive it eagerly (events/deliver/eager.py).
+AsgiSend = Callable[[ASGISendEvent], Coroutine[Any, Any, None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,7 +216,7 @@ class Stream:
                 self.close("slow reader: backlog over limit")
             return
         self.last_write = time.monotonic()
-        message = {"type": "http.response.body", "body": data, "more_body": True}
+        message: HTTPResponseBodyEvent = {"type": "http.response.body", "body": data, "more_body": True}
         try:
             pending = start_eagerly(self._asgi_send(message))
         except Exception as exc:  # the server refused the write: the client is gone

@@ -9,6 +9,13 @@ from http.cookies import SimpleCookie
 from typing import Any
 from urllib.parse import parse_qs
 
+from asgiref.typing import (
+    ASGIReceiveCallable,
+    ASGISendEvent,
+    HTTPDisconnectEvent,
+    HTTPRequestEvent,
+    HTTPScope,
+)
 from channels.db import database_sync_to_async
 from channels.exceptions import ChannelFull, StopConsumer
 from channels.generic.http import AsyncHttpConsumer
@@ -41,6 +48,7 @@ from events.exceptions import (
     RateLimited,
     ServiceUnavailable,
 )
+from events.http.asgi import RoutedHTTPScope
 from events.metrics import REJECTED_REQUESTS, stats
 from events.models import Channel
 from events.signals import StreamAttachment
@@ -72,7 +80,7 @@ class StreamRequest:
     format: str = SSE_FORMAT
 
 
-def request_headers(scope: dict[str, Any]) -> dict[str, str]:
+def request_headers(scope: HTTPScope) -> dict[str, str]:
     # Repeated headers: the last one wins, except cookies which we only read once.
     return {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
 
@@ -89,7 +97,7 @@ def check_host(headers: dict[str, str]) -> str:
     return host
 
 
-def parse_stream_request(scope: dict[str, Any]) -> StreamRequest:
+def parse_stream_request(scope: RoutedHTTPScope) -> StreamRequest:
     headers = request_headers(scope)
     host = check_host(headers)
 
@@ -110,11 +118,11 @@ def parse_stream_request(scope: dict[str, Any]) -> StreamRequest:
             raise ChannelNotFound(f"No active channel is called {slug[:60]!r}.")
 
     output = _output_format(query, headers)
-    cursor = headers.get("last-event-id") or (query.get("lastEventId") or [None])[-1]
+    cursor = headers.get("last-event-id") or _last(query, "lastEventId")
     if cursor is None and output == NDJSON_FORMAT:
         # NDJSON readers resume with the cursor of the last line they read.
-        cursor = (query.get("after") or [None])[-1]
-    token = (query.get("token") or [None])[-1]
+        cursor = _last(query, "after")
+    token = _last(query, "token")
     cookie = SimpleCookie()
     try:
         cookie.load(headers.get("cookie", ""))
@@ -134,9 +142,15 @@ def parse_stream_request(scope: dict[str, Any]) -> StreamRequest:
     )
 
 
+def _last(query: dict[str, list[str]], name: str) -> str | None:
+    """The last value of a query parameter, None if it is absent (a repeated parameter: the last wins)."""
+    values = query.get(name)
+    return values[-1] if values else None
+
+
 def _output_format(query: dict[str, list[str]], headers: dict[str, str]) -> str:
     """SSE unless ``?format=ndjson`` or an Accept header that names NDJSON and not SSE."""
-    explicit = (query.get("format") or [None])[-1]
+    explicit = _last(query, "format")
     if explicit is not None:
         if explicit not in FORMATS:
             raise InvalidInput(f"format must be one of {', '.join(FORMATS)}, not {explicit[:40]!r}.")
@@ -150,7 +164,7 @@ def _output_format(query: dict[str, list[str]], headers: dict[str, str]) -> str:
 def ndjson_send(send: AsgiSend) -> AsgiSend:
     """``send``, with every SSE frame of a response body rewritten as its NDJSON line."""
 
-    async def send_lines(message: dict[str, Any]) -> None:
+    async def send_lines(message: ASGISendEvent) -> None:
         if message["type"] == "http.response.body" and message.get("body"):
             message = {**message, "body": ndjson.from_sse(message["body"])}
         await send(message)
@@ -215,7 +229,8 @@ def authorize(request: StreamRequest) -> Authorized:
         beyond_end=beyond_end,
         allow_origin=allow_origin,
         expires_at=expires_at,
-        attachments=[attachment for _receiver, attachment in responses if attachment is not None],
+        # django-stubs types every signal response as str | None; these receivers return attachments.
+        attachments=[attachment for _receiver, attachment in responses if attachment is not None],  # type: ignore[misc]
     )
 
 
@@ -240,7 +255,7 @@ def authorize_origin(request: StreamRequest) -> str | None:
     return check_origin(request, active_channels(request.slugs))
 
 
-class EventStreamConsumer(AsyncHttpConsumer):
+class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels ships no type hints
     """Serves one SSE response for as long as the client stays."""
 
     channel_layer_alias = NO_CHANNEL_LAYER
@@ -253,7 +268,7 @@ class EventStreamConsumer(AsyncHttpConsumer):
         self._ended_by_server = False
         self.attachments: list[StreamAttachment] = []
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: RoutedHTTPScope, receive: ASGIReceiveCallable, send: AsgiSend) -> None:
         self._task = asyncio.current_task()
         # AsyncConsumer.__call__ without its await_many_dispatch: with no layer
         # channel there is one source of messages, and awaiting it in this task
@@ -271,7 +286,7 @@ class EventStreamConsumer(AsyncHttpConsumer):
             if not self._ended_by_server:
                 raise
 
-    async def http_request(self, message: dict[str, Any]) -> None:
+    async def http_request(self, message: HTTPRequestEvent) -> None:
         # Open the stream and return: Channels dispatches one message at a
         # time, so looping here would starve http.disconnect (STYLE.md #6).
         if message.get("more_body"):
@@ -411,7 +426,7 @@ class EventStreamConsumer(AsyncHttpConsumer):
             _client_address(self.scope),
         )
 
-    async def http_disconnect(self, message: dict[str, Any]) -> None:
+    async def http_disconnect(self, message: HTTPDisconnectEvent) -> None:
         self._client_gone = True
         if self.stream is not None:
             self.stream.close("client disconnected")
@@ -440,6 +455,6 @@ class EventStreamConsumer(AsyncHttpConsumer):
             self._task.cancel()
 
 
-def _client_address(scope: dict[str, Any]) -> str:
+def _client_address(scope: HTTPScope) -> str:
     client = scope.get("client")
     return f"{client[0]}" if client else "-"

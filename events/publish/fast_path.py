@@ -17,27 +17,28 @@ to Django unchanged.
 from __future__ import annotations
 
 import functools
-from typing import Any
 
+from asgiref.typing import ASGI3Application, ASGIReceiveCallable, ASGISendCallable, HTTPScope
 from django.conf import settings
 from django.http import HttpResponseBase
 from django.http.request import split_domain_port, validate_host
 from django.utils.cache import patch_vary_headers
 
 from events.conf import conf
+from events.http.asgi import RoutedHTTPScope
 from events.publish import api
 from pushsite.security import ContentSecurityPolicyMiddleware
-
-AsgiApp = Any
 
 
 class KeyPublishEndpoint:
     """ASGI app for the publish URL: the API-key fast path, else ``fallback`` (Django)."""
 
-    def __init__(self, fallback: AsgiApp) -> None:
+    def __init__(self, fallback: ASGI3Application) -> None:
         self.fallback = fallback
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(
+        self, scope: RoutedHTTPScope, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
         headers = _eligible_headers(scope)
         if headers is None:
             await self.fallback(scope, receive, send)
@@ -57,12 +58,13 @@ class KeyPublishEndpoint:
                     *((name.encode("latin-1"), value.encode("latin-1")) for name, value in response.items()),
                     (b"content-length", str(len(response.content)).encode()),
                 ],
+                "trailers": False,
             }
         )
-        await send({"type": "http.response.body", "body": response.content})
+        await send({"type": "http.response.body", "body": response.content, "more_body": False})
 
 
-def _eligible_headers(scope: dict[str, Any]) -> dict[str, str] | None:
+def _eligible_headers(scope: HTTPScope) -> dict[str, str] | None:
     """The request's headers if the fast path may answer it, else None."""
     if scope["type"] != "http" or scope["method"] != "POST":
         return None
@@ -90,9 +92,9 @@ def _host_allowed(host: str) -> bool:
     return bool(domain) and validate_host(domain, allowed)
 
 
-def _is_secure(scope: dict[str, Any], headers: dict[str, str]) -> bool:
+def _is_secure(scope: HTTPScope, headers: dict[str, str]) -> bool:
     # As HttpRequest.is_secure() with SECURE_PROXY_SSL_HEADER.
-    proxy_header = getattr(settings, "SECURE_PROXY_SSL_HEADER", None)
+    proxy_header: tuple[str, str] | None = getattr(settings, "SECURE_PROXY_SSL_HEADER", None)
     if proxy_header:
         name, secure_value = proxy_header
         value = headers.get(name.removeprefix("HTTP_").replace("_", "-").lower())
@@ -101,12 +103,12 @@ def _is_secure(scope: dict[str, Any], headers: dict[str, str]) -> bool:
     return bool(scope.get("scheme") == "https")
 
 
-async def _read_body(receive: Any) -> bytes | None:
+async def _read_body(receive: ASGIReceiveCallable) -> bytes | None:
     chunks: list[bytes] = []
     while True:
         message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
+        if message["type"] != "http.request":
+            return None  # http.disconnect
         chunks.append(message.get("body", b""))
         if not message.get("more_body"):
             return b"".join(chunks)

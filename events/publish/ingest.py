@@ -16,8 +16,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable
 from typing import Any
 
+from asgiref.typing import (
+    ASGIReceiveCallable,
+    ASGIReceiveEvent,
+    ASGISendCallable,
+    HTTPDisconnectEvent,
+    HTTPRequestEvent,
+)
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.http import AsyncHttpConsumer
@@ -33,6 +41,7 @@ from events.exceptions import (
     RequestTimeout,
     ServiceUnavailable,
 )
+from events.http.asgi import RoutedHTTPScope
 from events.metrics import REJECTED_REQUESTS
 from events.models import Channel
 from events.publish import body_lines as lines
@@ -55,7 +64,7 @@ def authorize_publisher(secret: str, slug: str) -> tuple[Channel, str]:
     return channel, f"key:{key.name} ({key.prefix})"
 
 
-class StreamPublishConsumer(AsyncHttpConsumer):
+class StreamPublishConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels ships no type hints
     """One streamed publish: authorise at once, then one part per complete line, then the end."""
 
     channel_layer_alias = NO_CHANNEL_LAYER
@@ -65,11 +74,13 @@ class StreamPublishConsumer(AsyncHttpConsumer):
         self.publication: StreamPublication | None = None
         self.parser: lines.BodyParser | None = None
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(
+        self, scope: RoutedHTTPScope, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
         idle = conf.STREAM_IDLE_SECONDS
         started = False
 
-        async def receive_or_idle() -> dict[str, Any]:
+        async def receive_or_idle() -> ASGIReceiveEvent | dict[str, Any]:
             # The first message authorises before any body arrives (a client
             # waiting for "100 Continue" gets its 401 at once); after that, a
             # body that stops arriving becomes an idle message.
@@ -79,7 +90,7 @@ class StreamPublishConsumer(AsyncHttpConsumer):
                 return {"type": START_MESSAGE_TYPE}
             try:
                 async with asyncio.timeout(idle):
-                    message: dict[str, Any] = await receive()
+                    message: ASGIReceiveEvent = await receive()
                     return message
             except TimeoutError:
                 return {"type": IDLE_MESSAGE_TYPE, "seconds": idle}
@@ -98,7 +109,7 @@ class StreamPublishConsumer(AsyncHttpConsumer):
     async def pushsite_stream_start(self, message: dict[str, Any]) -> None:
         await self._guard(self._start())
 
-    async def http_request(self, message: dict[str, Any]) -> None:
+    async def http_request(self, message: HTTPRequestEvent) -> None:
         await self._guard(self._chunk(message.get("body", b""), more=bool(message.get("more_body"))))
 
     async def pushsite_stream_idle(self, message: dict[str, Any]) -> None:
@@ -106,13 +117,13 @@ class StreamPublishConsumer(AsyncHttpConsumer):
             RequestTimeout(f"No data arrived for {message['seconds']:g} s; the stream is closed.")
         )
 
-    async def http_disconnect(self, message: dict[str, Any]) -> None:
+    async def http_disconnect(self, message: HTTPDisconnectEvent) -> None:
         await self._end_quietly("The publisher disconnected mid-stream.")
         raise StopConsumer()
 
     # --- the work ---------------------------------------------------------------------------
 
-    async def _guard(self, work: Any) -> None:
+    async def _guard(self, work: Awaitable[None]) -> None:
         try:
             await work
         except PushsiteError as error:

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+
+from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, LifespanScope
 
 from events.deliver.relay import current_relay, get_relay
 
 logger = logging.getLogger(__name__)
 
 
-async def lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
+async def lifespan(scope: LifespanScope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
     """ASGI lifespan: nothing to start; on shutdown leave the channel layer's groups."""
     while True:
         message = await receive()
