@@ -10,7 +10,7 @@ from django.core.exceptions import ValidationError
 from events.models import Channel, validate_origin
 
 
-class ChannelForm(forms.ModelForm):
+class ChannelForm(forms.ModelForm[Channel]):
     """Allowed origins as one origin per line, each checked with a sentence that says what is wrong."""
 
     allowed_origins = forms.CharField(

@@ -15,7 +15,7 @@ from events.announcements.models import Announcement, AnnouncementState
 
 
 @admin.register(Announcement)
-class AnnouncementAdmin(admin.ModelAdmin):
+class AnnouncementAdmin(admin.ModelAdmin[Announcement]):
     form = AnnouncementForm
     list_display = ["title", "channel", "level", "state", "publish_at", "expires_at", "updated_at"]
     list_filter = ["state", "level", "channel"]

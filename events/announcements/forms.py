@@ -15,7 +15,7 @@ SCHEDULE_BUTTON = "_schedule"
 RETRACT_BUTTON = "_retract"
 
 
-class AnnouncementForm(forms.ModelForm):
+class AnnouncementForm(forms.ModelForm[Announcement]):
     """Checks the dates against each other and against now."""
 
     link = forms.URLField(

@@ -6,7 +6,7 @@ from events.chat.models import ChatMute
 
 
 @admin.register(ChatMute)
-class ChatMuteAdmin(admin.ModelAdmin):
+class ChatMuteAdmin(admin.ModelAdmin[ChatMute]):
     """Muted participants; delete a row to unmute."""
 
     list_display = ["author", "channel", "until", "by", "created_at"]

@@ -51,7 +51,8 @@ class OperationsChannelAdmin(ChannelAdmin):
 
     @admin.display(description="Live subscribers")
     def subscribers(self, channel: Channel) -> int:
-        return getattr(self, "_live", {}).get(channel.slug, 0)
+        live: dict[str, int] = getattr(self, "_live", {})
+        return live.get(channel.slug, 0)
 
     def get_urls(self) -> list[Any]:
         operations = self.admin_site.admin_view(self.operations_view)
