@@ -17,7 +17,7 @@ from django.http import HttpRequest, HttpResponseBase
 from whitenoise.middleware import WhiteNoiseMiddleware
 
 
-class AsyncWhiteNoiseMiddleware(WhiteNoiseMiddleware):
+class AsyncWhiteNoiseMiddleware(WhiteNoiseMiddleware):  # type: ignore[misc]  # whitenoise ships no type hints
     """``whitenoise.middleware.WhiteNoiseMiddleware``, async-only."""
 
     sync_capable = False
@@ -28,12 +28,15 @@ class AsyncWhiteNoiseMiddleware(WhiteNoiseMiddleware):
         assert iscoroutinefunction(get_response), "Django passes async handlers to async-only middleware."
         markcoroutinefunction(self)
 
-    async def __call__(self, request: HttpRequest) -> HttpResponseBase:  # type: ignore[override]
+    async def __call__(self, request: HttpRequest) -> HttpResponseBase:
         if self.autorefresh:  # DEBUG: looks at the disk on every request
             static_file = await sync_to_async(self.find_file, thread_sensitive=False)(request.path_info)
         else:
             static_file = self.files.get(request.path_info)
         if static_file is not None:
-            return await sync_to_async(self.serve, thread_sensitive=False)(static_file, request)
+            served: HttpResponseBase = await sync_to_async(self.serve, thread_sensitive=False)(
+                static_file, request
+            )
+            return served
         response: HttpResponseBase = await self.get_response(request)
         return response

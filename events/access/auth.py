@@ -11,7 +11,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AnonymousUser, User
 from django.contrib.sessions.backends.base import SessionBase
 from django.core import signing
 from django.utils import timezone
@@ -112,7 +112,7 @@ def session_from_key(session_key: str | None) -> SessionBase | None:
     return session
 
 
-def user_from_session(session: SessionBase | None) -> AbstractBaseUser | AnonymousUser:
+def user_from_session(session: SessionBase | None) -> User | AnonymousUser:
     if session is None:
         return AnonymousUser()
     # django.contrib.auth.get_user only needs request.session; it also checks
@@ -120,7 +120,7 @@ def user_from_session(session: SessionBase | None) -> AbstractBaseUser | Anonymo
     return get_user(SimpleNamespace(session=session))  # type: ignore[arg-type]
 
 
-def user_from_session_key(session_key: str | None) -> AbstractBaseUser | AnonymousUser:
+def user_from_session_key(session_key: str | None) -> User | AnonymousUser:
     return user_from_session(session_from_key(session_key))
 
 
@@ -131,7 +131,7 @@ def user_from_session_key(session_key: str | None) -> AbstractBaseUser | Anonymo
 class Reader:
     """Whoever is asking to read: a session user, a token, an API key, or nobody."""
 
-    user: AbstractBaseUser | AnonymousUser = field(default_factory=AnonymousUser)
+    user: User | AnonymousUser = field(default_factory=AnonymousUser)
     grant: TokenGrant | None = None
     key: ApiKey | None = None
 

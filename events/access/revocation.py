@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AnonymousUser, User
 
 from events.access.auth import Reader, TokenGrant, check_read, user_from_session_key
 from events.exceptions import PushsiteError
@@ -37,7 +37,7 @@ def revoked(checks: Iterable[tuple[Access, frozenset[int]]]) -> set[tuple[Access
     channels = {c.pk: c for c in Channel.objects.filter(pk__in=channel_ids, is_active=True)}
     key_ids = {access.key_id for access, _ in pairs if access.key_id is not None}
     keys = {k.pk: k for k in ApiKey.objects.filter(pk__in=key_ids, is_active=True)}
-    users: dict[str | None, AbstractBaseUser | AnonymousUser] = {}
+    users: dict[str | None, User | AnonymousUser] = {}
     lost: set[tuple[Access, frozenset[int]]] = set()
     for access, ids in pairs:
         if access.session_key not in users:

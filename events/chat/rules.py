@@ -10,7 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AnonymousUser, User
 from django.contrib.sessions.backends.base import SessionBase
 from django.core.cache import cache
 from django.db import transaction
@@ -59,7 +59,7 @@ class Author:
         return {"name": self.name, "guest": self.guest}
 
 
-def identity(user: AbstractBaseUser | AnonymousUser, session: SessionBase | None) -> Author | None:
+def identity(user: User | AnonymousUser, session: SessionBase | None) -> Author | None:
     """The logged-in user, else the guest nickname kept in the session, else None."""
     if user.is_authenticated and user.is_active:
         name = user.get_username()
@@ -70,7 +70,7 @@ def identity(user: AbstractBaseUser | AnonymousUser, session: SessionBase | None
     return None
 
 
-def get_room(slug: str, user: AbstractBaseUser | AnonymousUser) -> Channel:
+def get_room(slug: str, user: User | AnonymousUser) -> Channel:
     """The active chat channel ``slug`` if ``user`` may read it (404 / 401 / 403 otherwise)."""
     channel = Channel.objects.active().filter(slug=slug, kind=Kind.CHAT).first()
     if channel is None:
@@ -91,17 +91,19 @@ def poster(channel: Channel, request: HttpRequest) -> Author:
 
 def require_csrf(request: HttpRequest) -> None:
     """Django's own CSRF check, answered in the API's JSON shape instead of an HTML page."""
-    rejection = CsrfViewMiddleware(lambda r: HttpResponse()).process_view(request, None, (), {})  # type: ignore[arg-type]
+    rejection = CsrfViewMiddleware(lambda r: HttpResponse()).process_view(request, None, (), {})  # type: ignore[arg-type]  # no view: only its csrf_exempt is read
     if rejection is not None:
         raise PermissionDenied("CSRF check failed: send the csrftoken cookie's value in X-CSRFToken.")
 
 
-def require_staff(request: HttpRequest) -> None:
+def require_staff(request: HttpRequest) -> User:
+    """The staff user making ``request`` (401 / 403 for anyone else)."""
     user = request.user
     if not user.is_authenticated:
         raise NotAuthenticated("Moderation needs a staff login.")
     if not (user.is_active and user.is_staff):
         raise PermissionDenied("Only staff may moderate a room.")
+    return user
 
 
 def json_body(request: HttpRequest, fields: set[str]) -> dict[str, Any]:
@@ -128,13 +130,13 @@ def max_length(channel: Channel) -> int:
 def clean_text(channel: Channel, text: Any) -> str:
     if not isinstance(text, str):
         raise InvalidInput("text must be a string.")
-    text = text.replace("\r\n", "\n").strip()
-    if not text:
+    cleaned = text.replace("\r\n", "\n").strip()
+    if not cleaned:
         raise InvalidInput("The message is empty.")
     limit = max_length(channel)
-    if len(text) > limit:
-        raise PayloadTooLarge(f"The message is {len(text)} characters long; the limit is {limit}.")
-    return text
+    if len(cleaned) > limit:
+        raise PayloadTooLarge(f"The message is {len(cleaned)} characters long; the limit is {limit}.")
+    return cleaned
 
 
 def is_muted(channel: Channel, author: Author) -> bool:
@@ -178,7 +180,7 @@ def post(channel: Channel, author: Author, text: Any, client_ip: str) -> Message
     )
 
 
-def delete(channel: Channel, sequence: int, by: AbstractBaseUser) -> Message:
+def delete(channel: Channel, sequence: int, by: User) -> Message:
     """Blank a message and store a ``chat.deleted`` event for it; returns that event.
 
     The row stays (text blanked) rather than going: a hole in the sequence
@@ -200,7 +202,7 @@ def delete(channel: Channel, sequence: int, by: AbstractBaseUser) -> Message:
         )
 
 
-def mute(channel: Channel, author_label: Any, minutes: Any, by: AbstractBaseUser) -> ChatMute:
+def mute(channel: Channel, author_label: Any, minutes: Any, by: User) -> ChatMute:
     """Stop ``author_label`` posting in ``channel`` for ``minutes`` (None: until unmuted in the admin)."""
     if not isinstance(author_label, str) or not _AUTHOR.fullmatch(author_label):
         raise InvalidInput("author must be a message's author label, like 'user:alice' or 'guest:bob'.")

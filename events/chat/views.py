@@ -52,7 +52,9 @@ def room_list(request: HttpRequest) -> HttpResponse:
 def _shown(row: Message) -> dict[str, Any] | None:
     """A stored chat message as the page template shows it (None for one it cannot show)."""
     data = row.data if isinstance(row.data, dict) else {}
-    author = data.get("author") if isinstance(data.get("author"), dict) else {}
+    author = data.get("author")
+    if not isinstance(author, dict):
+        author = {}
     text = data.get("text")
     if not isinstance(text, str):
         return None
@@ -166,18 +168,18 @@ def _typing(request: HttpRequest, slug: str) -> Outcome:
 
 def _delete(request: HttpRequest, slug: str, *, sequence: int) -> Outcome:
     chat.require_csrf(request)
-    chat.require_staff(request)
-    channel = chat.get_room(slug, request.user)
-    event = chat.delete(channel, sequence, request.user)  # type: ignore[arg-type]
+    staff = chat.require_staff(request)
+    channel = chat.get_room(slug, staff)
+    event = chat.delete(channel, sequence, staff)
     return Outcome(publishing.message_json(event, slug), fan_out=[event])
 
 
 def _mute(request: HttpRequest, slug: str) -> Outcome:
     chat.require_csrf(request)
-    chat.require_staff(request)
-    channel = chat.get_room(slug, request.user)
+    staff = chat.require_staff(request)
+    channel = chat.get_room(slug, staff)
     body = chat.json_body(request, {"author", "minutes"})
-    mute = chat.mute(channel, body.get("author"), body.get("minutes"), request.user)  # type: ignore[arg-type]
+    mute = chat.mute(channel, body.get("author"), body.get("minutes"), staff)
     until = mute.until.isoformat() if mute.until else None
     return Outcome({"author": mute.author, "until": until}, status=201)
 

@@ -265,7 +265,9 @@ async def apublish(
 ) -> Message:
     """Async twin of :func:`publish`: stores in a worker thread, then fans out."""
     started = time.perf_counter()
-    message = await database_sync_to_async(store_message)(channel, data, event=event, publisher=publisher)
+    message: Message = await database_sync_to_async(store_message)(
+        channel, data, event=event, publisher=publisher
+    )
     await fan_out(message)
     record_published(message, started)
     return message

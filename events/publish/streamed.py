@@ -127,7 +127,7 @@ class StreamPublication:
         if not self._ending(status):
             return None
         started = time.perf_counter()
-        message = await database_sync_to_async(publishing.store_platform_message)(
+        message: Message = await database_sync_to_async(publishing.store_platform_message)(
             self.channel, self._end_payload(status, reason), event=STREAM_END_EVENT, publisher=self.publisher
         )
         await publishing.fan_out(message)

@@ -30,5 +30,5 @@ def embed(request: HttpRequest, slug: str) -> HttpResponse:
     response["Content-Security-Policy"] = CONTENT_SECURITY_POLICY.replace(
         "frame-ancestors 'none'", f"frame-ancestors {ancestors}"
     )
-    response.xframe_options_exempt = True  # type: ignore[attr-defined]
+    response.xframe_options_exempt = True
     return response

@@ -3,17 +3,19 @@
 import django.db.models.deletion
 from django.conf import settings
 from django.db import migrations, models
+from django.db.backends.base.schema import BaseDatabaseSchemaEditor
+from django.db.migrations.state import StateApps
 
 MODELS = ["chatmute", "chatpresence"]
 
 
-def relabel_content_types(apps, schema_editor):
+def relabel_content_types(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> None:
     # Permissions point at content types: moving them keeps what staff were granted.
     ContentType = apps.get_model("contenttypes", "ContentType")
     ContentType.objects.filter(app_label="events", model__in=MODELS).update(app_label="chat")
 
 
-def unrelabel_content_types(apps, schema_editor):
+def unrelabel_content_types(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> None:
     ContentType = apps.get_model("contenttypes", "ContentType")
     ContentType.objects.filter(app_label="chat", model__in=MODELS).update(app_label="events")
 

@@ -1,17 +1,19 @@
 """Take over the ops models from the core app: same tables, same rows (state only)."""
 
 from django.db import migrations, models
+from django.db.backends.base.schema import BaseDatabaseSchemaEditor
+from django.db.migrations.state import StateApps
 
 MODELS = ["servercensus"]
 
 
-def relabel_content_types(apps, schema_editor):
+def relabel_content_types(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> None:
     # Permissions point at content types: moving them keeps what staff were granted.
     ContentType = apps.get_model("contenttypes", "ContentType")
     ContentType.objects.filter(app_label="events", model__in=MODELS).update(app_label="ops")
 
 
-def unrelabel_content_types(apps, schema_editor):
+def unrelabel_content_types(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> None:
     ContentType = apps.get_model("contenttypes", "ContentType")
     ContentType.objects.filter(app_label="ops", model__in=MODELS).update(app_label="events")
 
