@@ -19,6 +19,7 @@ import socket
 import struct
 import time
 from array import array
+from typing import cast
 
 # "p", "n", "t" in this order, with or without spaces (Python's json.dumps
 # default or Pushsite's compact envelope).
@@ -71,7 +72,7 @@ class Subscriber(asyncio.Protocol):
     def __init__(self, request: bytes, tally: Tally | None) -> None:
         self._request = request
         self.tally = tally
-        self._head = b""  # response head until it is complete, then None
+        self._head: bytes | None = b""  # response head until it is complete, then None
         self._buffer = b""
         self._closing = False
         self._phase = -1
@@ -84,7 +85,7 @@ class Subscriber(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = cast(asyncio.Transport, transport)
         self.transport.write(self._request)
 
     def connection_lost(self, exc: Exception | None) -> None:

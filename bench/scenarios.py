@@ -16,9 +16,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from tests.support.servers import ROOT
+
 from .loadgen import Crowd, Subscriber, Tally
 from .publisher import Publisher, PublishLog
-from .servers import ROOT, SLUG, Server, realtime_prefix
+from .servers import SLUG, Server, realtime_prefix
 
 HOST = "127.0.0.1"
 STREAM_PATH = f"/events/{SLUG}/"

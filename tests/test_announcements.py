@@ -33,7 +33,7 @@ def staff_client(client: Client) -> Client:
     return client
 
 
-def sent(channel: Channel) -> list[dict[str, Any]]:
+def sent(channel: Channel) -> list[Any]:
     return [
         m.data for m in Message.objects.filter(channel=channel, event="announcement").order_by("sequence")
     ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -77,7 +78,7 @@ def publish(server: ServerProcess, key: str, slug: str, data: object) -> int:
     return int(response.json()["id"])
 
 
-def json_lines(response: requests.Response) -> Iterator[dict[str, object]]:
+def json_lines(response: requests.Response) -> Iterator[dict[str, Any]]:
     """What a requests user writes: skip the empty heartbeat lines, parse the rest."""
     for line in response.iter_lines():
         if line:

@@ -101,6 +101,7 @@ async def test_the_tokens_api_mints_for_channels_the_key_may_use() -> None:
     assert (await post_token({"channels": ["other"]}, key))[0] == 403
     assert (await post_token({"channels": ["vault"]}, None))[0] == 401
     assert (await post_token({"channels": ["nope"]}, key))[0] == 404
+    bad: object
     for bad in (
         {"channels": []},
         {"channels": "vault"},

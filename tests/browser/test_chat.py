@@ -8,15 +8,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, expect
+from playwright.sync_api import Browser, BrowserContext, Dialog, Page, ViewportSize, expect
 
 from tests.support.servers import ServerProcess, Site
 
 ROOMS = 8
 PASSWORD = "chat-test-password-1"
 USERS = ["alice", "bob", "carol", "dave", "erin", "frank", "grace"]
-DESKTOP = {"width": 1100, "height": 760}
-PHONE = {"width": 390, "height": 800}
+DESKTOP: ViewportSize = {"width": 1100, "height": 760}
+PHONE: ViewportSize = {"width": 390, "height": 800}
 
 _rooms = itertools.count()
 
@@ -52,7 +52,7 @@ class People:
         self.server = server
         self.contexts: list[BrowserContext] = []
 
-    def context(self, name: str | None, viewport: dict[str, int] = DESKTOP) -> BrowserContext:
+    def context(self, name: str | None, viewport: ViewportSize = DESKTOP) -> BrowserContext:
         context = self.browser.new_context(viewport=viewport)
         self.contexts.append(context)
         if name is not None:
@@ -65,7 +65,7 @@ class People:
             page.close()
         return context
 
-    def in_room(self, name: str | None, room: str, viewport: dict[str, int] = DESKTOP) -> Page:
+    def in_room(self, name: str | None, room: str, viewport: ViewportSize = DESKTOP) -> Page:
         page = self.context(name, viewport).new_page()
         open_room(page, self.server, room)
         return page
@@ -147,8 +147,13 @@ def test_markup_is_shown_as_text_and_never_runs(crowd: People, room: str) -> Non
     dialogs: list[str] = []
     alice = crowd.in_room("alice", room)
     guest = crowd.in_room(None, room)
+
+    def dismiss(dialog: Dialog) -> None:
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
     for page in (alice, guest):
-        page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+        page.on("dialog", dismiss)
 
     # The guest picks a nickname (the page reloads with it) and talks too.
     tab_to(guest, "nickname")

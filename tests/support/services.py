@@ -48,7 +48,7 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> None:
+    def start(self) -> RedisServer:
         log = (self.workdir / f"redis-{self.port}.log").open("ab")
         self.process = subprocess.Popen(
             [
@@ -115,7 +115,7 @@ class PostgresDatabase:
 
     def _admin(self, sql: str) -> None:
         with psycopg.connect(self.admin_url, autocommit=True) as connection:
-            connection.execute(sql)  # type: ignore[arg-type]
+            connection.execute(sql)
 
     def create(self) -> None:
         self._admin(f'CREATE DATABASE "{self.name}"')

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -84,7 +85,7 @@ async def test_presence_is_shared_by_both_processes_and_survives_a_dead_one(
                 await ben_again.opened()
                 for url in (a, b):
                     await eventually(
-                        lambda url=url: names_at(url), lambda n: n == ["ann", "ben"], within=3, what=url
+                        functools.partial(names_at, url), lambda n: n == ["ann", "ben"], within=3, what=url
                     )
                 # Two streams of one person count once; closing one leaves them here.
                 await ben_again.close()
