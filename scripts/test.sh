@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: builds .venv from requirements-dev.txt,
 # finds / starts / installs Redis, PostgreSQL and chromium (saying what it had to
-# skip), checks lint and deploy settings, then runs pytest. Extra arguments go
+# skip), checks lint, types and deploy settings, then runs pytest. Extra arguments go
 # to pytest (e.g. scripts/test.sh -k streaming).
 set -euo pipefail
 source "$(dirname "$0")/bootstrap.sh"
@@ -18,6 +18,9 @@ report_missing
 say "Lint (ruff)"
 "$VENV/bin/ruff" check .
 "$VENV/bin/ruff" format --check .
+
+say "Types (mypy)"
+"$VENV/bin/mypy"
 
 say "Tests (pytest)"
 "$PY" -m pytest "$@"
