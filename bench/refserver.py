@@ -22,6 +22,7 @@ import logging
 import re
 import signal
 from datetime import UTC, datetime
+from typing import cast
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
-        self._transport = transport  # type: ignore[assignment]
+        self._transport = cast(asyncio.Transport, transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._channel is not None and self._transport is not None:

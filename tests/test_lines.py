@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from events.exceptions import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from events.exceptions import InvalidInput, PayloadTooLarge, PushsiteError, UnsupportedMediaType
 from events.publish.body_lines import BodyParser, EventStreamBody, NdjsonBody, Part, body_parser
 
 NDJSON_BODY = (
@@ -99,10 +99,10 @@ def test_event_stream_body_whatever_the_chunking(size: int) -> None:
         (b"data: " + b"x" * 20, PayloadTooLarge, "Event 1 is longer than the limit of 10 bytes."),
     ],
 )
-def test_event_stream_body_errors(body: bytes, error: type[Exception], detail: str) -> None:
+def test_event_stream_body_errors(body: bytes, error: type[PushsiteError], detail: str) -> None:
     with pytest.raises(error) as raised:
         parse(EventStreamBody(10), body)
-    assert raised.value.detail.startswith(detail)  # type: ignore[attr-defined]
+    assert raised.value.detail.startswith(detail)
 
 
 @pytest.mark.parametrize(

@@ -192,7 +192,7 @@ def test_pipe_ends_the_stream_as_failed_when_a_line_cannot_be_published() -> Non
         call_command("pipe", "logs", stdin=stdin, stdout=StringIO(), stderr=StringIO())
     events = list(Message.objects.order_by("sequence").values_list("event", "data"))
     assert [event for event, _ in events] == ["message", STREAM_END_EVENT]
-    assert events[1][1]["status"] == "failed"  # type: ignore[index]
+    assert events[1][1]["status"] == "failed"  # type: ignore[index]  # Message.data is a nullable JSONField
 
 
 @pytest.mark.django_db(transaction=True)
@@ -210,7 +210,7 @@ def test_pipe_text_mode_and_unknown_channel() -> None:
         stderr=StringIO(),
     )
     parts = list(Message.objects.filter(event="line").order_by("sequence").values_list("data", flat=True))
-    assert [part["data"] for part in parts] == ['{"a": 1}', ""]  # type: ignore[index]
+    assert [part["data"] for part in parts] == ['{"a": 1}', ""]  # type: ignore[index]  # nullable JSONField
     assert "Streamed 2 parts into logs" in out.getvalue()
     with pytest.raises(CommandError, match="No active channel is called 'nope'"):
         call_command("pipe", "nope", stdin=StringIO("x\n"), stderr=StringIO())

@@ -44,7 +44,8 @@ async def test_every_subscriber_receives_each_message(
 
 async def test_stream_headers_retry_and_envelope(server: ServerProcess, api_key: str, channel: str) -> None:
     async with Subscriber(f"{server.url}/events/{channel}/") as subscriber:
-        headers = subscriber.response.headers  # type: ignore[union-attr]
+        assert subscriber.response is not None
+        headers = subscriber.response.headers
         assert headers["content-type"] == "text/event-stream"
         assert headers["cache-control"] == "no-cache"
         assert headers["x-accel-buffering"] == "no"
@@ -203,7 +204,8 @@ async def test_cross_origin_only_from_allowed_origins(server: ServerProcess) -> 
     )
     async with allowed:
         assert allowed.status == 200
-        assert allowed.response.headers["access-control-allow-origin"] == "http://partner.example:8080"  # type: ignore[union-attr]
+        assert allowed.response is not None
+        assert allowed.response.headers["access-control-allow-origin"] == "http://partner.example:8080"
     async with httpx.AsyncClient() as client:
         refused = await client.get(
             f"{server.url}/events/partner-feed/", headers={"Origin": "http://partner.example.evil.test"}

@@ -216,7 +216,8 @@ async def test_a_killed_process_clients_resume_on_the_other(own_cluster: Cluster
     async with httpx.AsyncClient(timeout=30) as client:
         for n in range(total):
             if n == 80:
-                os.kill(cluster.a.process.pid, signal.SIGKILL)  # type: ignore[union-attr]
+                assert cluster.a.process is not None
+                os.kill(cluster.a.process.pid, signal.SIGKILL)
                 print("process A killed")
             acknowledged.append(await api.publish(cluster.b.url, cluster.key, slug, n, client=client))
     for n, follower in enumerate(followers):
@@ -235,14 +236,16 @@ async def test_sigterm_ends_streams_cleanly_and_quickly(
             await subscriber.__aenter__()
             await subscriber.opened()
         started = time.monotonic()
-        running.a.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+        process = running.a.process
+        assert process is not None
+        process.send_signal(signal.SIGTERM)
         for subscriber in subscribers:
             # The client is told why, and the response ends properly (chunked
             # terminator), not with a reset.
             closing = await subscriber.until_closed(timeout=5)
             assert [event.event for event in closing] == ["pushsite.close"]
             assert json.loads(closing[0].data)["reason"] == "server shutting down"
-        exit_code = await asyncio.to_thread(running.a.process.wait, 15)  # type: ignore[union-attr]
+        exit_code = await asyncio.to_thread(process.wait, 15)
         elapsed = time.monotonic() - started
         print(f"SIGTERM: 5 streams closed and process exited ({exit_code}) in {elapsed:.2f}s")
         # uvicorn re-raises the signal it handled once it has shut down cleanly.

@@ -47,7 +47,8 @@ async def test_a_stalled_reader_is_disconnected_and_memory_stays_bounded(cluster
     slug = "sys-slow-reader"
     cluster.site.create_channels(slug)
     server = cluster.b
-    pid = server.process.pid  # type: ignore[union-attr]
+    assert server.process is not None
+    pid = server.process.pid
     metrics = await asyncio.to_thread(server.metrics)
     evictions_before = metrics.get("pushsite_slow_reader_evictions_total", 0)
     baseline_rss = rss_kib(pid)
