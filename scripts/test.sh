@@ -19,5 +19,8 @@ say "Lint (ruff)"
 "$VENV/bin/ruff" check .
 "$VENV/bin/ruff" format --check .
 
+say "Architecture (import-linter: the core imports no feature)"
+"$VENV/bin/lint-imports" --no-cache
+
 say "Tests (pytest)"
 "$PY" -m pytest "$@"
