@@ -146,7 +146,7 @@ class PushsiteDeployment:
         env["DJANGO_LOG_LEVEL"] = "WARNING"
         # Every load-generator connection and publish comes from one address and
         # one key: lift the per-address stream cap and the per-key publish rate,
-        # which a real deployment keeps (they are tested in tests/test_hardening.py).
+        # which a real deployment keeps (they are tested in tests/access/test_limits.py).
         env["PUSHSITE_MAX_STREAMS_PER_IP"] = "1000000"
         env["PUSHSITE_PUBLISH_RATE_MESSAGES"] = "1000000"
         return env

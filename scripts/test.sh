@@ -22,5 +22,8 @@ say "Lint (ruff)"
 say "Types (mypy)"
 "$VENV/bin/mypy"
 
+say "Architecture (import-linter: the core imports no feature)"
+"$VENV/bin/lint-imports" --no-cache
+
 say "Tests (pytest)"
 "$PY" -m pytest "$@"

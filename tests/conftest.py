@@ -18,7 +18,7 @@ SERVER_SETTINGS = {
     "RELAY_POLL_SECONDS": "0.5",
     "PRUNE_EVERY": "1",
     "REVOCATION_SECONDS": "1",
-    # Many tests publish with the session's one key (tests/test_hardening.py tests the limit).
+    # Many tests publish with the session's one key (tests/access/test_limits.py tests the limit).
     "PUBLISH_RATE_MESSAGES": "100000",
     "STREAM_IDLE_SECONDS": "2",
     # Every browser test posts from 127.0.0.1: only the per-person limit applies.

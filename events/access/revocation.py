@@ -1,11 +1,11 @@
-"""Ending open streams whose reader lost access while connected.
+"""Deciding which open streams' readers lost access while connected.
 
 Every stream remembers what let it in (its :class:`Access`). Every
-``PUSHSITE_REVOCATION_SECONDS`` the relay re-checks, in one batch, the streams
-on channels that are not public: a logged-out or deactivated user, a member
+``PUSHSITE_REVOCATION_SECONDS`` the access sweep (events/deliver/access_sweep.py)
+re-checks here, in one batch, the streams on channels that are not public: a logged-out or deactivated user, a member
 removed from a private channel, a revoked API key, or a channel made private
 ends the stream ("access revoked"); expired tokens end it on the second
-(events/deliver/connection.py). The reconnect is then refused, so replay never hands out
+(events/deliver/stream.py). The reconnect is then refused, so replay never hands out
 history the reader may no longer read.
 """
 

@@ -30,7 +30,7 @@ from events.chat import rules
 from events.chat.models import ChatPresence
 from events.chat.rules import Author
 from events.conf import conf
-from events.deliver.connection import StreamChannel
+from events.deliver.stream import StreamChannel
 from events.models import Channel
 from events.publish.store import fan_out_ephemeral
 from events.runtime.tasks import detached

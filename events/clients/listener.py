@@ -1,4 +1,4 @@
-"""Following SSE feeds from Python: reconnects with Last-Event-ID and backoff (listen, relay)."""
+"""Following SSE feeds from Python: reconnects with Last-Event-ID and backoff (listen, republish)."""
 
 from __future__ import annotations
 

@@ -18,8 +18,8 @@ from events.runtime.tick import Every
 from events.signals import tick
 
 if TYPE_CHECKING:
-    from events.deliver.connection import Stream
     from events.deliver.relay import Relay
+    from events.deliver.stream import Stream
 
 _pace = Every(0)
 

@@ -37,8 +37,8 @@ from events.access.auth import (
 )
 from events.access.revocation import Access
 from events.conf import conf
-from events.deliver.connection import AsgiSend, Stream, StreamChannel
 from events.deliver.relay import get_relay
+from events.deliver.stream import AsgiSend, Stream, StreamChannel
 from events.exceptions import (
     ChannelNotFound,
     InvalidInput,

@@ -29,7 +29,7 @@ from django.dispatch import receiver
 from events import metrics, signals
 from events.conf import conf
 from events.deliver import history
-from events.deliver.connection import Stream
+from events.deliver.stream import Stream
 from events.metrics import stats
 from events.publish.store import FRAME_MESSAGE_TYPE, group_name
 from events.runtime import tick

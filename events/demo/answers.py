@@ -1,7 +1,7 @@
 """The streamed-answer demo: a server-side generator publishing tokens through the streaming path.
 
 Stands in for a language model: it "answers" with canned text, one token every
-TOKEN_SECONDS, as one logical stream (events/publish/streamed.py) into the demo's
+TOKEN_SECONDS, as one logical stream (events/publish/stream_publication.py) into the demo's
 ``answers`` channel. One answer at a time per process keeps it harmless.
 """
 
@@ -12,7 +12,7 @@ import logging
 import re
 
 from events.models import Channel
-from events.publish.streamed import DONE, FAILED, StreamPublication
+from events.publish.stream_publication import DONE, FAILED, StreamPublication
 from events.runtime.tasks import detached
 
 logger = logging.getLogger(__name__)

@@ -8,14 +8,15 @@ short transaction, so the admin can add up all processes.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from channels.db import database_sync_to_async
+from asgiref.sync import sync_to_async
+from django.db import connection as db_connection
 from django.db import transaction
-from django.db.models import F
 from django.dispatch import receiver
 from django.utils import timezone
 
@@ -32,31 +33,87 @@ STARTED_AT = timezone.now()
 if TYPE_CHECKING:
     from events.deliver.relay import Relay
 
+logger = logging.getLogger(__name__)
+
+Counts = dict[tuple[int, int], int]
+# Bounds on one flush (one every CENSUS_SECONDS): beyond them, detail is dropped.
+MAX_MESSAGES_PER_FLUSH = 20_000
+ROWS_PER_STATEMENT = 500
+
 _pace = Every(CENSUS_SECONDS)
+_flushing = False
 
 
 def report(connections: int, per_channel: dict[str, int]) -> None:
-    """Write this process's census and the delivery counts gathered since the last call."""
+    """Write this process's census and the delivery counts gathered since the last call.
+
+    Runs in a worker thread of its own with its own database connection, never
+    the thread that stream admission and gap filling use (issue 15): a slow
+    write here delays nothing but the admin's numbers.
+    """
     live, replayed = metrics.take_delivery_counts()
     now = timezone.now()
-    with transaction.atomic():
-        ServerCensus.objects.update_or_create(
-            process=PROCESS,
-            defaults={
-                "connections": connections,
-                "channels": per_channel,
-                "started_at": STARTED_AT,
-                "updated_at": now,
-            },
+    try:
+        with transaction.atomic():
+            ServerCensus.objects.update_or_create(
+                process=PROCESS,
+                defaults={
+                    "connections": connections,
+                    "channels": per_channel,
+                    "started_at": STARTED_AT,
+                    "updated_at": now,
+                },
+            )
+            add_delivery_counts(live, replayed)
+    finally:
+        # A pooled connection goes back to the pool; a thread's own is closed.
+        db_connection.close()
+
+
+def add_delivery_counts(live: Counts, replayed: Counts) -> None:
+    """Add the counts to their messages: one UPDATE per batch of messages, not one per message.
+
+    Past MAX_MESSAGES_PER_FLUSH distinct messages, the oldest are left out
+    (logged): bookkeeping degrades by dropping detail, never by taking longer.
+    """
+    keys = sorted(set(live) | set(replayed), key=lambda key: key[1], reverse=True)
+    if len(keys) > MAX_MESSAGES_PER_FLUSH:
+        logger.warning(
+            "Delivery report: %s messages since the last flush; counting the newest %s only.",
+            len(keys),
+            MAX_MESSAGES_PER_FLUSH,
         )
-        for (channel_id, sequence), count in live.items():
-            Message.objects.filter(channel_id=channel_id, sequence=sequence).update(
-                delivered_live=F("delivered_live") + count
-            )
-        for (channel_id, sequence), count in replayed.items():
-            Message.objects.filter(channel_id=channel_id, sequence=sequence).update(
-                delivered_replay=F("delivered_replay") + count
-            )
+        keys = keys[:MAX_MESSAGES_PER_FLUSH]
+    for start in range(0, len(keys), ROWS_PER_STATEMENT):
+        batch = keys[start : start + ROWS_PER_STATEMENT]
+        params: list[int] = []
+        for channel_id, sequence in batch:
+            params += [
+                channel_id,
+                sequence,
+                live.get((channel_id, sequence), 0),
+                replayed.get((channel_id, sequence), 0),
+            ]
+        with db_connection.cursor() as cursor:
+            cursor.execute(_add_counts_sql(len(batch)), params)
+
+
+def _add_counts_sql(rows: int) -> str:
+    # UPDATE ... FROM a derived table works on PostgreSQL and on SQLite >= 3.33;
+    # a SELECT ... UNION ALL, because SQLite cannot name a VALUES list's columns.
+    row = "SELECT CAST(%s AS BIGINT), CAST(%s AS BIGINT), CAST(%s AS BIGINT), CAST(%s AS BIGINT)"
+    first = (
+        "SELECT CAST(%s AS BIGINT) AS channel_id, CAST(%s AS BIGINT) AS sequence,"
+        " CAST(%s AS BIGINT) AS live, CAST(%s AS BIGINT) AS replayed"
+    )
+    derived = " UNION ALL ".join([first, *[row] * (rows - 1)])
+    table = Message._meta.db_table
+    return (
+        f"UPDATE {table} SET delivered_live = {table}.delivered_live + counts.live,"
+        f" delivered_replay = {table}.delivered_replay + counts.replayed"
+        f" FROM ({derived}) AS counts"
+        f" WHERE {table}.channel_id = counts.channel_id AND {table}.sequence = counts.sequence"
+    )
 
 
 def forget() -> None:
@@ -74,5 +131,12 @@ async def report_on_tick(sender: Relay, now: float, **kwargs: Any) -> None:
     """Every CENSUS_SECONDS: this process's connections and the deliveries counted since."""
     if not _pace.due(now):
         return
+    global _flushing
+    if _flushing:
+        return  # the last flush is still writing: skip a turn rather than queue up
     per_channel = {feed.slug: len(feed.streams) for feed in sender.feeds.values()}
-    await database_sync_to_async(report)(len(sender.streams), per_channel)
+    _flushing = True
+    try:
+        await sync_to_async(report, thread_sensitive=False)(len(sender.streams), per_channel)
+    finally:
+        _flushing = False

@@ -4,7 +4,7 @@ Django's ASGI handler reads a whole request body before calling a view, so this
 is a Channels consumer: each ``http.request`` message (a chunk of the body) is
 parsed at once and every complete line is published before the next chunk is
 read. The body is NDJSON (one ``{"event", "data"}`` per line) or
-``text/event-stream``; the parts and the end event are events/publish/streamed.py's.
+``text/event-stream``; the parts and the end event are events/publish/stream_publication.py's.
 
 Only API keys are accepted here. Browsers cannot stream a request body over
 HTTP/1.1, so a staff session (which would need a manual CSRF check on this
@@ -45,7 +45,7 @@ from events.http.asgi import RoutedHTTPScope
 from events.metrics import REJECTED_REQUESTS
 from events.models import Channel
 from events.publish import body_lines as lines
-from events.publish.streamed import DONE, FAILED, StreamPublication
+from events.publish.stream_publication import DONE, FAILED, StreamPublication
 from events.wire import frames
 
 logger = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """The NDJSON subscription format, as a pure module (no Django import).
 
-Streams produce SSE frames (events/deliver/connection.py); an NDJSON subscriber gets each
+Streams produce SSE frames (events/deliver/stream.py); an NDJSON subscriber gets each
 frame rewritten as one line at the ASGI send boundary, so the SSE hot path does
 no extra work. A frame's line is its single ``data:`` line (the envelope JSON,
 which escapes every line break) with a ``"cursor"`` field holding exactly what

@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from events.exceptions import PushsiteError
 from events.models import Channel
 from events.publish.store import json_or_text
-from events.publish.streamed import DONE, FAILED, StreamPublication
+from events.publish.stream_publication import DONE, FAILED, StreamPublication
 
 
 class Command(BaseCommand):

@@ -1,4 +1,4 @@
-"""events/publish/streamed.py: one logical stream's parts, limits and single end event, keep and fold."""
+"""events/publish/stream_publication.py: one logical stream's parts, limits and single end event, keep and fold."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from events.exceptions import InvalidInput, PayloadTooLarge
 from events.models import Channel, Message
 from events.provisioning import upsert_channel
 from events.publish.store import store_platform_message
-from events.publish.streamed import STREAM_END_EVENT, StreamPublication
+from events.publish.stream_publication import STREAM_END_EVENT, StreamPublication
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -20,7 +20,7 @@ def answers(site: Site) -> str:
     return "answers"
 
 
-async def test_streamed_answer_arrives_token_by_token(server: ServerProcess, answers: str) -> None:
+async def test_stream_publication_answer_arrives_token_by_token(server: ServerProcess, answers: str) -> None:
     async with httpx.AsyncClient(base_url=server.url, timeout=10) as browser:
         home = await browser.get("/")
         assert 'href="/demo/streamed/"' in home.text

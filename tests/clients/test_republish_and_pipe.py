@@ -18,7 +18,7 @@ from django.core.management import CommandError, call_command
 
 from events.models import Message
 from events.provisioning import upsert_channel
-from events.publish.streamed import STREAM_END_EVENT
+from events.publish.stream_publication import STREAM_END_EVENT
 from tests.support.servers import ROOT, ServerProcess, Site
 from tests.support.sse_client import Subscriber
 from tests.support.upstream import UpstreamFeed

@@ -10,8 +10,8 @@ from asgiref.sync import sync_to_async
 from asgiref.typing import ASGISendEvent
 from django.test import override_settings
 
-from events.deliver.connection import Stream, StreamChannel
 from events.deliver.relay import Relay, get_relay
+from events.deliver.stream import Stream, StreamChannel
 from events.models import Channel
 from events.provisioning import upsert_channel
 from events.publish.store import apublish, fan_out, fan_out_ephemeral, store_message

@@ -14,7 +14,7 @@ from events.models import Channel, Message
 from events.provisioning import create_api_key, upsert_channel
 from events.publish.fast_path import _eligible_headers
 from pushsite.asgi import application
-from tests.test_api import REJECTIONS
+from tests.publish.test_api import REJECTIONS
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -11,8 +11,8 @@ import pytest
 from asgiref.sync import sync_to_async
 from asgiref.typing import ASGISendEvent
 
-from events.deliver.connection import Stream, StreamChannel
 from events.deliver.relay import Feed, get_relay
+from events.deliver.stream import Stream, StreamChannel
 from events.exceptions import InvalidInput
 from events.models import Message
 from events.provisioning import upsert_channel
