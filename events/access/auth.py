@@ -52,8 +52,15 @@ def authenticate_api_key(secret: str) -> ApiKey:
 
 
 def key_allows(key: ApiKey, channel: Channel) -> bool:
-    scoped_ids = set(key.channels.values_list("pk", flat=True))
-    return not scoped_ids or channel.pk in scoped_ids
+    """Whether ``key`` may use ``channel``: the one scope check for every path that takes a key.
+
+    Publishing, streamed publishing, minting tokens, history and subscribing
+    all come here. "All channels" is the key's explicit flag; an empty list
+    allows nothing.
+    """
+    if not key.is_active:
+        return False
+    return key.all_channels or key.channels.filter(pk=channel.pk).exists()
 
 
 def require_key_for(key: ApiKey, channel: Channel) -> None:

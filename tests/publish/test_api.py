@@ -31,7 +31,7 @@ def other() -> Channel:
 
 @pytest.fixture
 def key(news: Channel, other: Channel) -> str:
-    return create_api_key("publisher")[1]
+    return create_api_key("publisher", all_channels=True)[1]
 
 
 @pytest.fixture
