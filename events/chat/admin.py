@@ -9,7 +9,7 @@ from events.chat.models import ChatMute
 class ChatMuteAdmin(admin.ModelAdmin):
     """Muted participants; delete a row to unmute."""
 
-    list_display = ["author", "channel", "until", "by", "created_at"]
+    list_display = ["author", "person", "channel", "until", "by", "created_at"]
     list_filter = ["channel"]
-    search_fields = ["author"]
+    search_fields = ["author", "person"]
     list_select_related = ["channel", "by"]
