@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from io import StringIO
 
 import pytest
 from django.contrib.auth.models import User
 from django.core import signing
+from django.core.management import CommandError, call_command
 from django.test import AsyncClient
 
 from events.access.auth import (
@@ -210,3 +212,13 @@ def test_the_token_expiry_applies_when_a_channel_needs_the_token(vault: Channel)
     assert token_expiry([vault], Reader(grant=grant)) == grant.expires_at
     vault.members.add(user)
     assert token_expiry([vault, members], Reader(user=user, grant=grant)) is None
+
+
+def test_the_mint_token_command_names_channels_by_identity_and_refuses_unknown_ones(vault: Channel) -> None:
+    out = StringIO()
+    call_command("mint_token", "vault", "--ttl", "60", stdout=out)
+    grant = verify_token(out.getvalue().strip())
+    assert grant.channels == frozenset({(vault.pk, "vault")})
+    assert grant.key_id is None
+    with pytest.raises(CommandError, match="No active channel is called 'nope'"):
+        call_command("mint_token", "nope", stdout=StringIO())
