@@ -8,6 +8,7 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 from django.db import connection
+from django.test import Client
 from django.utils import timezone
 
 from events.access.auth import key_allows
@@ -118,3 +119,20 @@ def test_upgrade_keeps_unscoped_keys_for_all_channels_and_scoped_keys_scoped() -
     flags = dict(ApiKey.objects.values_list("name", "all_channels"))
     assert flags == {"old-unscoped": True, "old-scoped": False}
     assert list(ApiKey.objects.get(name="old-scoped").channels.values_list("slug", flat=True)) == ["news"]
+
+
+def test_the_admin_shows_the_flag_and_each_keys_scope(admin_client: Client) -> None:
+    upsert_channel("news")
+    create_api_key("everything", all_channels=True)
+    create_api_key("news only", ["news"])
+    emptied, _ = create_api_key("emptied", ["news"])
+    emptied.channels.clear()
+    page = admin_client.get("/admin/events/apikey/").content.decode()
+    assert "All channels" in page  # the column and the filter
+    rows = {
+        name: page.split(name, 1)[1].split("</tr>", 1)[0] for name in ("everything", "news only", "emptied")
+    }
+    assert "all channels" in rows["everything"]
+    assert "news" in rows["news only"]
+    assert ">none<" in rows["emptied"]
+    assert 'name="all_channels"' in admin_client.get("/admin/events/apikey/add/").content.decode()
