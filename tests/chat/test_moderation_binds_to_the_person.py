@@ -135,3 +135,12 @@ def test_upgrade_binds_existing_user_mutes_to_the_user() -> None:
         "user:erin": f"user:{erin.pk}",
         "guest:troll": "",
     }
+
+
+async def test_staff_see_held_nicknames_in_the_admin(lobby: Channel, moderator: User) -> None:
+    await guest("Frank")
+    staff = AsyncClient()
+    await staff.aforce_login(await User.objects.acreate(username="root", is_staff=True, is_superuser=True))
+    page = await staff.get("/admin/chat/chatnickname/")
+    assert page.status_code == 200
+    assert "Frank" in page.content.decode()
