@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from io import StringIO
+from pathlib import Path
 
 import pytest
 from django.core.exceptions import ValidationError
@@ -136,3 +138,29 @@ def test_the_admin_shows_the_flag_and_each_keys_scope(admin_client: Client) -> N
     assert "news" in rows["news only"]
     assert ">none<" in rows["emptied"]
     assert 'name="all_channels"' in admin_client.get("/admin/events/apikey/add/").content.decode()
+
+
+# Where a key's scope may be read: the check itself, and the places that create
+# or show keys. A new path that reads the scope on its own fails here: it must
+# call events.access.auth.key_allows instead.
+SCOPE_READERS = {
+    "events/access/auth.py",
+    "events/models.py",
+    "events/provisioning.py",
+    "events/admin.py",
+    "events/management/commands/create_api_key.py",
+    "events/demo/management/commands/seed_demo.py",
+}
+
+
+def test_only_key_allows_decides_a_keys_scope() -> None:
+    root = Path(__file__).resolve().parents[2]
+    reads_scope = re.compile(r"\ball_channels\b|\bkey\.channels\b|\.api_keys\b|api_keys__")
+    offenders = sorted(
+        str(path.relative_to(root))
+        for path in (root / "events").rglob("*.py")
+        if "migrations" not in path.parts
+        and str(path.relative_to(root)) not in SCOPE_READERS
+        and reads_scope.search(path.read_text())
+    )
+    assert offenders == []
