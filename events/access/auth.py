@@ -62,11 +62,12 @@ def key_allows(key: ApiKey, channel: Channel) -> bool:
 
     Publishing, streamed publishing, minting tokens, history and subscribing
     all come here. "All channels" is the key's explicit flag; an empty list
-    allows nothing.
+    allows nothing. ``channels.all()`` uses a prefetched list when there is
+    one (the access sweep checks many streams per key with no query each).
     """
     if not key.is_active:
         return False
-    return key.all_channels or key.channels.filter(pk=channel.pk).exists()
+    return key.all_channels or any(scoped.pk == channel.pk for scoped in key.channels.all())
 
 
 def require_key_for(key: ApiKey, channel: Channel) -> None:
@@ -198,7 +199,9 @@ class Reader:
         assert self.grant is not None
         assert self.grant.key_id is not None
         if self.minting_key is _NOT_LOADED:
-            self.minting_key = ApiKey.objects.filter(pk=self.grant.key_id).first()
+            self.minting_key = (
+                ApiKey.objects.prefetch_related("channels").filter(pk=self.grant.key_id).first()
+            )
         return self.minting_key
 
 

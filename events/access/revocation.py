@@ -39,7 +39,9 @@ def revoked(checks: Iterable[tuple[Access, frozenset[int]]]) -> set[tuple[Access
     channels = {c.pk: c for c in Channel.objects.filter(pk__in=channel_ids, is_active=True)}
     key_ids = {access.key_id for access, _ in pairs if access.key_id is not None}
     key_ids |= {access.token.key_id for access, _ in pairs if access.token and access.token.key_id}
-    keys = {k.pk: k for k in ApiKey.objects.filter(pk__in=key_ids, is_active=True)}
+    keys = {
+        k.pk: k for k in ApiKey.objects.filter(pk__in=key_ids, is_active=True).prefetch_related("channels")
+    }
     now = time.time()
     users: dict[str | None, AbstractBaseUser | AnonymousUser] = {}
     lost: set[tuple[Access, frozenset[int]]] = set()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from io import StringIO
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.core.exceptions import ValidationError
@@ -13,7 +14,8 @@ from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
-from events.access.auth import key_allows
+from events.access.auth import key_allows, mint_token, verify_token
+from events.access.revocation import Access, revoked
 from events.models import ApiKey, Channel
 from events.provisioning import create_api_key, upsert_channel
 
@@ -164,3 +166,28 @@ def test_only_key_allows_decides_a_keys_scope() -> None:
         and reads_scope.search(path.read_text())
     )
     assert offenders == []
+
+
+def test_the_access_sweep_checks_many_token_streams_of_a_key_in_a_few_queries(
+    django_assert_max_num_queries: Any,
+) -> None:
+    vaults = [upsert_channel(f"vault-{n}", visibility="private")[0] for n in range(5)]
+    key, _ = create_api_key("backend", [v.slug for v in vaults])
+    checks = {
+        (
+            Access(
+                session_key=None,
+                token=verify_token(mint_token([v], ttl=60, subject=str(n), key=key)),
+                key_id=None,
+            ),
+            frozenset({v.pk}),
+        )
+        for n in range(20)
+        for v in vaults
+    }
+    with django_assert_max_num_queries(4):
+        assert revoked(checks) == set()
+    key.channels.remove(vaults[0])
+    lost = revoked(checks)
+    assert {next(iter(ids)) for _access, ids in lost} == {vaults[0].pk}
+    assert len(lost) == 20
