@@ -113,12 +113,18 @@ class MessageAdmin(admin.ModelAdmin[Message]):
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin[ApiKey]):
-    list_display = ["name", "prefix", "is_active", "created_at", "last_used_at"]
-    list_filter = ["is_active"]
+    list_display = ["name", "prefix", "all_channels", "scope", "is_active", "created_at", "last_used_at"]
+    list_filter = ["is_active", "all_channels"]
     search_fields = ["name", "prefix"]
     filter_horizontal = ["channels"]
     readonly_fields = ["prefix", "created_at", "last_used_at"]
     actions = ["revoke"]
+
+    @admin.display(description="Channels")
+    def scope(self, key: ApiKey) -> str:
+        if key.all_channels:
+            return "all channels"
+        return ", ".join(channel.slug for channel in key.channels.all()) or "none"
 
     def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
         if not change:

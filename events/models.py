@@ -212,11 +212,17 @@ class ApiKey(models.Model):
         max_length=16, unique=True, editable=False, help_text="Public start of the key."
     )
     secret_hash = models.CharField(max_length=64, editable=False)
+    # Explicit, never what an empty list means: removing the last channel (or
+    # deleting it) leaves a key that may use nothing (issue 13).
+    all_channels = models.BooleanField(
+        default=False,
+        help_text="May use every channel, including channels created later; the list below is then ignored.",
+    )
     channels = models.ManyToManyField(
         Channel,
         blank=True,
         related_name="api_keys",
-        help_text="Channels this key may use; none selected means every channel.",
+        help_text="Channels this key may use when it is not for all channels; none selected means none.",
     )
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)

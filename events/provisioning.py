@@ -42,14 +42,20 @@ def upsert_channel(
     return channel, created
 
 
-def create_api_key(name: str, channel_slugs: Sequence[str] = ()) -> tuple[ApiKey, str]:
-    """A new key scoped to ``channel_slugs`` (all channels when empty) and its one-time secret."""
+def create_api_key(
+    name: str, channel_slugs: Sequence[str] = (), *, all_channels: bool = False
+) -> tuple[ApiKey, str]:
+    """A new key for ``channel_slugs``, or for every channel with ``all_channels``; and its one-time secret."""
+    if all_channels == bool(channel_slugs):
+        # An empty list never means "everything": the caller says which it is.
+        raise ValidationError("A key is either for all channels or for named channels: give exactly one.")
     channels = list(Channel.objects.filter(slug__in=channel_slugs))
     missing = sorted(set(channel_slugs) - {c.slug for c in channels})
     if missing:
         raise ValidationError(f"No channel is called {missing[0]!r}.")
     with transaction.atomic():
         key, secret = ApiKey.generate(name)
+        key.all_channels = all_channels
         key.full_clean()
         key.save()
         key.channels.set(channels)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -30,12 +30,18 @@ LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
 def bearer_secret(authorization: str | None) -> str | None:
-    """The secret of an ``Authorization: Bearer <secret>`` header, if there is one."""
+    """The secret of an ``Authorization: Bearer <secret>`` header; None for no header or another scheme.
+
+    Another scheme (``Basic`` from a password-protected proxy in front of the
+    site) is not a Pushsite credential: a public read ignores it, and a
+    publish without a key or staff session is still refused (401).
+    """
     if not authorization:
         return None
-    if not authorization.lower().startswith(BEARER):
-        raise NotAuthenticated("The Authorization header must be 'Bearer <api key>'.")
-    return authorization[len(BEARER) :].strip()
+    scheme, _, rest = authorization.strip().partition(" ")
+    if scheme.lower() != BEARER.strip():
+        return None
+    return rest.strip()
 
 
 def authenticate_api_key(secret: str) -> ApiKey:
@@ -52,8 +58,16 @@ def authenticate_api_key(secret: str) -> ApiKey:
 
 
 def key_allows(key: ApiKey, channel: Channel) -> bool:
-    scoped_ids = set(key.channels.values_list("pk", flat=True))
-    return not scoped_ids or channel.pk in scoped_ids
+    """Whether ``key`` may use ``channel``: the one scope check for every path that takes a key.
+
+    Publishing, streamed publishing, minting tokens, history and subscribing
+    all come here. "All channels" is the key's explicit flag; an empty list
+    allows nothing. ``channels.all()`` uses a prefetched list when there is
+    one (the access sweep checks many streams per key with no query each).
+    """
+    if not key.is_active:
+        return False
+    return key.all_channels or any(scoped.pk == channel.pk for scoped in key.channels.all())
 
 
 def require_key_for(key: ApiKey, channel: Channel) -> None:
@@ -66,37 +80,76 @@ def require_key_for(key: ApiKey, channel: Channel) -> None:
 
 @dataclass(frozen=True)
 class TokenGrant:
-    """What a verified subscribe token allows."""
+    """What a verified subscribe token allows: channels by identity, until when, minted by which key."""
 
-    channels: frozenset[str]
+    # (pk, slug): a channel deleted and re-created with the same slug is another channel.
+    channels: frozenset[tuple[int, str]]
     expires_at: float
+    # The key that minted it (POST /api/tokens); None for manage.py mint_token,
+    # whose tokens only a new SECRET_KEY revokes.
+    key_id: int | None = None
     subject: str = ""
 
+    @property
+    def slugs(self) -> list[str]:
+        return sorted(slug for _pk, slug in self.channels)
 
-def mint_token(channels: Iterable[Channel | str], *, ttl: int | None = None, subject: str = "") -> str:
-    """A signed token that lets its holder subscribe to ``channels`` for ``ttl`` seconds."""
+    def names(self, channel: Channel) -> bool:
+        return (channel.pk, channel.slug) in self.channels
+
+
+def mint_token(
+    channels: Iterable[Channel], *, ttl: int | None = None, subject: str = "", key: ApiKey | None = None
+) -> str:
+    """A signed token that lets its holder subscribe to ``channels`` for ``ttl`` seconds.
+
+    Minted for ``key``, it lasts only as long as that key is active and may use the channel.
+    """
     max_age = conf.TOKEN_MAX_AGE_SECONDS
     lifetime = max_age if ttl is None else min(int(ttl), max_age)
-    slugs = sorted({c.slug if isinstance(c, Channel) else c for c in channels})
-    payload = {"ch": slugs, "exp": int(time.time()) + lifetime, "sub": subject}
+    named = sorted({(c.pk, c.slug) for c in channels})
+    payload = {
+        "ch": [[pk, slug] for pk, slug in named],
+        "exp": int(time.time()) + lifetime,
+        "sub": subject,
+        "key": key.pk if key is not None else None,
+    }
     return signing.dumps(payload, salt=TOKEN_SALT, compress=True)
 
 
 def verify_token(token: str) -> TokenGrant:
-    """The grant in ``token``; raises PermissionDenied when it is tampered or expired."""
+    """The grant in ``token``; raises PermissionDenied when it is tampered, outdated or expired."""
     try:
         payload: Any = signing.loads(token, salt=TOKEN_SALT)
     except signing.BadSignature as exc:
         raise PermissionDenied("The token is not valid (tampered, or signed for something else).") from exc
-    if not isinstance(payload, dict) or not isinstance(payload.get("ch"), list):
-        raise PermissionDenied("The token is not valid.")
+    named = payload.get("ch") if isinstance(payload, dict) else None
+    key_id = payload.get("key") if isinstance(payload, dict) else None
+    if (
+        not isinstance(named, list)
+        or not all(_is_channel_identity(item) for item in named)
+        or not (key_id is None or (isinstance(key_id, int) and not isinstance(key_id, bool)))
+    ):
+        # Tokens from before channels were named by identity (slugs only) end here too.
+        raise PermissionDenied("The token is not valid; ask the site for a fresh one.")
     expires_at = float(payload.get("exp", 0))
     if expires_at <= time.time():
         raise TokenExpired("The token has expired; ask the site for a fresh one.")
     return TokenGrant(
-        channels=frozenset(str(slug) for slug in payload["ch"]),
+        channels=frozenset((int(pk), str(slug)) for pk, slug in named),
         expires_at=expires_at,
+        key_id=key_id,
         subject=str(payload.get("sub", "")),
+    )
+
+
+def _is_channel_identity(item: Any) -> bool:
+    return (
+        isinstance(item, list)
+        and len(item) == 2
+        and isinstance(item[0], int)
+        and not isinstance(item[0], bool)
+        and isinstance(item[1], str)
     )
 
 
@@ -126,21 +179,48 @@ def user_from_session_key(session_key: str | None) -> User | AnonymousUser:
 
 # --- reading a channel -------------------------------------------------------------
 
+_NOT_LOADED: Any = object()
+
 
 @dataclass
 class Reader:
-    """Whoever is asking to read: a session user, a token, an API key, or nobody."""
+    """Whoever is asking to read: a session user, a token, an API key, or nobody.
+
+    Each credential is a grant of its own; together they allow the union.
+    """
 
     user: User | AnonymousUser = field(default_factory=AnonymousUser)
     grant: TokenGrant | None = None
     key: ApiKey | None = None
+    # The key that minted ``grant``, loaded once when first needed (None: gone).
+    minting_key: ApiKey | None = field(default=_NOT_LOADED, repr=False)
+
+    def token_key(self) -> ApiKey | None:
+        assert self.grant is not None
+        assert self.grant.key_id is not None
+        if self.minting_key is _NOT_LOADED:
+            self.minting_key = (
+                ApiKey.objects.prefetch_related("channels").filter(pk=self.grant.key_id).first()
+            )
+        return self.minting_key
+
+
+def token_allows(reader: Reader, channel: Channel) -> bool:
+    """Whether the reader's token grants ``channel``: named by identity, and its key still allows it."""
+    grant = reader.grant
+    if grant is None or not grant.names(channel):
+        return False
+    if grant.key_id is None:
+        return True  # manage.py mint_token: bound to SECRET_KEY only
+    key = reader.token_key()
+    return key is not None and key_allows(key, channel)
 
 
 def check_read(channel: Channel, reader: Reader) -> None:
     """Raise unless ``reader`` may subscribe to (or read the history of) ``channel``."""
     if channel.visibility == Visibility.PUBLIC:
         return
-    if reader.grant is not None and channel.slug in reader.grant.channels:
+    if token_allows(reader, channel):
         return
     if reader.key is not None and key_allows(reader.key, channel):
         return
@@ -154,6 +234,22 @@ def check_read(channel: Channel, reader: Reader) -> None:
     if reader.grant is not None:
         raise PermissionDenied(f"The token does not grant the channel {channel.slug!r}.")
     raise NotAuthenticated(f"The channel {channel.slug!r} needs a login or a token (?token=...).")
+
+
+def token_expiry(channels: Iterable[Channel], reader: Reader) -> float | None:
+    """When the reader loses one of ``channels`` on its own: the token's expiry, if only the token allows one.
+
+    A channel the session or key also allows stays when the token expires.
+    """
+    if reader.grant is None:
+        return None
+    without_token = replace(reader, grant=None)
+    for channel in channels:
+        try:
+            check_read(channel, without_token)
+        except (NotAuthenticated, PermissionDenied):
+            return reader.grant.expires_at
+    return None
 
 
 def active_channels(slugs: list[str]) -> list[Channel]:

@@ -3,14 +3,16 @@
 Every stream remembers what let it in (its :class:`Access`). Every
 ``PUSHSITE_REVOCATION_SECONDS`` the access sweep (events/deliver/access_sweep.py)
 re-checks here, in one batch, the streams on channels that are not public: a logged-out or deactivated user, a member
-removed from a private channel, a revoked API key, or a channel made private
-ends the stream ("access revoked"); expired tokens end it on the second
+removed from a private channel, a revoked API key (also the key that minted
+the stream's token), or a channel made private ends the stream ("access
+revoked"); expired tokens end it on the second
 (events/deliver/stream.py). The reconnect is then refused, so replay never hands out
 history the reader may no longer read.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -26,7 +28,7 @@ class Access:
     """The credentials a stream was opened with (a session, a token grant, an API key)."""
 
     session_key: str | None
-    token_channels: frozenset[str]
+    token: TokenGrant | None
     key_id: int | None
 
 
@@ -36,7 +38,11 @@ def revoked(checks: Iterable[tuple[Access, frozenset[int]]]) -> set[tuple[Access
     channel_ids = {channel_id for _, ids in pairs for channel_id in ids}
     channels = {c.pk: c for c in Channel.objects.filter(pk__in=channel_ids, is_active=True)}
     key_ids = {access.key_id for access, _ in pairs if access.key_id is not None}
-    keys = {k.pk: k for k in ApiKey.objects.filter(pk__in=key_ids, is_active=True)}
+    key_ids |= {access.token.key_id for access, _ in pairs if access.token and access.token.key_id}
+    keys = {
+        k.pk: k for k in ApiKey.objects.filter(pk__in=key_ids, is_active=True).prefetch_related("channels")
+    }
+    now = time.time()
     users: dict[str | None, User | AnonymousUser] = {}
     lost: set[tuple[Access, frozenset[int]]] = set()
     for access, ids in pairs:
@@ -45,8 +51,12 @@ def revoked(checks: Iterable[tuple[Access, frozenset[int]]]) -> set[tuple[Access
         reader = Reader(user=users[access.session_key])
         if access.key_id is not None:
             reader.key = keys.get(access.key_id)
-        if access.token_channels:
-            reader.grant = TokenGrant(channels=access.token_channels, expires_at=float("inf"))
+        # An expired token grants nothing here either (the tick ends a stream
+        # that needed it; one that did not must not keep it as a fallback).
+        if access.token is not None and access.token.expires_at > now:
+            reader.grant = access.token
+            if access.token.key_id is not None:
+                reader.minting_key = keys.get(access.token.key_id)
         try:
             for channel_id in ids:
                 channel = channels.get(channel_id)

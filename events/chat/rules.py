@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -21,7 +22,7 @@ from django.utils import timezone
 
 from events.access import ratelimit
 from events.access.auth import Reader, check_read
-from events.chat.models import ChatMute
+from events.chat.models import ChatMute, ChatNickname
 from events.conf import conf
 from events.exceptions import (
     ChannelNotFound,
@@ -39,6 +40,8 @@ MESSAGE_EVENT = "chat.message"
 DELETED_EVENT = "chat.deleted"
 TYPING_EVENT = "chat.typing"
 GUEST_SESSION_KEY = "pushsite_chat_nickname"
+# Who a guest is, whatever nickname they go by: kept in their session, never shown.
+GUEST_ID_SESSION_KEY = "pushsite_chat_guest"
 NICKNAME_MAX_LENGTH = 32
 # Letters, digits, spaces and . _ - ; starting with a letter or digit.
 _NICKNAME = re.compile(r"[^\W_][\w .-]*")
@@ -54,6 +57,9 @@ class Author:
     label: str  # the publisher string, "user:<name>" or "guest:<nick>"
     name: str
     guest: bool
+    # The person behind the label, what moderation binds to: "user:<pk>" or
+    # "guest:<id kept in their session>" (a new nickname is the same person).
+    person: str = ""
 
     def as_json(self) -> dict[str, Any]:
         return {"name": self.name, "guest": self.guest}
@@ -63,10 +69,12 @@ def identity(user: User | AnonymousUser, session: SessionBase | None) -> Author 
     """The logged-in user, else the guest nickname kept in the session, else None."""
     if user.is_authenticated and user.is_active:
         name = user.get_username()
-        return Author(label=f"user:{name}", name=name, guest=False)
+        return Author(label=f"user:{name}", name=name, guest=False, person=f"user:{user.pk}")
     nickname = session.get(GUEST_SESSION_KEY) if session is not None else None
-    if isinstance(nickname, str) and nickname:
-        return Author(label=f"guest:{nickname}", name=nickname, guest=True)
+    guest_id = session.get(GUEST_ID_SESSION_KEY) if session is not None else None
+    # A nickname without a guest id (a session from before) is chosen again.
+    if isinstance(nickname, str) and nickname and isinstance(guest_id, str) and guest_id:
+        return Author(label=f"guest:{nickname}", name=nickname, guest=True, person=f"guest:{guest_id}")
     return None
 
 
@@ -83,6 +91,8 @@ def poster(channel: Channel, request: HttpRequest) -> Author:
     """The author of a post in ``channel``, or the reason this visitor may not post."""
     author = identity(request.user, request.session)
     if author is not None and (not author.guest or channel.guests_may_post):
+        if author.guest:
+            claim_nickname(channel, author)
         return author
     if channel.guests_may_post:
         raise NotAuthenticated("Choose a nickname or log in to post in this room.")
@@ -140,8 +150,10 @@ def clean_text(channel: Channel, text: Any) -> str:
 
 
 def is_muted(channel: Channel, author: Author) -> bool:
+    """Whether the person is muted here, under any nickname (mutes from before match by label)."""
     return (
-        ChatMute.objects.filter(channel=channel, author=author.label)
+        ChatMute.objects.filter(channel=channel)
+        .filter(Q(person=author.person) | Q(person="", author=author.label))
         .filter(Q(until__isnull=True) | Q(until__gt=timezone.now()))
         .exists()
     )
@@ -211,7 +223,36 @@ def mute(channel: Channel, author_label: Any, minutes: Any, by: User) -> ChatMut
         if not isinstance(minutes, int) or isinstance(minutes, bool) or not 1 <= minutes <= 525600:
             raise InvalidInput("minutes must be a whole number from 1 to 525600, or null for good.")
         until = timezone.now() + timedelta(minutes=minutes)
-    return ChatMute.objects.create(channel=channel, author=author_label, until=until, by=by)
+    person = person_behind(channel, author_label)
+    return ChatMute.objects.create(channel=channel, author=author_label, person=person, until=until, by=by)
+
+
+def person_behind(channel: Channel, author_label: str) -> str:
+    """The person a message's author label stands for in ``channel``; InvalidInput if nobody."""
+    kind, _, name = author_label.partition(":")
+    if kind == "user":
+        user = get_user_model().objects.filter(**{get_user_model().USERNAME_FIELD: name}).first()
+        if user is not None:
+            return f"user:{user.pk}"
+    else:
+        claimed = ChatNickname.objects.filter(channel=channel, name_key=name.casefold()).first()
+        if claimed is not None:
+            return claimed.person
+    raise InvalidInput(f"Nobody called {name!r} has taken part in this room.")
+
+
+def claim_nickname(channel: Channel, author: Author) -> None:
+    """Hold the guest's nickname in ``channel`` for that guest; refused when someone else holds it.
+
+    A claim is kept when the guest moves on to another name, so an old
+    message's name never passes to someone else.
+    """
+    key = author.name.casefold()
+    claimed, _created = ChatNickname.objects.get_or_create(
+        channel=channel, name_key=key, defaults={"name": author.name, "person": author.person}
+    )
+    if claimed.person != author.person:
+        raise InvalidInput(f"The nickname {author.name!r} is in use in this room; choose another.")
 
 
 def set_nickname(channel: Channel, session: SessionBase, nickname: Any) -> Author:
@@ -229,8 +270,14 @@ def set_nickname(channel: Channel, session: SessionBase, nickname: Any) -> Autho
     # A guest may not pass for a registered user.
     if get_user_model().objects.filter(username__iexact=nickname).exists():
         raise InvalidInput(f"The nickname {nickname!r} belongs to a registered user; choose another.")
+    guest_id = session.get(GUEST_ID_SESSION_KEY)
+    if not isinstance(guest_id, str) or not guest_id:
+        guest_id = secrets.token_urlsafe(16)
+    author = Author(label=f"guest:{nickname}", name=nickname, guest=True, person=f"guest:{guest_id}")
+    claim_nickname(channel, author)
+    session[GUEST_ID_SESSION_KEY] = guest_id
     session[GUEST_SESSION_KEY] = nickname
-    return Author(label=f"guest:{nickname}", name=nickname, guest=True)
+    return author
 
 
 def may_type(author: Author) -> bool:

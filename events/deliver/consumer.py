@@ -32,6 +32,7 @@ from events.access.auth import (
     bearer_secret,
     check_read,
     session_from_key,
+    token_expiry,
     user_from_session,
     verify_token,
 )
@@ -209,14 +210,13 @@ def authorize(request: StreamRequest) -> Authorized:
         if position > channel.last_sequence:
             beyond_end[channel.pk] = channel.last_sequence
         positions[channel.pk] = position
-    # Only a token limits how long a stream may stay open; sessions and keys
-    # are re-checked when the client reconnects.
-    expires_at = (
-        reader.grant.expires_at if reader.grant is not None and not reader.user.is_authenticated else None
-    )
+    # Each credential is its own grant: the token's expiry ends the stream when
+    # one of its channels is allowed by the token alone, whatever else came
+    # with the request. Sessions and keys are re-checked by the access sweep.
+    expires_at = token_expiry(channels, reader)
     access = Access(
         session_key=request.session_key if reader.user.is_authenticated else None,
-        token_channels=reader.grant.channels if reader.grant is not None else frozenset(),
+        token=reader.grant,
         key_id=reader.key.pk if reader.key is not None else None,
     )
     responses = signals.stream_authorized.send(

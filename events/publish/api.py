@@ -280,11 +280,12 @@ def token_from_request(request: HttpRequest) -> dict[str, Any]:
     channels = active_channels(list(dict.fromkeys(slugs)))
     for channel in channels:
         require_key_for(channel=channel, key=key)
-    token = mint_token(channels, ttl=ttl, subject=subject)
+    # Bound to the key: revoking it (or narrowing its scope) ends the token too.
+    token = mint_token(channels, ttl=ttl, subject=subject, key=key)
     grant = verify_token(token)
-    logger.info("Token minted by key %s for %s (ttl %ss)", key.prefix, ",".join(sorted(grant.channels)), ttl)
+    logger.info("Token minted by key %s for %s (ttl %ss)", key.prefix, ",".join(grant.slugs), ttl)
     return {
         "token": token,
-        "channels": sorted(grant.channels),
+        "channels": grant.slugs,
         "expires_at": isoformat_utc(datetime.fromtimestamp(grant.expires_at, tz=UTC)),
     }

@@ -137,3 +137,75 @@ async def test_members_keep_their_stream(server: ServerProcess, site: Site, slug
     with pytest.raises(TimeoutError):
         await subscriber.until_closed(timeout=BOUND)
     await subscriber.close()
+
+
+# --- tokens are bound to the key that minted them; mixed credentials expire separately ---
+
+
+def mint_with_key(server: ServerProcess, secret: str, slug: str, ttl: int = 60) -> str:
+    response = httpx.post(
+        f"{server.url}/api/tokens",
+        json={"channels": [slug], "ttl": ttl},
+        headers={"Authorization": f"Bearer {secret}"},
+        timeout=10,
+    )
+    assert response.status_code == 201, response.text
+    return str(response.json()["token"])
+
+
+async def test_revoking_the_minting_key_ends_its_token_streams_and_refuses_new_ones(
+    server: ServerProcess, site: Site
+) -> None:
+    name = f"minter{next(_names)}"
+    secret = await asyncio.to_thread(site.create_api_key, name, "private-room")
+    token = await asyncio.to_thread(mint_with_key, server, secret, "private-room")
+    url = f"{server.url}/events/private-room/?token={token}"
+    async with Subscriber(url) as subscriber:
+        assert subscriber.status == 200
+        await subscriber.opened()
+        await asyncio.to_thread(
+            site.shell,
+            f"from events.models import ApiKey; ApiKey.objects.filter(name={name!r}).update(is_active=False)",
+        )
+        assert await ends_with_revocation(subscriber) < BOUND
+    async with Subscriber(url) as again:
+        assert again.status == 403
+    history = await asyncio.to_thread(
+        httpx.get, f"{server.url}/api/channels/private-room/messages", params={"token": token}
+    )
+    assert history.status_code == 403
+
+
+async def test_an_expiring_token_ends_what_only_it_allowed_despite_a_session(
+    server: ServerProcess, site: Site
+) -> None:
+    # A logged-in user (not a member of private-room) also holds a token for it.
+    name, password = await asyncio.to_thread(make_user, site)
+    client = await asyncio.to_thread(log_in, server, name, password)
+    token = (await asyncio.to_thread(site.manage, "mint_token", "private-room", "--ttl", "2")).strip()
+    cookie = f"sessionid={client.cookies['sessionid']}"
+    started = time.monotonic()
+    async with Subscriber(
+        f"{server.url}/events/?channel=members&channel=private-room&token={token}", headers={"Cookie": cookie}
+    ) as subscriber:
+        assert subscriber.status == 200
+        await subscriber.opened()
+        closing = await subscriber.until_closed(timeout=6)
+    assert json.loads(closing[-1].data)["reason"] == "token expired"
+    assert time.monotonic() - started < 5
+
+
+async def test_a_channel_the_session_allows_stays_when_the_token_expires(
+    server: ServerProcess, site: Site
+) -> None:
+    name, password = await asyncio.to_thread(make_user, site)
+    client = await asyncio.to_thread(log_in, server, name, password)
+    other = f"token-for-members-{next(_names)}"
+    await asyncio.to_thread(site.create_channel, other, "--visibility", "authenticated")
+    token = (await asyncio.to_thread(site.manage, "mint_token", other, "--ttl", "2")).strip()
+    cookie = f"sessionid={client.cookies['sessionid']}"
+    async with Subscriber(f"{server.url}/events/{other}/?token={token}", headers={"Cookie": cookie}) as kept:
+        assert kept.status == 200
+        await kept.opened()
+        with pytest.raises(TimeoutError):
+            await kept.until_closed(timeout=BOUND)

@@ -31,7 +31,7 @@ def other() -> Channel:
 
 @pytest.fixture
 def key(news: Channel, other: Channel) -> str:
-    return create_api_key("publisher")[1]
+    return create_api_key("publisher", all_channels=True)[1]
 
 
 @pytest.fixture
@@ -255,14 +255,15 @@ async def test_history_rejects_bad_parameters(news: Channel, query: dict[str, st
 
 
 async def test_history_follows_subscription_rules(key: str) -> None:
-    await Channel.objects.acreate(slug="vault", visibility=Visibility.PRIVATE)
+    vault = await Channel.objects.acreate(slug="vault", visibility=Visibility.PRIVATE)
+    elsewhere = await Channel.objects.acreate(slug="elsewhere", visibility=Visibility.PRIVATE)
     client = AsyncClient()
     assert (await post(client, "vault", {"data": "secret"}, **bearer(key))).status_code == 201
     anonymous = await client.get(URL.format(slug="vault"))
     assert anonymous.status_code == 401
-    wrong_token = await client.get(URL.format(slug="vault"), {"token": mint_token(["news"], ttl=60)})
+    wrong_token = await client.get(URL.format(slug="vault"), {"token": mint_token([elsewhere], ttl=60)})
     assert wrong_token.status_code == 403
-    with_token = await client.get(URL.format(slug="vault"), {"token": mint_token(["vault"], ttl=60)})
+    with_token = await client.get(URL.format(slug="vault"), {"token": mint_token([vault], ttl=60)})
     assert with_token.status_code == 200
     assert [m["data"] for m in with_token.json()["messages"]] == ["secret"]
     with_key = await client.get(URL.format(slug="vault"), headers=bearer(key))

@@ -52,7 +52,7 @@ def keys() -> dict[str, str]:
         "none": "",
         "wrong": "psk_00000000_wrong",
         "scoped": create_api_key("news only", ["news"])[1],
-        "key": create_api_key("publisher")[1],
+        "key": create_api_key("publisher", all_channels=True)[1],
     }
 
 

@@ -107,7 +107,7 @@ def test_stream_requests_with_hostile_headers_and_queries_never_fail_the_server(
 
 @pytest.fixture
 def publish_target(db: Any) -> tuple[Channel, str]:
-    return upsert_channel("hostile")[0], create_api_key("hostile")[1]
+    return upsert_channel("hostile")[0], create_api_key("hostile", all_channels=True)[1]
 
 
 bodies = (

@@ -21,10 +21,19 @@ class Command(BaseCommand):
             metavar="SLUG",
             help="Limit the key to this channel; repeat for more. Default: every channel.",
         )
+        parser.add_argument(
+            "--all-channels",
+            action="store_true",
+            help="Every channel, including ones created later (what no --channel means; say it explicitly).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if options["all_channels"] and options["channels"]:
+            raise CommandError("Give --all-channels or --channel, not both.")
+        # The contract: without --channel the key is for all channels, set explicitly on the key.
+        all_channels = not options["channels"]
         try:
-            key, secret = create_api_key(options["name"], options["channels"])
+            key, secret = create_api_key(options["name"], options["channels"], all_channels=all_channels)
         except ValidationError as exc:
             raise CommandError("; ".join(exc.messages)) from exc
         scope = ", ".join(options["channels"]) or "all channels"

@@ -2,14 +2,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from events.access.auth import mint_token
+from events.access.auth import active_channels, mint_token
 from events.conf import conf
+from events.exceptions import ChannelNotFound
 
 
 class Command(BaseCommand):
-    help = "Print a signed subscribe token for private channels (alone on the last line)."
+    help = (
+        "Print a signed subscribe token for private channels (alone on the last line). "
+        "It is bound to no API key: only its expiry or a new SECRET_KEY ends it."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("slugs", nargs="+", metavar="slug")
@@ -20,4 +24,9 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         ttl = options["ttl"] if options["ttl"] is not None else conf.TOKEN_MAX_AGE_SECONDS
-        self.stdout.write(mint_token(options["slugs"], ttl=ttl, subject=options["subject"]))
+        try:
+            # Named by identity: a channel re-created with the same slug is not granted.
+            channels = active_channels(list(dict.fromkeys(options["slugs"])))
+        except ChannelNotFound as exc:
+            raise CommandError(exc.detail) from exc
+        self.stdout.write(mint_token(channels, ttl=ttl, subject=options["subject"]))

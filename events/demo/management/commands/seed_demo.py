@@ -50,6 +50,6 @@ class Command(BaseCommand):
 
         # One live demo key at a time: the previous one is revoked.
         ApiKey.objects.filter(name=DEMO_KEY_NAME).update(is_active=False)
-        _key, secret = create_api_key(DEMO_KEY_NAME)
+        _key, secret = create_api_key(DEMO_KEY_NAME, all_channels=True)
         self.stdout.write("Demo API key (all channels):")
         self.stdout.write(secret)

@@ -1,0 +1,146 @@
+"""Chat moderation binds to the person, not the label (issue 13)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.contrib.auth.models import User
+from django.core.cache import cache
+from django.core.management import call_command
+from django.db import connection
+from django.test import AsyncClient
+from django.utils import timezone
+
+from events.chat.models import ChatMute
+from events.models import Channel, Kind
+from events.provisioning import upsert_channel
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def _empty_cache() -> Iterator[None]:
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture
+def lobby() -> Channel:
+    return upsert_channel("lobby", kind=Kind.CHAT, guests_may_post=True)[0]
+
+
+@pytest.fixture
+def moderator() -> User:
+    return User.objects.create_user("mod", password="pw", is_staff=True)
+
+
+async def post(client: AsyncClient, path: str, body: Any) -> Any:
+    return await client.post(path, json.dumps(body), content_type="application/json")
+
+
+async def guest(nickname: str, client: AsyncClient | None = None) -> AsyncClient:
+    client = client or AsyncClient()
+    response = await post(client, "/rooms/lobby/guest", {"nickname": nickname})
+    assert response.status_code == 200, response.json()
+    return client
+
+
+async def mute(moderator: User, author: str) -> Any:
+    staff = AsyncClient()
+    await staff.aforce_login(moderator)
+    return await post(staff, "/rooms/lobby/mute", {"author": author, "minutes": 60})
+
+
+async def test_a_muted_guest_stays_muted_under_a_new_nickname(lobby: Channel, moderator: User) -> None:
+    troll = await guest("troll")
+    assert (await post(troll, "/rooms/lobby/messages", {"text": "spam"})).status_code == 201
+    assert (await mute(moderator, "guest:troll")).status_code == 201
+
+    await guest("nice person", troll)
+    refused = await post(troll, "/rooms/lobby/messages", {"text": "it's me again"})
+    assert refused.status_code == 403
+    assert refused.json()["error"] == "muted"
+    # Another guest is not caught by the mute.
+    other = await guest("someone else")
+    assert (await post(other, "/rooms/lobby/messages", {"text": "hello"})).status_code == 201
+
+
+async def test_a_muted_user_stays_muted_after_a_rename(lobby: Channel, moderator: User) -> None:
+    alice = await User.objects.acreate(username="alice")
+    assert (await mute(moderator, "user:alice")).status_code == 201
+    alice.username = "alice2"
+    await alice.asave()
+    client = AsyncClient()
+    await client.aforce_login(alice)
+    refused = await post(client, "/rooms/lobby/messages", {"text": "new name, same me"})
+    assert refused.status_code == 403
+
+
+async def test_a_guest_cannot_take_a_nickname_in_use_in_the_room(lobby: Channel) -> None:
+    first = await guest("Bob")
+    await post(first, "/rooms/lobby/messages", {"text": "hi"})
+    for taken in ("Bob", "bob", "BOB"):
+        response = await post(AsyncClient(), "/rooms/lobby/guest", {"nickname": taken})
+        assert response.status_code == 400
+        assert "in use in this room" in response.json()["detail"]
+    # Moving to another name keeps the old one: an old message's name never passes on.
+    await guest("Robert", first)
+    assert (await post(AsyncClient(), "/rooms/lobby/guest", {"nickname": "bob"})).status_code == 400
+    # The same guest may go back to it.
+    await guest("Bob", first)
+
+
+async def test_a_guest_cannot_take_a_users_name(lobby: Channel) -> None:
+    await User.objects.acreate(username="carol")
+    response = await post(AsyncClient(), "/rooms/lobby/guest", {"nickname": "Carol"})
+    assert response.status_code == 400
+
+
+async def test_a_nickname_chosen_elsewhere_is_checked_in_each_room(lobby: Channel) -> None:
+    await upsert_channel_async("hall")
+    in_hall = AsyncClient()
+    assert (await post(in_hall, "/rooms/hall/guest", {"nickname": "dave"})).status_code == 200
+    await guest("dave")  # another guest holds "dave" in the lobby
+    refused = await post(in_hall, "/rooms/lobby/messages", {"text": "hi"})
+    assert refused.status_code == 400
+    assert "in use in this room" in refused.json()["detail"]
+
+
+async def test_muting_somebody_who_never_took_part_is_400(lobby: Channel, moderator: User) -> None:
+    assert (await mute(moderator, "guest:nobody")).status_code == 400
+    assert not await ChatMute.objects.aexists()
+
+
+async def upsert_channel_async(slug: str) -> None:
+    await sync_to_async(upsert_channel)(slug, kind=Kind.CHAT, guests_may_post=True)
+
+
+def test_upgrade_binds_existing_user_mutes_to_the_user() -> None:
+    call_command("migrate", "chat", "0001", verbosity=0)
+    room = upsert_channel("lobby-before", kind=Kind.CHAT)[0]
+    erin = User.objects.create_user("erin")
+    with connection.cursor() as cursor:
+        for author in ("user:erin", "guest:troll"):
+            cursor.execute(
+                "INSERT INTO events_chatmute (channel_id, author, created_at) VALUES (%s, %s, %s)",
+                [room.pk, author, timezone.now()],
+            )
+    call_command("migrate", verbosity=0)
+    assert dict(ChatMute.objects.values_list("author", "person")) == {
+        "user:erin": f"user:{erin.pk}",
+        "guest:troll": "",
+    }
+
+
+async def test_staff_see_held_nicknames_in_the_admin(lobby: Channel, moderator: User) -> None:
+    await guest("Frank")
+    staff = AsyncClient()
+    await staff.aforce_login(await User.objects.acreate(username="root", is_staff=True, is_superuser=True))
+    page = await staff.get("/admin/chat/chatnickname/")
+    assert page.status_code == 200
+    assert "Frank" in page.content.decode()
