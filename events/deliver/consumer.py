@@ -42,7 +42,8 @@ from events.exceptions import (
     RateLimited,
     ServiceUnavailable,
 )
-from events.metrics import REJECTED_REQUESTS, stats
+from events.http.responses import send_error
+from events.metrics import stats
 from events.models import Channel
 from events.wire import cursors, frames, ndjson, sse
 
@@ -52,7 +53,6 @@ logger = logging.getLogger(__name__)
 # own: the per-process relay is the group member (ARCHITECTURE.md §5: a layer
 # channel per connection makes every receive scan all of them).
 NO_CHANNEL_LAYER = "pushsite.streams-use-the-relay"
-RETRY_AFTER_SECONDS = 5
 SSE_FORMAT = "sse"
 NDJSON_FORMAT = "ndjson"
 FORMATS = (SSE_FORMAT, NDJSON_FORMAT)
@@ -282,13 +282,14 @@ class EventStreamConsumer(AsyncHttpConsumer):
             raise StopConsumer()
         try:
             if method not in {"GET", "HEAD"}:
-                raise MethodNotAllowed(f"{method} is not allowed on a stream; subscribe with GET.")
+                raise MethodNotAllowed(
+                    f"{method} is not allowed on a stream; subscribe with GET.", allow="GET, HEAD, OPTIONS"
+                )
             request = parse_stream_request(self.scope)
             self.check_streams_per_ip()
             authorized = await database_sync_to_async(authorize)(request)
             await self.join_feeds(authorized)
         except PushsiteError as error:
-            REJECTED_REQUESTS.labels(code=error.code).inc()
             await self.send_error(error)
             raise StopConsumer() from None
         except DatabaseError:
@@ -334,21 +335,9 @@ class EventStreamConsumer(AsyncHttpConsumer):
         await self.send_response(204, b"", headers=headers)
 
     async def send_error(self, error: PushsiteError) -> None:
-        body = frames.dumps({"error": error.code, "detail": error.detail}).encode()
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"cache-control", b"no-store"),
-            # Errors hold no secrets, and a widget on another site must be able
-            # to read why it was refused (no credentials are ever allowed).
-            (b"access-control-allow-origin", b"*"),
-        ]
-        if isinstance(error, MethodNotAllowed):
-            headers.append((b"allow", b"GET, HEAD, OPTIONS"))
-        if isinstance(error, ServiceUnavailable):
-            headers.append((b"retry-after", str(RETRY_AFTER_SECONDS).encode()))
-        if isinstance(error, RateLimited):
-            headers.append((b"retry-after", str(error.retry_after).encode()))
-        await self.send_response(error.status, body, headers=headers)
+        # Errors hold no secrets, and a widget on another site must be able
+        # to read why it was refused (no credentials are ever allowed).
+        await send_error(self.send, error, headers=[("Access-Control-Allow-Origin", "*")])
 
     async def open_stream(self, authorized: Authorized, output: str = SSE_FORMAT) -> None:
         # The one place the output format matters: streams write SSE frames,

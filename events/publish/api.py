@@ -32,13 +32,14 @@ from events.access.auth import (
 from events.conf import conf
 from events.exceptions import (
     InvalidInput,
+    MethodNotAllowed,
     NotAuthenticated,
     PayloadTooLarge,
     PermissionDenied,
     PushsiteError,
     ServiceUnavailable,
 )
-from events.http.responses import error_response, from_exception
+from events.http.responses import from_exception
 from events.models import Channel, Message
 from events.publish import store as publishing
 from events.wire.frames import isoformat_utc
@@ -65,11 +66,9 @@ async def channel_messages(request: HttpRequest, slug: str) -> HttpResponse:
             # Cross-origin reads are decided per channel by events/access/cors.py.
             response["Vary"] = "Origin, Cookie, Authorization"
             return response
-        response = error_response(
-            405, "method_not_allowed", f"{request.method} is not allowed here; use GET or POST."
+        raise MethodNotAllowed(
+            f"{request.method} is not allowed here; use GET or POST.", allow="GET, HEAD, POST"
         )
-        response["Allow"] = "GET, HEAD, POST"
-        return response
     except PushsiteError as error:
         return from_exception(error)
     except DatabaseError:
@@ -101,10 +100,9 @@ async def publish_response(store: Callable[[], Message], slug: str, path: str) -
 
 
 def database_unavailable() -> HttpResponse:
-    error = ServiceUnavailable("The database is not available; nothing was published. Try again shortly.")
-    response = from_exception(error)
-    response["Retry-After"] = "5"
-    return response
+    return from_exception(
+        ServiceUnavailable("The database is not available; nothing was published. Try again shortly.")
+    )
 
 
 def store_from_request(request: HttpRequest, slug: str) -> Message:
@@ -237,11 +235,9 @@ TOKEN_FIELDS = {"channels", "ttl", "subject"}
 async def tokens(request: HttpRequest) -> HttpResponse:
     """``POST /api/tokens``: a signed, expiring subscribe token for private channels."""
     if request.method != "POST":
-        response = error_response(
-            405, "method_not_allowed", f"{request.method} is not allowed here; use POST."
+        return from_exception(
+            MethodNotAllowed(f"{request.method} is not allowed here; use POST.", allow="POST")
         )
-        response["Allow"] = "POST"
-        return response
     try:
         payload = await sync_to_async(token_from_request)(request)
     except PushsiteError as error:

@@ -25,15 +25,16 @@ from django.db import DatabaseError
 
 from events.access.auth import active_channels, authenticate_api_key, bearer_secret, require_key_for
 from events.conf import conf
-from events.deliver.consumer import NO_CHANNEL_LAYER, RETRY_AFTER_SECONDS, check_host, request_headers
+from events.deliver.consumer import NO_CHANNEL_LAYER, check_host, request_headers
 from events.exceptions import (
+    InternalError,
     MethodNotAllowed,
     NotAuthenticated,
     PushsiteError,
     RequestTimeout,
     ServiceUnavailable,
 )
-from events.metrics import REJECTED_REQUESTS
+from events.http.responses import send_error
 from events.models import Channel
 from events.publish import body_lines as lines
 from events.publish.streamed import DONE, FAILED, StreamPublication
@@ -120,12 +121,18 @@ class StreamPublishConsumer(AsyncHttpConsumer):
         except DatabaseError:
             logger.exception("Database error during a streamed publish.")
             await self._fail(ServiceUnavailable("The database is not available; the stream is closed."))
+        except StopConsumer:
+            raise
+        except Exception:
+            # A bug, not the publisher's input: subscribers still get the failed end.
+            logger.exception("Unexpected error during a streamed publish.")
+            await self._fail(InternalError("The stream failed inside Pushsite; it is closed."))
 
     async def _start(self) -> None:
         headers = request_headers(self.scope)
         check_host(headers)
         if self.scope["method"] != "POST":
-            raise MethodNotAllowed(f"{self.scope['method']} is not allowed here; use POST.")
+            raise MethodNotAllowed(f"{self.scope['method']} is not allowed here; use POST.", allow="POST")
         secret = bearer_secret(headers.get("authorization"))
         if secret is None:
             raise NotAuthenticated(
@@ -156,15 +163,9 @@ class StreamPublishConsumer(AsyncHttpConsumer):
 
     async def _fail(self, error: PushsiteError) -> None:
         """Tell subscribers (the failed end event) and the publisher (the error), then stop."""
-        REJECTED_REQUESTS.labels(code=error.code).inc()
         await self._end_quietly(error.detail)
-        body: dict[str, Any] = {"error": error.code, "detail": error.detail}
-        if self.publication is not None:
-            body.update(self.publication.summary())
-        headers = [(b"retry-after", str(RETRY_AFTER_SECONDS).encode())] if error.status == 503 else []
-        if isinstance(error, MethodNotAllowed):
-            headers.append((b"allow", b"POST"))
-        await self._send_json(error.status, body, headers)
+        summary = self.publication.summary() if self.publication is not None else {}
+        await send_error(self.send, error, extra=summary)
         raise StopConsumer()
 
     async def _end_quietly(self, reason: str) -> None:
