@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from dataclasses import dataclass
 from datetime import timedelta
@@ -33,6 +32,7 @@ from events.exceptions import (
 )
 from events.models import Channel, ChatMute, Kind, Message
 from events.publish import store as publishing
+from events.publish import validate
 
 MESSAGE_EVENT = "chat.message"
 DELETED_EVENT = "chat.deleted"
@@ -104,20 +104,9 @@ def require_staff(request: HttpRequest) -> None:
 
 
 def json_body(request: HttpRequest, fields: set[str]) -> dict[str, Any]:
-    """The request's JSON object, with only ``fields``; InvalidInput / PayloadTooLarge otherwise."""
-    body = request.body
-    if len(body) > MAX_BODY_BYTES:
-        raise PayloadTooLarge(f"The body is {len(body)} bytes; the limit is {MAX_BODY_BYTES}.")
-    try:
-        payload = json.loads(body or b"{}")
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise InvalidInput("The body is not valid JSON.") from exc
-    if not isinstance(payload, dict):
-        raise InvalidInput("The body must be a JSON object.")
-    unknown = sorted(set(payload) - fields)
-    if unknown:
-        raise InvalidInput(f"Unknown field {unknown[0]!r}; expected {', '.join(sorted(fields))}.")
-    return payload
+    """The request's JSON object with only ``fields``, read by the one JSON parser (events/publish/validate.py)."""
+    shape = "{" + ", ".join(f'"{name}": ...' for name in sorted(fields)) + "}"
+    return validate.request_object(request, fields=fields, shape=shape, limit=MAX_BODY_BYTES)
 
 
 def max_length(channel: Channel) -> int:

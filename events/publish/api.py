@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -12,7 +11,6 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
-from django.core.exceptions import RequestDataTooBig
 from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
@@ -34,7 +32,6 @@ from events.exceptions import (
     InvalidInput,
     MethodNotAllowed,
     NotAuthenticated,
-    PayloadTooLarge,
     PermissionDenied,
     PushsiteError,
     ServiceUnavailable,
@@ -42,6 +39,7 @@ from events.exceptions import (
 from events.http.responses import from_exception
 from events.models import Channel, Message
 from events.publish import store as publishing
+from events.publish import validate
 from events.wire.frames import isoformat_utc
 
 logger = logging.getLogger(__name__)
@@ -107,11 +105,6 @@ def database_unavailable() -> HttpResponse:
 
 def store_from_request(request: HttpRequest, slug: str) -> Message:
     """Authenticate, validate and store one publish request (runs in a worker thread)."""
-    limit = int(conf.MAX_MESSAGE_BYTES)
-    declared = request.META.get("CONTENT_LENGTH") or "0"
-    if declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"The body is {declared} bytes; the limit is {limit}.")
-
     secret = bearer_secret(request.META.get("HTTP_AUTHORIZATION"))
     if secret is not None:
         key = authenticate_api_key(secret)
@@ -124,12 +117,7 @@ def store_from_request(request: HttpRequest, slug: str) -> Message:
     channel = active_channels([slug])[0]
     if key is not None:
         require_key_for(key, channel)
-
-    try:
-        body = request.body
-    except RequestDataTooBig as exc:
-        raise PayloadTooLarge(f"The body is over the limit of {limit} bytes.") from exc
-    return store_body(channel, body, publisher)
+    return store_body(channel, validate.request_body(request), publisher)
 
 
 def store_with_key(authorization: str, slug: str, body: bytes) -> Message:
@@ -145,10 +133,7 @@ def store_with_key(authorization: str, slug: str, body: bytes) -> Message:
 
 
 def store_body(channel: Channel, body: bytes, publisher: str) -> Message:
-    limit = int(conf.MAX_MESSAGE_BYTES)
-    if len(body) > limit:
-        raise PayloadTooLarge(f"The body is {len(body)} bytes; the limit is {limit}.")
-    event, data = parse_publish_body(body)
+    event, data = validate.read_message(body)
     return publishing.store_message(channel, data, event=event, publisher=publisher)
 
 
@@ -173,11 +158,6 @@ def _staff_publisher(request: HttpRequest) -> str:
     if rejection is not None:
         raise PermissionDenied("CSRF check failed: send the csrftoken cookie's value in X-CSRFToken.")
     return f"user:{user.get_username()}"
-
-
-def parse_publish_body(body: bytes) -> tuple[str, Any]:
-    """``event`` and ``data`` from a publish body, or InvalidInput naming what is wrong."""
-    return publishing.parse_message_json(body)
 
 
 def read_history(request: HttpRequest, slug: str) -> dict[str, Any]:
@@ -228,7 +208,8 @@ def _int_param(request: HttpRequest, name: str, *, default: int, minimum: int) -
     return value
 
 
-TOKEN_FIELDS = {"channels", "ttl", "subject"}
+TOKEN_FIELDS = frozenset({"channels", "ttl", "subject"})
+TOKEN_SHAPE = '{"channels": ["<slug>", ...], "ttl": <seconds>, "subject": "<text>"}'
 
 
 @csrf_exempt  # server-to-server, authenticated by API key only
@@ -254,15 +235,7 @@ def token_from_request(request: HttpRequest) -> dict[str, Any]:
     if secret is None:
         raise NotAuthenticated("Minting tokens needs 'Authorization: Bearer <api key>'.")
     key = authenticate_api_key(secret)
-    try:
-        body = json.loads(request.body or b"{}")
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidInput(f"The body is not valid JSON: {exc}.") from exc
-    if not isinstance(body, dict):
-        raise InvalidInput('The body must be a JSON object: {"channels": ["<slug>", ...], "ttl": <seconds>}.')
-    unknown = sorted(set(body) - TOKEN_FIELDS)
-    if unknown:
-        raise InvalidInput(f"Unknown field {unknown[0]!r}; a token request has channels, ttl and subject.")
+    body = validate.request_object(request, fields=TOKEN_FIELDS, shape=TOKEN_SHAPE)
     slugs = body.get("channels")
     if not isinstance(slugs, list) or not slugs or not all(isinstance(s, str) for s in slugs):
         raise InvalidInput("channels must be a non-empty list of channel slugs.")
