@@ -20,8 +20,7 @@ from redis.exceptions import RedisError
 from events.access.auth import (
     Reader,
     active_channels,
-    authenticate_api_key,
-    bearer_secret,
+    api_key_from,
     check_read,
     session_from_key,
     user_from_session,
@@ -175,10 +174,7 @@ class Authorized:
 def authorize(request: StreamRequest) -> Authorized:
     """Check the request against the database: channels, credentials, origin, cursor."""
     channels = active_channels(request.slugs)
-    reader = Reader()
-    secret = bearer_secret(request.authorization)
-    if secret is not None:
-        reader.key = authenticate_api_key(secret)
+    reader = Reader(key=api_key_from(request.authorization))
     if request.token:
         reader.grant = verify_token(request.token)
     session = session_from_key(request.session_key)

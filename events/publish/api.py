@@ -20,10 +20,12 @@ from events.access import ratelimit
 from events.access.auth import (
     Reader,
     active_channels,
-    authenticate_api_key,
-    bearer_secret,
+    api_key_from,
     check_read,
+    key_for_publishing,
+    key_publisher,
     mint_token,
+    require_api_key,
     require_key_for,
     verify_token,
 )
@@ -43,6 +45,8 @@ from events.publish import validate
 from events.wire.frames import isoformat_utc
 
 logger = logging.getLogger(__name__)
+
+PUBLISH_NEEDS = "Publishing needs 'Authorization: Bearer <api key>' or a staff login."
 
 
 # Views use asgiref's sync_to_async (Django's request cycle opens and closes
@@ -105,13 +109,11 @@ def database_unavailable() -> HttpResponse:
 
 def store_from_request(request: HttpRequest, slug: str) -> Message:
     """Authenticate, validate and store one publish request (runs in a worker thread)."""
-    secret = bearer_secret(request.META.get("HTTP_AUTHORIZATION"))
-    if secret is not None:
-        key = authenticate_api_key(secret)
-        publisher = f"key:{key.name} ({key.prefix})"
+    key = api_key_from(request.META.get("HTTP_AUTHORIZATION"))
+    if key is not None:
+        publisher = key_publisher(key)
         limit_publish_rate("key", key.prefix)
     else:
-        key = None
         publisher = _staff_publisher(request)
         limit_publish_rate("user", str(request.user.pk))
     channel = active_channels([slug])[0]
@@ -122,14 +124,9 @@ def store_from_request(request: HttpRequest, slug: str) -> Message:
 
 def store_with_key(authorization: str, slug: str, body: bytes) -> Message:
     """Authenticate ``Authorization: Bearer``, validate and store (runs in a worker thread)."""
-    secret = bearer_secret(authorization)
-    if secret is None:
-        raise NotAuthenticated("Publishing needs 'Authorization: Bearer <api key>' or a staff login.")
-    key = authenticate_api_key(secret)
+    key, channel = key_for_publishing(authorization, slug, missing=PUBLISH_NEEDS)
     limit_publish_rate("key", key.prefix)
-    channel = active_channels([slug])[0]
-    require_key_for(key, channel)
-    return store_body(channel, body, f"key:{key.name} ({key.prefix})")
+    return store_body(channel, body, key_publisher(key))
 
 
 def store_body(channel: Channel, body: bytes, publisher: str) -> Message:
@@ -151,7 +148,7 @@ def limit_publish_rate(kind: str, ident: str) -> None:
 def _staff_publisher(request: HttpRequest) -> str:
     user = request.user
     if not user.is_authenticated:
-        raise NotAuthenticated("Publishing needs 'Authorization: Bearer <api key>' or a staff login.")
+        raise NotAuthenticated(PUBLISH_NEEDS)
     if not (user.is_active and user.is_staff):
         raise PermissionDenied("Only staff users may publish with a session.")
     rejection = CsrfViewMiddleware(lambda r: HttpResponse()).process_view(request, None, (), {})  # type: ignore[arg-type]
@@ -168,10 +165,7 @@ def read_history(request: HttpRequest, slug: str) -> dict[str, Any]:
     if limit > max_limit:
         raise InvalidInput(f"limit may be at most {max_limit}.")
     channel = active_channels([slug])[0]
-    reader = Reader(user=request.user)
-    secret = bearer_secret(request.META.get("HTTP_AUTHORIZATION"))
-    if secret is not None:
-        reader.key = authenticate_api_key(secret)
+    reader = Reader(user=request.user, key=api_key_from(request.META.get("HTTP_AUTHORIZATION")))
     token = request.GET.get("token")
     if token:
         reader.grant = verify_token(token)
@@ -231,10 +225,10 @@ async def tokens(request: HttpRequest) -> HttpResponse:
 
 def token_from_request(request: HttpRequest) -> dict[str, Any]:
     """Authenticate the key, validate the body, mint the token (runs in a worker thread)."""
-    secret = bearer_secret(request.META.get("HTTP_AUTHORIZATION"))
-    if secret is None:
-        raise NotAuthenticated("Minting tokens needs 'Authorization: Bearer <api key>'.")
-    key = authenticate_api_key(secret)
+    key = require_api_key(
+        request.META.get("HTTP_AUTHORIZATION"),
+        missing="Minting tokens needs 'Authorization: Bearer <api key>'.",
+    )
     body = validate.request_object(request, fields=TOKEN_FIELDS, shape=TOKEN_SHAPE)
     slugs = body.get("channels")
     if not isinstance(slugs, list) or not slugs or not all(isinstance(s, str) for s in slugs):

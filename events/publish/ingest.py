@@ -23,7 +23,7 @@ from channels.exceptions import StopConsumer
 from channels.generic.http import AsyncHttpConsumer
 from django.db import DatabaseError
 
-from events.access.auth import active_channels, authenticate_api_key, bearer_secret, require_key_for
+from events.access.auth import bearer_secret, key_for_publishing, key_publisher
 from events.conf import conf
 from events.deliver.consumer import NO_CHANNEL_LAYER, check_host, request_headers
 from events.exceptions import (
@@ -48,12 +48,16 @@ IDLE_MESSAGE_TYPE = "pushsite.stream.idle"
 SHUTDOWN_GRACE_SECONDS = 2.0
 
 
-def authorize_publisher(secret: str, slug: str) -> tuple[Channel, str]:
+STREAM_NEEDS = (
+    "Streaming publish needs 'Authorization: Bearer <api key>'; "
+    "a staff session can publish single messages with POST .../messages."
+)
+
+
+def authorize_publisher(authorization: str | None, slug: str) -> tuple[Channel, str]:
     """The channel and the publisher's name for an API key (runs in a worker thread)."""
-    key = authenticate_api_key(secret)
-    channel = active_channels([slug])[0]
-    require_key_for(key, channel)
-    return channel, f"key:{key.name} ({key.prefix})"
+    key, channel = key_for_publishing(authorization, slug, missing=STREAM_NEEDS)
+    return channel, key_publisher(key)
 
 
 class StreamPublishConsumer(AsyncHttpConsumer):
@@ -133,17 +137,14 @@ class StreamPublishConsumer(AsyncHttpConsumer):
         check_host(headers)
         if self.scope["method"] != "POST":
             raise MethodNotAllowed(f"{self.scope['method']} is not allowed here; use POST.", allow="POST")
-        secret = bearer_secret(headers.get("authorization"))
-        if secret is None:
-            raise NotAuthenticated(
-                "Streaming publish needs 'Authorization: Bearer <api key>'; "
-                "a staff session can publish single messages with POST .../messages."
-            )
+        authorization = headers.get("authorization")
+        if bearer_secret(authorization) is None:
+            raise NotAuthenticated(STREAM_NEEDS)  # before the body's format, and without the database
         self.parser = lines.body_parser(
             headers.get("content-type"), max_line_bytes=int(conf.MAX_MESSAGE_BYTES)
         )
         slug = self.scope["url_route"]["kwargs"]["slug"]
-        channel, publisher = await database_sync_to_async(authorize_publisher)(secret, slug)
+        channel, publisher = await database_sync_to_async(authorize_publisher)(authorization, slug)
         self.publication = StreamPublication(channel, publisher=publisher)
         logger.info("Stream %s started on %s by %s", self.publication.id, slug, publisher)
 

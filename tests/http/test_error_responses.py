@@ -116,7 +116,7 @@ async def test_a_database_outage_is_503_with_retry_after_in_every_family(
     chat = AsyncClient()
     await chat.aforce_login(alice)
     with (
-        mock.patch("events.publish.ingest.active_channels", side_effect=outage),
+        mock.patch("events.access.auth.active_channels", side_effect=outage),
         mock.patch("events.publish.api.active_channels", side_effect=outage),
         mock.patch("events.deliver.consumer.active_channels", side_effect=outage),
         mock.patch("events.chat.rules.get_room", side_effect=outage),
