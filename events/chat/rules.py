@@ -44,6 +44,19 @@ _NICKNAME = re.compile(r"[^\W_][\w .-]*")
 _AUTHOR = re.compile(r"(user|guest):.{1,150}")
 MAX_BODY_BYTES = 16 * 1024
 TYPING_EVERY_SECONDS = 2
+POSTS_BY_AUTHOR = ratelimit.Rate(
+    "chat-author",
+    lambda: int(conf.CHAT_RATE_MESSAGES),
+    lambda: float(conf.CHAT_RATE_SECONDS),
+    "You are sending messages too fast.",
+)
+# People behind one NAT share an address, so its limit is higher.
+POSTS_BY_ADDRESS = ratelimit.Rate(
+    "chat-ip",
+    lambda: int(conf.CHAT_IP_RATE_MESSAGES),
+    lambda: float(conf.CHAT_RATE_SECONDS),
+    "Too many messages from your network.",
+)
 
 
 @dataclass(frozen=True)
@@ -133,31 +146,18 @@ def is_muted(channel: Channel, author: Author) -> bool:
     )
 
 
-def check_rate(author: Author, client_ip: str) -> None:
+def check_rate(author: Author, client_address: str) -> None:
     """Per participant and per client address, so neither one person nor one machine can flood a room."""
-    window = float(conf.CHAT_RATE_SECONDS)
-    ratelimit.hit(
-        "chat-author",
-        author.label,
-        limit=int(conf.CHAT_RATE_MESSAGES),
-        window=window,
-        detail="You are sending messages too fast.",
-    )
-    ratelimit.hit(
-        "chat-ip",
-        client_ip or "-",
-        limit=int(conf.CHAT_IP_RATE_MESSAGES),
-        window=window,
-        detail="Too many messages from your network.",
-    )
+    ratelimit.count(POSTS_BY_AUTHOR, author.label)
+    ratelimit.count(POSTS_BY_ADDRESS, client_address)
 
 
-def post(channel: Channel, author: Author, text: Any, client_ip: str) -> Message:
+def post(channel: Channel, author: Author, text: Any, client_address: str) -> Message:
     """Validate and store one chat message (the caller fans it out)."""
     text = clean_text(channel, text)
     if is_muted(channel, author):
         raise Muted("A moderator has muted you in this room.")
-    check_rate(author, client_ip)
+    check_rate(author, client_address)
     return publishing.store_message(
         channel,
         {"text": text, "author": author.as_json()},

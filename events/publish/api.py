@@ -112,10 +112,10 @@ def store_from_request(request: HttpRequest, slug: str) -> Message:
     key = api_key_from(request.META.get("HTTP_AUTHORIZATION"))
     if key is not None:
         publisher = key_publisher(key)
-        limit_publish_rate("key", key.prefix)
+        ratelimit.count(ratelimit.PUBLISH_BY_KEY, key.prefix)
     else:
         publisher = _staff_publisher(request)
-        limit_publish_rate("user", str(request.user.pk))
+        ratelimit.count(ratelimit.PUBLISH_BY_USER, str(request.user.pk))
     channel = active_channels([slug])[0]
     if key is not None:
         require_key_for(key, channel)
@@ -125,24 +125,13 @@ def store_from_request(request: HttpRequest, slug: str) -> Message:
 def store_with_key(authorization: str, slug: str, body: bytes) -> Message:
     """Authenticate ``Authorization: Bearer``, validate and store (runs in a worker thread)."""
     key, channel = key_for_publishing(authorization, slug, missing=PUBLISH_NEEDS)
-    limit_publish_rate("key", key.prefix)
+    ratelimit.count(ratelimit.PUBLISH_BY_KEY, key.prefix)
     return store_body(channel, body, key_publisher(key))
 
 
 def store_body(channel: Channel, body: bytes, publisher: str) -> Message:
     event, data = validate.read_message(body)
     return publishing.store_message(channel, data, event=event, publisher=publisher)
-
-
-def limit_publish_rate(kind: str, ident: str) -> None:
-    """PUBLISH_RATE_MESSAGES per PUBLISH_RATE_SECONDS for each key and each user (429 past it)."""
-    ratelimit.hit(
-        f"publish-{kind}",
-        ident,
-        limit=int(conf.PUBLISH_RATE_MESSAGES),
-        window=float(conf.PUBLISH_RATE_SECONDS),
-        detail=f"This {'API key' if kind == 'key' else 'user'} is publishing too fast.",
-    )
 
 
 def _staff_publisher(request: HttpRequest) -> str:

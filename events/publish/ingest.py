@@ -18,11 +18,13 @@ import contextlib
 import logging
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.http import AsyncHttpConsumer
 from django.db import DatabaseError
 
+from events.access import ratelimit
 from events.access.auth import bearer_secret, key_for_publishing, key_publisher
 from events.conf import conf
 from events.deliver.consumer import NO_CHANNEL_LAYER, check_host, request_headers
@@ -54,10 +56,15 @@ STREAM_NEEDS = (
 )
 
 
-def authorize_publisher(authorization: str | None, slug: str) -> tuple[Channel, str]:
-    """The channel and the publisher's name for an API key (runs in a worker thread)."""
+def authorize_publisher(authorization: str | None, slug: str) -> tuple[Channel, str, str]:
+    """The channel, the publisher's name and its key's prefix (runs in a worker thread).
+
+    A key already over its publish rate is refused here, before anything is stored;
+    each part then counts as one publish (:meth:`StreamPublishConsumer._publish`).
+    """
     key, channel = key_for_publishing(authorization, slug, missing=STREAM_NEEDS)
-    return channel, key_publisher(key)
+    ratelimit.check(ratelimit.PUBLISH_BY_KEY, key.prefix)
+    return channel, key_publisher(key), key.prefix
 
 
 class StreamPublishConsumer(AsyncHttpConsumer):
@@ -69,6 +76,7 @@ class StreamPublishConsumer(AsyncHttpConsumer):
         super().__init__(*args, **kwargs)
         self.publication: StreamPublication | None = None
         self.parser: lines.BodyParser | None = None
+        self.key_prefix = ""
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         idle = float(conf.STREAM_IDLE_SECONDS)
@@ -144,7 +152,9 @@ class StreamPublishConsumer(AsyncHttpConsumer):
             headers.get("content-type"), max_line_bytes=int(conf.MAX_MESSAGE_BYTES)
         )
         slug = self.scope["url_route"]["kwargs"]["slug"]
-        channel, publisher = await database_sync_to_async(authorize_publisher)(authorization, slug)
+        channel, publisher, self.key_prefix = await database_sync_to_async(authorize_publisher)(
+            authorization, slug
+        )
         self.publication = StreamPublication(channel, publisher=publisher)
         logger.info("Stream %s started on %s by %s", self.publication.id, slug, publisher)
 
@@ -152,15 +162,23 @@ class StreamPublishConsumer(AsyncHttpConsumer):
         assert self.parser is not None
         assert self.publication is not None
         for part in self.parser.feed(body):
-            await self.publication.apart(part.data, event=part.event)
+            await self._publish(part)
         if more:
             return
         for part in self.parser.close():
-            await self.publication.apart(part.data, event=part.event)
+            await self._publish(part)
         await self.publication.aend(DONE)
         logger.info("Stream %s done: %s parts", self.publication.id, self.publication.parts)
         await self._send_json(201, self.publication.summary())
         raise StopConsumer()
+
+    async def _publish(self, part: lines.Part) -> None:
+        """One part: counted against the key's publish rate (429 past it), then published."""
+        assert self.publication is not None
+        await sync_to_async(ratelimit.count, thread_sensitive=False)(
+            ratelimit.PUBLISH_BY_KEY, self.key_prefix
+        )
+        await self.publication.apart(part.data, event=part.event)
 
     async def _fail(self, error: PushsiteError) -> None:
         """Tell subscribers (the failed end event) and the publisher (the error), then stop."""
