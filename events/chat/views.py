@@ -27,6 +27,7 @@ from events.exceptions import (
     PushsiteError,
     ServiceUnavailable,
 )
+from events.http.address import client_address
 from events.http.responses import from_exception
 from events.models import Channel, Kind, Message
 from events.publish import store as publishing
@@ -138,7 +139,7 @@ def _post(request: HttpRequest, slug: str) -> Outcome:
     channel = chat.get_room(slug, request.user)
     author = chat.poster(channel, request)
     body = chat.json_body(request, {"text"})
-    message = chat.post(channel, author, body.get("text"), request.META.get("REMOTE_ADDR", ""))
+    message = chat.post(channel, author, body.get("text"), client_address(request))
     return Outcome(publishing.message_json(message, slug), status=201, fan_out=[message])
 
 

@@ -41,6 +41,7 @@ from events.exceptions import (
     RateLimited,
     ServiceUnavailable,
 )
+from events.http.address import client_address
 from events.http.responses import send_error
 from events.metrics import stats
 from events.models import Channel
@@ -296,7 +297,7 @@ class EventStreamConsumer(AsyncHttpConsumer):
 
     def check_streams_per_ip(self) -> None:
         limit = int(conf.MAX_STREAMS_PER_IP)
-        if get_relay().streams_per_ip[_client_address(self.scope)] >= limit:
+        if get_relay().streams_per_ip[client_address(self.scope)] >= limit:
             raise RateLimited(
                 f"This address already holds {limit} open streams on this server; close some first."
             )
@@ -365,7 +366,7 @@ class EventStreamConsumer(AsyncHttpConsumer):
             access=authorized.access,
         )
         self.stream = stream
-        get_relay().streams_per_ip[_client_address(self.scope)] += 1
+        get_relay().streams_per_ip[client_address(self.scope)] += 1
         stats.connections += 1
         stats.connections_opened += 1
         relay = get_relay()
@@ -391,7 +392,7 @@ class EventStreamConsumer(AsyncHttpConsumer):
         logger.info(
             "Stream opened: %s from %s",
             ",".join(c.slug for c in authorized.channels),
-            _client_address(self.scope),
+            client_address(self.scope),
         )
 
     async def http_disconnect(self, message: dict[str, Any]) -> None:
@@ -405,7 +406,7 @@ class EventStreamConsumer(AsyncHttpConsumer):
         stream = self.stream
         relay = get_relay()
         relay.unsubscribe(stream)
-        address = _client_address(self.scope)
+        address = client_address(self.scope)
         relay.streams_per_ip[address] -= 1
         if relay.streams_per_ip[address] <= 0:
             del relay.streams_per_ip[address]
@@ -421,8 +422,3 @@ class EventStreamConsumer(AsyncHttpConsumer):
         self._ended_by_server = True
         if self._task is not None:
             self._task.cancel()
-
-
-def _client_address(scope: dict[str, Any]) -> str:
-    client = scope.get("client")
-    return f"{client[0]}" if client else "-"

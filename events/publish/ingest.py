@@ -36,6 +36,7 @@ from events.exceptions import (
     RequestTimeout,
     ServiceUnavailable,
 )
+from events.http.address import client_address
 from events.http.responses import send_error
 from events.models import Channel
 from events.publish import body_lines as lines
@@ -156,7 +157,13 @@ class StreamPublishConsumer(AsyncHttpConsumer):
             authorization, slug
         )
         self.publication = StreamPublication(channel, publisher=publisher)
-        logger.info("Stream %s started on %s by %s", self.publication.id, slug, publisher)
+        logger.info(
+            "Stream %s started on %s by %s from %s",
+            self.publication.id,
+            slug,
+            publisher,
+            client_address(self.scope),
+        )
 
     async def _chunk(self, body: bytes, *, more: bool) -> None:
         assert self.parser is not None
