@@ -39,12 +39,17 @@ _EVENT_TYPE = re.compile(EVENT_TYPE_PATTERN)
 _MAX_FLOAT_INT = int(sys.float_info.max)
 _MAX_INT_DIGITS = len(str(_MAX_FLOAT_INT))
 # A JSON string (possessive, and its closing quote optional, so that an unclosed
-# string cannot make the scan quadratic) or a bracket.
-_STRING_OR_BRACKET = re.compile(r'"(?:[^"\\]|\\.)*+"?|[\[\]{}]', re.DOTALL)
+# string cannot make the scan quadratic); what is not a bracket; an innermost pair.
+_STRING = re.compile(r'"[^"\\]*+(?:\\.[^"\\]*+)*+"?', re.DOTALL)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]++")
+_INNERMOST_PAIR = re.compile(r"\[\]|\{\}")
 # Escapes that may decode to NUL or to half of a surrogate pair: only then is the
 # parsed value walked.
 _SUSPECT_ESCAPE = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
 _BAD_CHARACTER = re.compile("[\x00\ud800-\udfff]")
+# An integer can only be out of a float's range with this many digits in a row:
+# the integer hook (a Python call per integer) runs only for a body that has them.
+_LONG_DIGITS = re.compile(f"[0-9]{{{_MAX_INT_DIGITS}}}")
 
 
 class _Refused(ValueError):
@@ -68,10 +73,10 @@ def loads(raw: bytes | str, *, subject: str = "The body", limit: int | None = No
     else:
         text = raw
     check_depth(text, subject=subject)
+    long_digits = len(text) >= _MAX_INT_DIGITS and _LONG_DIGITS.search(text)
+    decoder = _CHECKING_DECODER if long_digits else _DECODER
     try:
-        value = json.loads(
-            text, parse_float=_parse_float, parse_int=_parse_int, parse_constant=_parse_constant
-        )
+        value = decoder.decode(text)
     except _Refused as exc:
         raise InvalidInput(f"{subject} {exc}.") from exc
     except json.JSONDecodeError as exc:
@@ -88,15 +93,15 @@ def check_depth(text: str, *, subject: str = "The body") -> None:
     limit = int(conf.MAX_JSON_DEPTH)
     if text.count("[") + text.count("{") <= limit:
         return  # cannot be deeper: most bodies stop here
-    depth = 0
-    for match in _STRING_OR_BRACKET.finditer(text):
-        token = match.group()
-        if token in "[{":
-            depth += 1
-            if depth > limit:
-                raise InvalidInput(f"{subject} nests arrays and objects more than {limit} deep.")
-        elif token in "]}":
-            depth -= 1
+    # The brackets outside strings, then one level of pairs removed per pass (each
+    # pass in C): what is left after ``limit`` passes is nested deeper than that.
+    brackets = _NOT_BRACKET.sub("", _STRING.sub("", text))
+    for _level in range(limit):
+        brackets, removed = _INNERMOST_PAIR.subn("", brackets)
+        if not brackets or not removed:
+            return  # within the limit, or brackets that do not pair (the parser says so)
+    if brackets:
+        raise InvalidInput(f"{subject} nests arrays and objects more than {limit} deep.")
 
 
 def check_strings(value: Any, *, subject: str = "The data") -> None:
@@ -146,6 +151,13 @@ def _parse_int(text: str) -> int:
 def _parse_constant(name: str) -> Any:
     # Python's json reads NaN and Infinity; JSON (and the databases) do not.
     raise _Refused(f"is not valid JSON: {name} is not a JSON value")
+
+
+# Built once: json.loads with any hook builds a new decoder on every call.
+_DECODER = json.JSONDecoder(parse_constant=_parse_constant, parse_float=_parse_float)
+_CHECKING_DECODER = json.JSONDecoder(
+    parse_constant=_parse_constant, parse_float=_parse_float, parse_int=_parse_int
+)
 
 
 # --- shapes --------------------------------------------------------------------------------
