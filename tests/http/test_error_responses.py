@@ -16,6 +16,7 @@ from events.exceptions import MethodNotAllowed, RateLimited, ServiceUnavailable
 from events.http.responses import from_exception, send_error
 from events.models import Channel, Kind, Message
 from events.provisioning import create_api_key, upsert_channel
+from events.publish import ingest
 from tests.support.asgi import django_answer, stream_publish, subscribe_refused
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -156,7 +157,7 @@ async def test_a_failure_inside_the_streaming_publish_still_ends_the_stream_fail
     news: Channel, key: str
 ) -> None:
     bug = RuntimeError("a bug")
-    with mock.patch("events.publish.streamed.StreamPublication.apart", side_effect=bug):
+    with mock.patch.object(ingest.StreamPublication, "apart", side_effect=bug):
         answer = await stream_publish("news", [b'{"data": 1}\n'], authorization=f"Bearer {key}")
     assert answer.status == 500
     assert answer.json()["error"] == "internal"
