@@ -58,6 +58,9 @@ class PushsiteSettings:
     RETRY_MILLISECONDS = Setting(2000)
     # Largest publish request body (and encoded payload), in bytes.
     MAX_MESSAGE_BYTES = Setting(64 * 1024)
+    # Deepest nesting of arrays and objects in any JSON a client sends (a
+    # publish body, a streamed line, a token request, a chat action): 400 above.
+    MAX_JSON_DEPTH = Setting(32)
     # Unsent bytes a connection may queue before it is disconnected as a slow
     # reader (it resumes later with Last-Event-ID).
     MAX_BACKLOG_BYTES = Setting(1024 * 1024)

@@ -55,10 +55,14 @@ class NotFound(PushsiteError):
 
 
 class MethodNotAllowed(PushsiteError):
-    """An HTTP method the endpoint does not serve."""
+    """An HTTP method the endpoint does not serve; ``allow`` lists the ones it does."""
 
     status = 405
     code = "method_not_allowed"
+
+    def __init__(self, detail: str, allow: str = "") -> None:
+        super().__init__(detail)
+        self.allow = allow
 
 
 class RequestTimeout(PushsiteError):
@@ -101,7 +105,18 @@ class RateLimited(PushsiteError):
 
 
 class ServiceUnavailable(PushsiteError):
-    """A backing service (database or channel layer) cannot be reached."""
+    """A backing service (database or channel layer) cannot be reached; retry after ``retry_after`` seconds."""
 
     status = 503
     code = "unavailable"
+
+    def __init__(self, detail: str, retry_after: int = 5) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
+class InternalError(PushsiteError):
+    """A failure inside Pushsite (a bug), answered in the usual JSON shape; never caused by bad input."""
+
+    status = 500
+    code = "internal"

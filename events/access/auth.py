@@ -22,7 +22,7 @@ from events.exceptions import ChannelNotFound, NotAuthenticated, PermissionDenie
 from events.models import ApiKey, Channel, Visibility
 
 TOKEN_SALT = "pushsite.subscribe-token"
-BEARER = "bearer "
+BEARER = "bearer"
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
@@ -30,18 +30,48 @@ LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
 def bearer_secret(authorization: str | None) -> str | None:
-    """The secret of an ``Authorization: Bearer <secret>`` header; None for no header or another scheme.
+    """The secret of an ``Authorization: Bearer <secret>`` header; None without one.
 
-    Another scheme (``Basic`` from a password-protected proxy in front of the
-    site) is not a Pushsite credential: a public read ignores it, and a
-    publish without a key or staff session is still refused (401).
+    Another scheme is not a Pushsite credential: ``Basic ...`` from a password-protected
+    proxy in front of the site is ignored (a public read still succeeds), never a 401.
     """
     if not authorization:
         return None
-    scheme, _, rest = authorization.strip().partition(" ")
-    if scheme.lower() != BEARER.strip():
+    scheme, _, secret = authorization.strip().partition(" ")
+    if scheme.lower() != BEARER:
         return None
-    return rest.strip()
+    return secret.strip()
+
+
+def api_key_from(authorization: str | None) -> ApiKey | None:
+    """The API key an ``Authorization`` header presents, None if it presents none; 401 for a wrong or revoked one."""
+    secret = bearer_secret(authorization)
+    return None if secret is None else authenticate_api_key(secret)
+
+
+def require_api_key(authorization: str | None, *, missing: str) -> ApiKey:
+    """The request's valid API key; NotAuthenticated(``missing``) when it presents none."""
+    key = api_key_from(authorization)
+    if key is None:
+        raise NotAuthenticated(missing)
+    return key
+
+
+def key_for_publishing(authorization: str | None, slug: str, *, missing: str) -> tuple[ApiKey, Channel]:
+    """An API-key publisher: its valid key (401) and the active channel ``slug`` (404) within its scope (403).
+
+    Every way of publishing with a key goes through here; the caller then counts
+    the publish against the key's rate (events/access/ratelimit.py).
+    """
+    key = require_api_key(authorization, missing=missing)
+    channel = active_channels([slug])[0]
+    require_key_for(key, channel)
+    return key, channel
+
+
+def key_publisher(key: ApiKey) -> str:
+    """How a key is named in a message's ``publisher`` and in the logs."""
+    return f"key:{key.name} ({key.prefix})"
 
 
 def authenticate_api_key(secret: str) -> ApiKey:

@@ -21,12 +21,14 @@ from events.chat import rules as chat
 from events.conf import conf
 from events.exceptions import (
     ChannelNotFound,
+    MethodNotAllowed,
     NotAuthenticated,
     PermissionDenied,
     PushsiteError,
     ServiceUnavailable,
 )
-from events.http.responses import error_response, from_exception
+from events.http.address import client_address
+from events.http.responses import from_exception
 from events.models import Channel, Kind, Message
 from events.publish import store as publishing
 
@@ -114,20 +116,16 @@ Action = Callable[[HttpRequest, str], Outcome]
 
 async def _run(request: HttpRequest, slug: str, action: Action, *, methods: str = "POST") -> HttpResponse:
     if request.method not in methods.split(", "):
-        response = error_response(
-            405, "method_not_allowed", f"{request.method} is not allowed here; use {methods}."
+        return from_exception(
+            MethodNotAllowed(f"{request.method} is not allowed here; use {methods}.", allow=methods)
         )
-        response["Allow"] = methods
-        return response
     try:
         outcome = await sync_to_async(action)(request, slug)
     except PushsiteError as error:
         return from_exception(error)
     except DatabaseError:
         logger.exception("Database error while handling %s %s", request.method, request.path)
-        response = from_exception(ServiceUnavailable("The database is not available; try again shortly."))
-        response["Retry-After"] = "5"
-        return response
+        return from_exception(ServiceUnavailable("The database is not available; try again shortly."))
     for message in outcome.fan_out:
         await publishing.fan_out(message)
     if outcome.ephemeral is not None:
@@ -143,7 +141,7 @@ def _post(request: HttpRequest, slug: str) -> Outcome:
     channel = chat.get_room(slug, request.user)
     author = chat.poster(channel, request)
     body = chat.json_body(request, {"text"})
-    message = chat.post(channel, author, body.get("text"), request.META.get("REMOTE_ADDR", ""))
+    message = chat.post(channel, author, body.get("text"), client_address(request))
     return Outcome(publishing.message_json(message, slug), status=201, fan_out=[message])
 
 

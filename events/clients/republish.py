@@ -18,7 +18,8 @@ from urllib.parse import urlsplit
 
 from events.exceptions import InvalidInput, PayloadTooLarge
 from events.models import Message
-from events.publish.store import json_or_text, publish, validate_event_type
+from events.publish.store import publish
+from events.publish.validate import data_or_text, validate_event_type
 from events.wire.sse import ServerSentEvent
 
 logger = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ class Republisher:
         if event.has_id and len(recorded) <= PUBLISHER_FIELD_LENGTH:
             publisher = recorded
         try:
-            message = publish(self.slug, json_or_text(event.data), event_type, publisher=publisher)
+            message = publish(self.slug, data_or_text(event.data), event_type, publisher=publisher)
         except (InvalidInput, PayloadTooLarge) as exc:
             self.skipped += 1
             logger.warning("Upstream event %r not relayed: %s", event.id, exc.detail)

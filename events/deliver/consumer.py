@@ -28,8 +28,7 @@ from events import signals
 from events.access.auth import (
     Reader,
     active_channels,
-    authenticate_api_key,
-    bearer_secret,
+    api_key_from,
     check_read,
     session_from_key,
     token_expiry,
@@ -49,8 +48,10 @@ from events.exceptions import (
     RateLimited,
     ServiceUnavailable,
 )
+from events.http.address import client_address
 from events.http.asgi import RoutedHTTPScope
-from events.metrics import REJECTED_REQUESTS, stats
+from events.http.responses import send_error
+from events.metrics import stats
 from events.models import Channel
 from events.signals import StreamAttachment
 from events.wire import cursors, frames, ndjson, sse
@@ -61,7 +62,6 @@ logger = logging.getLogger(__name__)
 # own: the per-process relay is the group member (ARCHITECTURE.md §5: a layer
 # channel per connection makes every receive scan all of them).
 NO_CHANNEL_LAYER = "pushsite.streams-use-the-relay"
-RETRY_AFTER_SECONDS = 5
 SSE_FORMAT = "sse"
 NDJSON_FORMAT = "ndjson"
 FORMATS = (SSE_FORMAT, NDJSON_FORMAT)
@@ -189,10 +189,7 @@ class Authorized:
 def authorize(request: StreamRequest) -> Authorized:
     """Check the request against the database: channels, credentials, origin, cursor."""
     channels = active_channels(request.slugs)
-    reader = Reader()
-    secret = bearer_secret(request.authorization)
-    if secret is not None:
-        reader.key = authenticate_api_key(secret)
+    reader = Reader(key=api_key_from(request.authorization))
     if request.token:
         reader.grant = verify_token(request.token)
     session = session_from_key(request.session_key)
@@ -297,13 +294,14 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
             raise StopConsumer()
         try:
             if method not in {"GET", "HEAD"}:
-                raise MethodNotAllowed(f"{method} is not allowed on a stream; subscribe with GET.")
+                raise MethodNotAllowed(
+                    f"{method} is not allowed on a stream; subscribe with GET.", allow="GET, HEAD, OPTIONS"
+                )
             request = parse_stream_request(self.scope)
             self.check_streams_per_ip()
             authorized = await database_sync_to_async(authorize)(request)
             await self.join_feeds(authorized)
         except PushsiteError as error:
-            REJECTED_REQUESTS.labels(code=error.code).inc()
             await self.send_error(error)
             raise StopConsumer() from None
         except DatabaseError:
@@ -314,7 +312,7 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
 
     def check_streams_per_ip(self) -> None:
         limit = conf.MAX_STREAMS_PER_IP
-        if get_relay().streams_per_ip[_client_address(self.scope)] >= limit:
+        if get_relay().streams_per_ip[client_address(self.scope)] >= limit:
             raise RateLimited(
                 f"This address already holds {limit} open streams on this server; close some first."
             )
@@ -349,21 +347,9 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
         await self.send_response(204, b"", headers=headers)
 
     async def send_error(self, error: PushsiteError) -> None:
-        body = frames.dumps({"error": error.code, "detail": error.detail}).encode()
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"cache-control", b"no-store"),
-            # Errors hold no secrets, and a widget on another site must be able
-            # to read why it was refused (no credentials are ever allowed).
-            (b"access-control-allow-origin", b"*"),
-        ]
-        if isinstance(error, MethodNotAllowed):
-            headers.append((b"allow", b"GET, HEAD, OPTIONS"))
-        if isinstance(error, ServiceUnavailable):
-            headers.append((b"retry-after", str(RETRY_AFTER_SECONDS).encode()))
-        if isinstance(error, RateLimited):
-            headers.append((b"retry-after", str(error.retry_after).encode()))
-        await self.send_response(error.status, body, headers=headers)
+        # Errors hold no secrets, and a widget on another site must be able
+        # to read why it was refused (no credentials are ever allowed).
+        await send_error(self.send, error, headers=[("Access-Control-Allow-Origin", "*")])
 
     async def open_stream(self, authorized: Authorized, output: str = SSE_FORMAT) -> None:
         # The one place the output format matters: streams write SSE frames,
@@ -395,7 +381,7 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
             access=authorized.access,
         )
         self.stream = stream
-        get_relay().streams_per_ip[_client_address(self.scope)] += 1
+        get_relay().streams_per_ip[client_address(self.scope)] += 1
         stats.connections += 1
         stats.connections_opened += 1
         relay = get_relay()
@@ -423,7 +409,7 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
         logger.info(
             "Stream opened: %s from %s",
             ",".join(c.slug for c in authorized.channels),
-            _client_address(self.scope),
+            client_address(self.scope),
         )
 
     async def http_disconnect(self, message: HTTPDisconnectEvent) -> None:
@@ -437,7 +423,7 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
         stream = self.stream
         relay = get_relay()
         relay.unsubscribe(stream)
-        address = _client_address(self.scope)
+        address = client_address(self.scope)
         relay.streams_per_ip[address] -= 1
         if relay.streams_per_ip[address] <= 0:
             del relay.streams_per_ip[address]
@@ -453,8 +439,3 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
         self._ended_by_server = True
         if self._task is not None:
             self._task.cancel()
-
-
-def _client_address(scope: HTTPScope) -> str:
-    client = scope.get("client")
-    return f"{client[0]}" if client else "-"

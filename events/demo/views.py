@@ -17,7 +17,7 @@ def streamed_demo(request: HttpRequest) -> HttpResponse:
 
 
 @require_POST
-async def streamed_demo_ask(request: HttpRequest) -> JsonResponse:
+async def streamed_demo_ask(request: HttpRequest) -> HttpResponse:
     """Start a streamed demo answer (CSRF-checked by the middleware); 202 with its stream id."""
     channel = await Channel.objects.active().filter(slug=demo.DEMO_CHANNEL).afirst()
     if channel is None:

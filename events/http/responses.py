@@ -1,22 +1,109 @@
-"""JSON error responses in the contract's shape: {"error": code, "detail": sentence}."""
+"""Error responses in the contract's shape, ``{"error": code, "detail": sentence}``, for every endpoint.
+
+One builder (:func:`error_reply`) decides the status, the headers (``Retry-After``
+on 429 and 503, ``Allow`` on 405, ``Cache-Control: no-store``) and the bytes. Django
+views get it as an ``HttpResponse`` (:func:`from_exception`, :func:`error_response`);
+the ASGI consumers (the stream, the streaming publish) send the very same reply
+with :func:`send_error`.
+"""
 
 from __future__ import annotations
 
-from django.http import JsonResponse
+import json
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
-from events.exceptions import PushsiteError, RateLimited
+from django.http import HttpResponse
+
+from events.exceptions import MethodNotAllowed, PushsiteError, RateLimited, ServiceUnavailable
 from events.metrics import REJECTED_REQUESTS
 
+JSON_CONTENT_TYPE = "application/json"
 
-def error_response(status: int, code: str, detail: str, **extra: object) -> JsonResponse:
+Header = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class ErrorReply:
+    """An error response, independent of how it is sent."""
+
+    status: int
+    headers: tuple[Header, ...]
+    body: bytes
+
+
+def error_reply(
+    status: int,
+    code: str,
+    detail: str,
+    *,
+    headers: Sequence[Header] = (),
+    extra: Mapping[str, Any] | None = None,
+) -> ErrorReply:
+    """The one error response: counted in the metrics, never cached, JSON in the contract's shape."""
     REJECTED_REQUESTS.labels(code=code).inc()
-    response = JsonResponse({"error": code, "detail": detail, **extra}, status=status)
-    response["Cache-Control"] = "no-store"
+    # ensure_ascii: a detail quotes what the client sent, which may hold anything.
+    body = json.dumps({"error": code, "detail": detail, **(extra or {})}).encode()
+    return ErrorReply(
+        status=status,
+        headers=(("Content-Type", JSON_CONTENT_TYPE), ("Cache-Control", "no-store"), *headers),
+        body=body,
+    )
+
+
+def reply_for(error: PushsiteError, extra: Mapping[str, Any] | None = None) -> ErrorReply:
+    """The reply for a refusal, with the headers its kind needs (Retry-After, Allow)."""
+    headers: list[Header] = []
+    if isinstance(error, (RateLimited, ServiceUnavailable)):
+        headers.append(("Retry-After", str(error.retry_after)))
+    if isinstance(error, MethodNotAllowed) and error.allow:
+        headers.append(("Allow", error.allow))
+    return error_reply(error.status, error.code, error.detail, headers=headers, extra=extra)
+
+
+def as_http_response(reply: ErrorReply) -> HttpResponse:
+    response = HttpResponse(reply.body, status=reply.status)
+    for name, value in reply.headers:
+        response[name] = value
     return response
 
 
-def from_exception(error: PushsiteError) -> JsonResponse:
-    response = error_response(error.status, error.code, error.detail)
-    if isinstance(error, RateLimited):
-        response["Retry-After"] = str(error.retry_after)
-    return response
+def from_exception(error: PushsiteError) -> HttpResponse:
+    """A Django view's answer to a refusal."""
+    return as_http_response(reply_for(error))
+
+
+def error_response(status: int, code: str, detail: str) -> HttpResponse:
+    """A Django view's error answer for a code that has no exception class."""
+    return as_http_response(error_reply(status, code, detail))
+
+
+AsgiSend = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+async def send_error(
+    send: AsgiSend,
+    error: PushsiteError,
+    *,
+    headers: Sequence[Header] = (),
+    extra: Mapping[str, Any] | None = None,
+) -> None:
+    """An ASGI consumer's answer to a refusal: the same status, headers and bytes as a view's.
+
+    ``extra`` adds fields to the body (a streamed publish's summary); ``headers``
+    adds what only this endpoint sends.
+    """
+    reply = reply_for(error, extra)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": reply.status,
+            "headers": [
+                *((name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in reply.headers),
+                *((name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers),
+                (b"content-length", b"%d" % len(reply.body)),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": reply.body})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -12,7 +11,6 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
-from django.core.exceptions import RequestDataTooBig
 from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
@@ -22,28 +20,33 @@ from events.access import ratelimit
 from events.access.auth import (
     Reader,
     active_channels,
-    authenticate_api_key,
-    bearer_secret,
+    api_key_from,
     check_read,
+    key_for_publishing,
+    key_publisher,
     mint_token,
+    require_api_key,
     require_key_for,
     verify_token,
 )
 from events.conf import conf
 from events.exceptions import (
     InvalidInput,
+    MethodNotAllowed,
     NotAuthenticated,
-    PayloadTooLarge,
     PermissionDenied,
     PushsiteError,
     ServiceUnavailable,
 )
-from events.http.responses import error_response, from_exception
+from events.http.responses import from_exception
 from events.models import Channel, Message
 from events.publish import store as publishing
+from events.publish import validate
 from events.wire.frames import isoformat_utc
 
 logger = logging.getLogger(__name__)
+
+PUBLISH_NEEDS = "Publishing needs 'Authorization: Bearer <api key>' or a staff login."
 
 
 # Views use asgiref's sync_to_async (Django's request cycle opens and closes
@@ -65,11 +68,9 @@ async def channel_messages(request: HttpRequest, slug: str) -> HttpResponse:
             # Cross-origin reads are decided per channel by events/access/cors.py.
             response["Vary"] = "Origin, Cookie, Authorization"
             return response
-        response = error_response(
-            405, "method_not_allowed", f"{request.method} is not allowed here; use GET or POST."
+        raise MethodNotAllowed(
+            f"{request.method} is not allowed here; use GET or POST.", allow="GET, HEAD, POST"
         )
-        response["Allow"] = "GET, HEAD, POST"
-        return response
     except PushsiteError as error:
         return from_exception(error)
     except DatabaseError:
@@ -101,85 +102,48 @@ async def publish_response(store: Callable[[], Message], slug: str, path: str) -
 
 
 def database_unavailable() -> HttpResponse:
-    error = ServiceUnavailable("The database is not available; nothing was published. Try again shortly.")
-    response = from_exception(error)
-    response["Retry-After"] = "5"
-    return response
+    return from_exception(
+        ServiceUnavailable("The database is not available; nothing was published. Try again shortly.")
+    )
 
 
 def store_from_request(request: HttpRequest, slug: str) -> Message:
     """Authenticate, validate and store one publish request (runs in a worker thread)."""
-    limit = conf.MAX_MESSAGE_BYTES
-    declared = request.META.get("CONTENT_LENGTH") or "0"
-    if declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"The body is {declared} bytes; the limit is {limit}.")
-
-    secret = bearer_secret(request.META.get("HTTP_AUTHORIZATION"))
-    if secret is not None:
-        key = authenticate_api_key(secret)
-        publisher = f"key:{key.name} ({key.prefix})"
-        limit_publish_rate("key", key.prefix)
+    key = api_key_from(request.META.get("HTTP_AUTHORIZATION"))
+    if key is not None:
+        publisher = key_publisher(key)
+        ratelimit.count(ratelimit.PUBLISH_BY_KEY, key.prefix)
     else:
-        key = None
         publisher = _staff_publisher(request)
-        limit_publish_rate("user", str(request.user.pk))
+        ratelimit.count(ratelimit.PUBLISH_BY_USER, str(request.user.pk))
     channel = active_channels([slug])[0]
     if key is not None:
         require_key_for(key, channel)
-
-    try:
-        body = request.body
-    except RequestDataTooBig as exc:
-        raise PayloadTooLarge(f"The body is over the limit of {limit} bytes.") from exc
-    return store_body(channel, body, publisher)
+    return store_body(channel, validate.request_body(request), publisher)
 
 
 def store_with_key(authorization: str, slug: str, body: bytes) -> Message:
     """Authenticate ``Authorization: Bearer``, validate and store (runs in a worker thread)."""
-    secret = bearer_secret(authorization)
-    if secret is None:
-        raise NotAuthenticated("Publishing needs 'Authorization: Bearer <api key>' or a staff login.")
-    key = authenticate_api_key(secret)
-    limit_publish_rate("key", key.prefix)
-    channel = active_channels([slug])[0]
-    require_key_for(key, channel)
-    return store_body(channel, body, f"key:{key.name} ({key.prefix})")
+    key, channel = key_for_publishing(authorization, slug, missing=PUBLISH_NEEDS)
+    ratelimit.count(ratelimit.PUBLISH_BY_KEY, key.prefix)
+    return store_body(channel, body, key_publisher(key))
 
 
 def store_body(channel: Channel, body: bytes, publisher: str) -> Message:
-    limit = conf.MAX_MESSAGE_BYTES
-    if len(body) > limit:
-        raise PayloadTooLarge(f"The body is {len(body)} bytes; the limit is {limit}.")
-    event, data = parse_publish_body(body)
+    event, data = validate.read_message(body)
     return publishing.store_message(channel, data, event=event, publisher=publisher)
-
-
-def limit_publish_rate(kind: str, ident: str) -> None:
-    """PUBLISH_RATE_MESSAGES per PUBLISH_RATE_SECONDS for each key and each user (429 past it)."""
-    ratelimit.hit(
-        f"publish-{kind}",
-        ident,
-        limit=conf.PUBLISH_RATE_MESSAGES,
-        window=conf.PUBLISH_RATE_SECONDS,
-        detail=f"This {'API key' if kind == 'key' else 'user'} is publishing too fast.",
-    )
 
 
 def _staff_publisher(request: HttpRequest) -> str:
     user = request.user
     if not user.is_authenticated:
-        raise NotAuthenticated("Publishing needs 'Authorization: Bearer <api key>' or a staff login.")
+        raise NotAuthenticated(PUBLISH_NEEDS)
     if not (user.is_active and user.is_staff):
         raise PermissionDenied("Only staff users may publish with a session.")
     rejection = CsrfViewMiddleware(lambda r: HttpResponse()).process_view(request, None, (), {})  # type: ignore[arg-type]  # no view: only its csrf_exempt is read
     if rejection is not None:
         raise PermissionDenied("CSRF check failed: send the csrftoken cookie's value in X-CSRFToken.")
     return f"user:{user.get_username()}"
-
-
-def parse_publish_body(body: bytes) -> tuple[str, Any]:
-    """``event`` and ``data`` from a publish body, or InvalidInput naming what is wrong."""
-    return publishing.parse_message_json(body)
 
 
 def read_history(request: HttpRequest, slug: str) -> dict[str, Any]:
@@ -190,10 +154,7 @@ def read_history(request: HttpRequest, slug: str) -> dict[str, Any]:
     if limit > max_limit:
         raise InvalidInput(f"limit may be at most {max_limit}.")
     channel = active_channels([slug])[0]
-    reader = Reader(user=request.user)
-    secret = bearer_secret(request.META.get("HTTP_AUTHORIZATION"))
-    if secret is not None:
-        reader.key = authenticate_api_key(secret)
+    reader = Reader(user=request.user, key=api_key_from(request.META.get("HTTP_AUTHORIZATION")))
     token = request.GET.get("token")
     if token:
         reader.grant = verify_token(token)
@@ -230,18 +191,17 @@ def _int_param(request: HttpRequest, name: str, *, default: int, minimum: int) -
     return value
 
 
-TOKEN_FIELDS = {"channels", "ttl", "subject"}
+TOKEN_FIELDS = frozenset({"channels", "ttl", "subject"})
+TOKEN_SHAPE = '{"channels": ["<slug>", ...], "ttl": <seconds>, "subject": "<text>"}'
 
 
 @csrf_exempt  # server-to-server, authenticated by API key only
 async def tokens(request: HttpRequest) -> HttpResponse:
     """``POST /api/tokens``: a signed, expiring subscribe token for private channels."""
     if request.method != "POST":
-        response = error_response(
-            405, "method_not_allowed", f"{request.method} is not allowed here; use POST."
+        return from_exception(
+            MethodNotAllowed(f"{request.method} is not allowed here; use POST.", allow="POST")
         )
-        response["Allow"] = "POST"
-        return response
     try:
         payload = await sync_to_async(token_from_request)(request)
     except PushsiteError as error:
@@ -254,19 +214,11 @@ async def tokens(request: HttpRequest) -> HttpResponse:
 
 def token_from_request(request: HttpRequest) -> dict[str, Any]:
     """Authenticate the key, validate the body, mint the token (runs in a worker thread)."""
-    secret = bearer_secret(request.META.get("HTTP_AUTHORIZATION"))
-    if secret is None:
-        raise NotAuthenticated("Minting tokens needs 'Authorization: Bearer <api key>'.")
-    key = authenticate_api_key(secret)
-    try:
-        body = json.loads(request.body or b"{}")
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidInput(f"The body is not valid JSON: {exc}.") from exc
-    if not isinstance(body, dict):
-        raise InvalidInput('The body must be a JSON object: {"channels": ["<slug>", ...], "ttl": <seconds>}.')
-    unknown = sorted(set(body) - TOKEN_FIELDS)
-    if unknown:
-        raise InvalidInput(f"Unknown field {unknown[0]!r}; a token request has channels, ttl and subject.")
+    key = require_api_key(
+        request.META.get("HTTP_AUTHORIZATION"),
+        missing="Minting tokens needs 'Authorization: Bearer <api key>'.",
+    )
+    body = validate.request_object(request, fields=TOKEN_FIELDS, shape=TOKEN_SHAPE)
     slugs = body.get("channels")
     if not isinstance(slugs, list) or not slugs or not all(isinstance(s, str) for s in slugs):
         raise InvalidInput("channels must be a non-empty list of channel slugs.")

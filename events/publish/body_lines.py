@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from events.exceptions import InvalidInput, PayloadTooLarge, UnsupportedMediaType
-from events.publish.store import json_or_text, parse_message_json, validate_event_type
+from events.publish.validate import data_or_text, read_message, validate_event_type
 from events.wire.sse import EVENT_STREAM, Decoder
 
 NDJSON_TYPES = frozenset({"application/x-ndjson", "application/ndjson", "application/jsonl"})
@@ -68,7 +68,7 @@ class NdjsonBody:
         line = line.strip()
         if not line:
             return None  # blank lines are allowed (a publisher's keep-alive)
-        event, data = parse_message_json(line, where=f"Line {self.line_number}")
+        event, data = read_message(line, where=f"Line {self.line_number}")
         return Part(event, data)
 
 
@@ -103,7 +103,7 @@ class EventStreamBody:
             validate_event_type(event)
         except InvalidInput as exc:
             raise InvalidInput(f"Event {self.event_number}: {exc.detail}") from None
-        return Part(event, json_or_text(data))
+        return Part(event, data_or_text(data, subject=f"Event {self.event_number}'s data"))
 
 
 def body_parser(content_type: str | None, *, max_line_bytes: int) -> BodyParser:

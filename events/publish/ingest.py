@@ -19,6 +19,7 @@ import logging
 from collections.abc import Awaitable
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from asgiref.typing import (
     ASGIReceiveCallable,
     ASGIReceiveEvent,
@@ -31,18 +32,21 @@ from channels.exceptions import StopConsumer
 from channels.generic.http import AsyncHttpConsumer
 from django.db import DatabaseError
 
-from events.access.auth import active_channels, authenticate_api_key, bearer_secret, require_key_for
+from events.access import ratelimit
+from events.access.auth import bearer_secret, key_for_publishing, key_publisher
 from events.conf import conf
-from events.deliver.consumer import NO_CHANNEL_LAYER, RETRY_AFTER_SECONDS, check_host, request_headers
+from events.deliver.consumer import NO_CHANNEL_LAYER, check_host, request_headers
 from events.exceptions import (
+    InternalError,
     MethodNotAllowed,
     NotAuthenticated,
     PushsiteError,
     RequestTimeout,
     ServiceUnavailable,
 )
+from events.http.address import client_address
 from events.http.asgi import RoutedHTTPScope
-from events.metrics import REJECTED_REQUESTS
+from events.http.responses import send_error
 from events.models import Channel
 from events.publish import body_lines as lines
 from events.publish.stream_publication import DONE, FAILED, StreamPublication
@@ -56,12 +60,21 @@ IDLE_MESSAGE_TYPE = "pushsite.stream.idle"
 SHUTDOWN_GRACE_SECONDS = 2.0
 
 
-def authorize_publisher(secret: str, slug: str) -> tuple[Channel, str]:
-    """The channel and the publisher's name for an API key (runs in a worker thread)."""
-    key = authenticate_api_key(secret)
-    channel = active_channels([slug])[0]
-    require_key_for(key, channel)
-    return channel, f"key:{key.name} ({key.prefix})"
+STREAM_NEEDS = (
+    "Streaming publish needs 'Authorization: Bearer <api key>'; "
+    "a staff session can publish single messages with POST .../messages."
+)
+
+
+def authorize_publisher(authorization: str | None, slug: str) -> tuple[Channel, str, str]:
+    """The channel, the publisher's name and its key's prefix (runs in a worker thread).
+
+    A key already over its publish rate is refused here, before anything is stored;
+    each part then counts as one publish (:meth:`StreamPublishConsumer._publish`).
+    """
+    key, channel = key_for_publishing(authorization, slug, missing=STREAM_NEEDS)
+    ratelimit.check(ratelimit.PUBLISH_BY_KEY, key.prefix)
+    return channel, key_publisher(key), key.prefix
 
 
 class StreamPublishConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels ships no type hints
@@ -73,6 +86,7 @@ class StreamPublishConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channel
         super().__init__(*args, **kwargs)
         self.publication: StreamPublication | None = None
         self.parser: lines.BodyParser | None = None
+        self.key_prefix = ""
 
     async def __call__(
         self, scope: RoutedHTTPScope, receive: ASGIReceiveCallable, send: ASGISendCallable
@@ -131,49 +145,62 @@ class StreamPublishConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channel
         except DatabaseError:
             logger.exception("Database error during a streamed publish.")
             await self._fail(ServiceUnavailable("The database is not available; the stream is closed."))
+        except StopConsumer:
+            raise
+        except Exception:
+            # A bug, not the publisher's input: subscribers still get the failed end.
+            logger.exception("Unexpected error during a streamed publish.")
+            await self._fail(InternalError("The stream failed inside Pushsite; it is closed."))
 
     async def _start(self) -> None:
         headers = request_headers(self.scope)
         check_host(headers)
         if self.scope["method"] != "POST":
-            raise MethodNotAllowed(f"{self.scope['method']} is not allowed here; use POST.")
-        secret = bearer_secret(headers.get("authorization"))
-        if secret is None:
-            raise NotAuthenticated(
-                "Streaming publish needs 'Authorization: Bearer <api key>'; "
-                "a staff session can publish single messages with POST .../messages."
-            )
+            raise MethodNotAllowed(f"{self.scope['method']} is not allowed here; use POST.", allow="POST")
+        authorization = headers.get("authorization")
+        if bearer_secret(authorization) is None:
+            raise NotAuthenticated(STREAM_NEEDS)  # before the body's format, and without the database
         self.parser = lines.body_parser(headers.get("content-type"), max_line_bytes=conf.MAX_MESSAGE_BYTES)
         slug = self.scope["url_route"]["kwargs"]["slug"]
-        channel, publisher = await database_sync_to_async(authorize_publisher)(secret, slug)
+        channel, publisher, self.key_prefix = await database_sync_to_async(authorize_publisher)(
+            authorization, slug
+        )
         self.publication = StreamPublication(channel, publisher=publisher)
-        logger.info("Stream %s started on %s by %s", self.publication.id, slug, publisher)
+        logger.info(
+            "Stream %s started on %s by %s from %s",
+            self.publication.id,
+            slug,
+            publisher,
+            client_address(self.scope),
+        )
 
     async def _chunk(self, body: bytes, *, more: bool) -> None:
         assert self.parser is not None
         assert self.publication is not None
         for part in self.parser.feed(body):
-            await self.publication.apart(part.data, event=part.event)
+            await self._publish(part)
         if more:
             return
         for part in self.parser.close():
-            await self.publication.apart(part.data, event=part.event)
+            await self._publish(part)
         await self.publication.aend(DONE)
         logger.info("Stream %s done: %s parts", self.publication.id, self.publication.parts)
         await self._send_json(201, self.publication.summary())
         raise StopConsumer()
 
+    async def _publish(self, part: lines.Part) -> None:
+        """One part: counted against the key's publish rate (429 past it), then published."""
+        assert self.publication is not None
+        await sync_to_async(ratelimit.count, thread_sensitive=False)(
+            ratelimit.PUBLISH_BY_KEY, self.key_prefix
+        )
+        await self.publication.apart(part.data, event=part.event)
+
     async def _fail(self, error: PushsiteError) -> None:
         """Tell subscribers (the failed end event) and the publisher (the error), then stop."""
-        REJECTED_REQUESTS.labels(code=error.code).inc()
         await self._end_quietly(error.detail)
-        body: dict[str, Any] = {"error": error.code, "detail": error.detail}
-        if self.publication is not None:
-            body.update(self.publication.summary())
-        headers = [(b"retry-after", str(RETRY_AFTER_SECONDS).encode())] if error.status == 503 else []
-        if isinstance(error, MethodNotAllowed):
-            headers.append((b"allow", b"POST"))
-        await self._send_json(error.status, body, headers)
+        summary = self.publication.summary() if self.publication is not None else {}
+        await send_error(self.send, error, extra=summary)
         raise StopConsumer()
 
     async def _end_quietly(self, reason: str) -> None:

@@ -8,9 +8,7 @@ to its local connections.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import re
 import time
 from typing import Any
 
@@ -23,84 +21,18 @@ from django.utils import timezone
 
 from events import metrics
 from events.conf import conf
-from events.exceptions import ChannelNotFound, InvalidInput, PayloadTooLarge
-from events.models import EVENT_TYPE_PATTERN, RESERVED_EVENT_PREFIX, Channel, Message
+from events.exceptions import ChannelNotFound
+from events.models import RESERVED_EVENT_PREFIX, Channel, Message
+from events.publish.validate import validate_event_type, validate_payload
 from events.wire import frames
 
 logger = logging.getLogger(__name__)
 
 FRAME_MESSAGE_TYPE = "pushsite.frame"
-MESSAGE_FIELDS = {"event", "data"}
-_EVENT_TYPE = re.compile(EVENT_TYPE_PATTERN)
 
 
 def group_name(channel_id: int) -> str:
     return f"pushsite.channel.{channel_id}"
-
-
-def validate_event_type(event: Any) -> str:
-    if not isinstance(event, str):
-        raise InvalidInput("event must be a string.")
-    if not _EVENT_TYPE.fullmatch(event):
-        raise InvalidInput(
-            f"event must be 1 to 64 characters from letters, digits and _ . : - (got {event[:80]!r})."
-        )
-    if event.startswith(RESERVED_EVENT_PREFIX):
-        raise InvalidInput(f"event types starting with {RESERVED_EVENT_PREFIX!r} are reserved.")
-    return event
-
-
-def validate_payload(data: Any) -> None:
-    try:
-        size = len(frames.dumps(data).encode())
-    except (TypeError, ValueError) as exc:
-        raise InvalidInput(f"data must be JSON-serialisable: {exc}.") from exc
-    limit = conf.MAX_MESSAGE_BYTES
-    if size > limit:
-        raise PayloadTooLarge(f"data is {size} bytes encoded; the limit is {limit}.")
-
-
-def json_or_text(text: str) -> Any:
-    """The value ``text`` holds as JSON, or the text itself (shell and relayed payloads)."""
-    try:
-        return json.loads(text)
-    except (json.JSONDecodeError, RecursionError):
-        return text
-
-
-def _refuse_constant(name: str) -> Any:
-    # Python's json reads NaN and Infinity; JSON (and the databases) do not.
-    raise ValueError(f"{name} is not a JSON value.")
-
-
-def parse_message_json(raw: bytes, *, where: str | None = None) -> tuple[str, Any]:
-    """``event`` and ``data`` of a message's JSON (``{"event"?, "data"}``), or InvalidInput naming the problem.
-
-    ``where`` ("Line 3") starts every error sentence; without it the subject is "The body".
-    """
-    subject = where or "The body"
-    lead = f"{where}: " if where else ""
-    try:
-        payload = json.loads(raw, parse_constant=_refuse_constant)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidInput(f"{subject} is not valid JSON: {exc}.") from exc
-    except ValueError as exc:
-        raise InvalidInput(f"{subject} is not valid JSON: {exc}") from exc
-    except RecursionError as exc:
-        raise InvalidInput(f"{subject} is JSON nested too deeply.") from exc
-    if not isinstance(payload, dict):
-        raise InvalidInput(f'{subject} must be a JSON object: {{"event": "<type>", "data": <any JSON>}}.')
-    unknown = sorted(set(payload) - MESSAGE_FIELDS)
-    if unknown:
-        raise InvalidInput(f"{lead}Unknown field {unknown[0]!r}; a message has only 'event' and 'data'.")
-    if "data" not in payload:
-        raise InvalidInput(f"{lead}The field 'data' is required (any JSON value, null included).")
-    event = payload.get("event", "message")
-    try:
-        validate_event_type(event)
-    except InvalidInput as exc:
-        raise InvalidInput(lead + exc.detail) from None
-    return event, payload["data"]
 
 
 def store_message(

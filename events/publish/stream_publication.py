@@ -27,6 +27,7 @@ from events.conf import conf
 from events.exceptions import PayloadTooLarge
 from events.models import Channel, Message, StreamStorage
 from events.publish import store as publishing
+from events.publish import validate
 from events.wire import frames
 
 logger = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ class StreamPublication:
         """The next part's payload and data size; raises when it breaks a rule or a limit."""
         if self.status is not None:
             raise RuntimeError(f"Stream {self.id} has already ended ({self.status}).")
-        publishing.validate_event_type(event)
+        validate.validate_event_type(event)
         size = len(frames.dumps(data).encode())
         max_parts = conf.STREAM_MAX_PARTS
         if self.parts >= max_parts:

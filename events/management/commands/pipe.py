@@ -7,8 +7,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from events.exceptions import PushsiteError
 from events.models import Channel
-from events.publish.store import json_or_text
 from events.publish.stream_publication import DONE, FAILED, StreamPublication
+from events.publish.validate import data_or_text
 
 
 class Command(BaseCommand):
@@ -38,7 +38,7 @@ class Command(BaseCommand):
             # readline, one line at a time: each is published as soon as it is complete.
             for line in iter(stdin.readline, ""):
                 text = line.removesuffix("\n").removesuffix("\r")
-                stream.part(text if options["text"] else json_or_text(text), event=options["event"])
+                stream.part(text if options["text"] else data_or_text(text), event=options["event"])
         except PushsiteError as exc:
             stream.end(FAILED, exc.detail)
             raise CommandError(f"Stream {stream.id} failed after {stream.parts} parts: {exc.detail}") from exc

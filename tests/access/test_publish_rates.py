@@ -1,0 +1,112 @@
+"""Publish rates hold for every way of publishing, through events/access/ratelimit.py."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+from unittest import mock
+
+import pytest
+from django.contrib.auth.models import User
+from django.core.cache import cache
+from django.test import AsyncClient
+
+from events.access import ratelimit
+from events.models import Channel, Kind, Message
+from events.provisioning import create_api_key, upsert_channel
+from tests.support.asgi import stream_publish
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def _empty_cache() -> Iterator[None]:
+    cache.clear()  # rate-limit counters
+    yield
+    cache.clear()
+
+
+@pytest.fixture
+def news() -> Channel:
+    return upsert_channel("news")[0]
+
+
+@pytest.fixture
+def room() -> Channel:
+    return upsert_channel("room", kind=Kind.CHAT)[0]
+
+
+@pytest.fixture
+def key(news: Channel) -> str:
+    return create_api_key("publisher")[1]
+
+
+@pytest.fixture
+def alice(room: Channel) -> User:
+    return User.objects.create_user("alice", password="pw")
+
+
+async def messages() -> list[tuple[str, Any]]:
+    return [row async for row in Message.objects.order_by("pk").values_list("event", "data")]
+
+
+# --- publish rates: every way of publishing counts against the key -------------------------
+
+
+async def test_a_key_over_its_rate_gets_429_from_the_streaming_publish_before_anything_is_stored(
+    settings: Any, news: Channel, key: str
+) -> None:
+    settings.PUSHSITE = {"PUBLISH_RATE_MESSAGES": 2, "PUBLISH_RATE_SECONDS": 3600}
+    for number in range(2):
+        response = await AsyncClient().post(
+            "/api/channels/news/messages",
+            json.dumps({"data": number}),
+            content_type="application/json",
+            headers={"Authorization": f"Bearer {key}"},
+        )
+        assert response.status_code == 201
+    before = await messages()
+    answer = await stream_publish("news", [b'{"data": "late"}\n'], authorization=f"Bearer {key}")
+    assert answer.status == 429
+    assert int(answer.headers["retry-after"]) >= 1
+    assert answer.json()["detail"].startswith("This API key is publishing too fast.")
+    assert "stream" not in answer.json()  # it never started: no end event either
+    assert await messages() == before
+
+
+async def test_each_streamed_part_counts_as_one_publish(settings: Any, news: Channel, key: str) -> None:
+    settings.PUSHSITE = {"PUBLISH_RATE_MESSAGES": 3, "PUBLISH_RATE_SECONDS": 3600}
+    lines = b"".join(b'{"data": %d}\n' % number for number in range(5))
+    answer = await stream_publish("news", [lines], authorization=f"Bearer {key}")
+    assert answer.status == 429
+    assert answer.json()["parts"] == 3
+    stored = await messages()
+    assert [data.get("data") for _, data in stored[:3]] == [0, 1, 2]
+    assert stored[3][0] == "pushsite.stream.end"
+    assert stored[3][1]["status"] == "failed"
+    assert stored[3][1]["reason"].startswith("This API key is publishing too fast.")
+    assert len(stored) == 4
+    # The JSON API shares the count.
+    response = await AsyncClient().post(
+        "/api/channels/news/messages",
+        '{"data": 9}',
+        content_type="application/json",
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    assert response.status_code == 429
+
+
+async def test_chat_posts_are_counted_by_the_shared_rate_limiter(
+    settings: Any, room: Channel, alice: User
+) -> None:
+    settings.PUSHSITE = {"CHAT_RATE_MESSAGES": 1, "CHAT_RATE_SECONDS": 3600}
+    client = AsyncClient()
+    await client.aforce_login(alice)
+    with mock.patch.object(ratelimit, "hit", wraps=ratelimit.hit) as hit:
+        first = await client.post("/rooms/room/messages", '{"text": "one"}', content_type="application/json")
+        second = await client.post("/rooms/room/messages", '{"text": "two"}', content_type="application/json")
+    assert first.status_code == 201
+    assert second.status_code == 429
+    assert int(second["Retry-After"]) >= 1
+    assert {call.args[0] for call in hit.call_args_list} == {"chat-author", "chat-ip"}

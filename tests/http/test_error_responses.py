@@ -1,0 +1,167 @@
+"""One error reply for every endpoint family: the JSON API, chat, the streaming publish and the stream."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+from unittest import mock
+
+import pytest
+from django.contrib.auth.models import User
+from django.core.cache import cache
+from django.db import OperationalError
+from django.test import AsyncClient
+
+from events.exceptions import MethodNotAllowed, RateLimited, ServiceUnavailable
+from events.http.responses import from_exception, send_error
+from events.models import Channel, Kind, Message
+from events.provisioning import create_api_key, upsert_channel
+from events.publish.stream_publication import StreamPublication
+from tests.support.asgi import django_answer, stream_publish, subscribe_refused
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def _empty_cache() -> Iterator[None]:
+    cache.clear()  # rate-limit counters
+    yield
+    cache.clear()
+
+
+@pytest.fixture
+def news() -> Channel:
+    return upsert_channel("news")[0]
+
+
+@pytest.fixture
+def room() -> Channel:
+    return upsert_channel("room", kind=Kind.CHAT)[0]
+
+
+@pytest.fixture
+def key(news: Channel) -> str:
+    return create_api_key("publisher")[1]
+
+
+@pytest.fixture
+def alice(room: Channel) -> User:
+    return User.objects.create_user("alice", password="pw")
+
+
+async def messages() -> list[tuple[str, Any]]:
+    return [row async for row in Message.objects.order_by("pk").values_list("event", "data")]
+
+
+# --- one error shape, the same bytes from views and ASGI consumers ----------------------
+
+
+async def test_405_has_the_same_shape_and_an_allow_header_everywhere(news: Channel, room: Channel) -> None:
+    answers = {
+        "messages": django_answer(await AsyncClient().put("/api/channels/news/messages")),
+        "tokens": django_answer(await AsyncClient().get("/api/tokens")),
+        "chat": django_answer(await AsyncClient().get("/rooms/room/messages")),
+        "stream publish": await stream_publish("news", [b""], authorization=None, method="GET"),
+        "subscribe": await subscribe_refused("POST"),
+    }
+    allowed = {
+        "messages": "GET, HEAD, POST",
+        "tokens": "POST",
+        "chat": "POST",
+        "stream publish": "POST",
+        "subscribe": "GET, HEAD, OPTIONS",
+    }
+    for family, answer in answers.items():
+        assert answer.status == 405, family
+        assert answer.headers["allow"] == allowed[family], family
+        assert answer.headers["content-type"] == "application/json", family
+        assert answer.headers["cache-control"] == "no-store", family
+        body = answer.json()
+        assert list(body) == ["error", "detail"], family
+        assert body["error"] == "method_not_allowed"
+        assert body["detail"].endswith(".")
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        MethodNotAllowed("PUT is not allowed here; use POST.", allow="POST"),
+        ServiceUnavailable("The database is not available; try again shortly."),
+        RateLimited("Slow down. Try again in 7 s.", retry_after=7),
+    ],
+    ids=["405", "503", "429"],
+)
+async def test_a_view_and_a_consumer_send_the_same_bytes_for_an_error(error: Any) -> None:
+    view = django_answer(from_exception(error))
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await send_error(send, error)
+    start, body = sent
+    assert start["status"] == view.status
+    consumer_headers = {name.decode(): value.decode() for name, value in start["headers"]}
+    assert consumer_headers.pop("content-length") == str(len(view.body))
+    assert consumer_headers == view.headers
+    assert body["body"] == view.body
+    if view.status != 405:
+        assert int(view.headers["retry-after"]) == error.retry_after
+
+
+async def test_a_database_outage_is_503_with_retry_after_in_every_family(
+    news: Channel, key: str, alice: User
+) -> None:
+    outage = OperationalError("the database went away")
+    bearer = {"Authorization": f"Bearer {key}"}
+    chat = AsyncClient()
+    await chat.aforce_login(alice)
+    with (
+        mock.patch("events.access.auth.active_channels", side_effect=outage),
+        mock.patch("events.publish.api.active_channels", side_effect=outage),
+        mock.patch("events.deliver.consumer.active_channels", side_effect=outage),
+        mock.patch("events.chat.rules.get_room", side_effect=outage),
+    ):
+        answers = {
+            "publish": django_answer(
+                await AsyncClient().post(
+                    "/api/channels/news/messages",
+                    '{"data": 1}',
+                    content_type="application/json",
+                    headers=bearer,
+                )
+            ),
+            "history": django_answer(await AsyncClient().get("/api/channels/news/messages")),
+            "tokens": django_answer(
+                await AsyncClient().post(
+                    "/api/tokens", '{"channels": ["news"]}', content_type="application/json", headers=bearer
+                )
+            ),
+            "chat": django_answer(
+                await chat.post("/rooms/room/messages", '{"text": "hi"}', content_type="application/json")
+            ),
+            "stream publish": await stream_publish(
+                "news", [b'{"data": 1}\n'], authorization=bearer["Authorization"]
+            ),
+            "subscribe": await subscribe_refused(),
+        }
+    for family, answer in answers.items():
+        assert answer.status == 503, (family, answer.body)
+        assert answer.headers["retry-after"] == "5", family
+        assert answer.headers["content-type"] == "application/json", family
+        assert answer.json()["error"] == "unavailable", family
+    assert await messages() == []
+
+
+async def test_a_failure_inside_the_streaming_publish_still_ends_the_stream_failed(
+    news: Channel, key: str
+) -> None:
+    bug = RuntimeError("a bug")
+    with mock.patch.object(StreamPublication, "apart", side_effect=bug):
+        answer = await stream_publish("news", [b'{"data": 1}\n'], authorization=f"Bearer {key}")
+    assert answer.status == 500
+    assert answer.json()["error"] == "internal"
+    assert answer.json()["status"] == "failed"
+    stored = await messages()
+    assert [event for event, _ in stored] == ["pushsite.stream.end"]
+    assert stored[0][1]["status"] == "failed"
