@@ -39,7 +39,7 @@ def room() -> Channel:
 
 @pytest.fixture
 def key(news: Channel) -> str:
-    return create_api_key("publisher")[1]
+    return create_api_key("publisher", all_channels=True)[1]
 
 
 @pytest.fixture

@@ -79,7 +79,7 @@ def room() -> Channel:
 
 @pytest.fixture
 def key(channel: Channel) -> str:
-    return create_api_key("hostile")[1]
+    return create_api_key("hostile", all_channels=True)[1]
 
 
 @pytest.fixture

@@ -49,7 +49,7 @@ def pg(tmp_path_factory: pytest.TempPathFactory, prepared_database: PostgresData
             f"upsert_channel({SLUG!r}); upsert_channel({ROOM!r}, kind=Kind.CHAT)\n"
             "User.objects.filter(username='pg-mod').delete()\n"
             "User.objects.create_user('pg-mod', password='pg-mod-password', is_staff=True)\n"
-            "print(create_api_key('pg-hostile')[1])\n"
+            "print(create_api_key('pg-hostile', all_channels=True)[1])\n"
         )
         .strip()
         .splitlines()[-1]
