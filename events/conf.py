@@ -50,6 +50,9 @@ DEFAULTS: dict[str, Any] = {
     # An empty channel feed stays subscribed to its group this long, so that
     # reconnect churn does not become group_add / group_discard churn.
     "FEED_LINGER_SECONDS": 30.0,
+    # Most stored messages a new stream may ask to receive first (?rewind=N,
+    # per channel); a larger N is refused with 400.
+    "MAX_REWIND": 100,
     # Messages read from the database per query when replaying history.
     "REPLAY_BATCH_SIZE": 500,
     # Default and largest lifetime of a subscribe token, in seconds.

@@ -17,7 +17,7 @@ from django.db import DatabaseError
 from django.http.request import split_domain_port, validate_host
 from redis.exceptions import RedisError
 
-from . import chat, cursors, frames, ndjson, sse
+from . import chat, cursors, frames, history, ndjson, sse
 from .auth import (
     Reader,
     active_channels,
@@ -69,6 +69,9 @@ class StreamRequest:
     origin: str | None
     own_origin: str
     format: str = SSE_FORMAT
+    # ?rewind=N: the last N stored messages of each channel first (ignored
+    # when a cursor is given: Last-Event-ID wins).
+    rewind: int = 0
 
 
 def request_headers(scope: dict[str, Any]) -> dict[str, str]:
@@ -113,6 +116,7 @@ def parse_stream_request(scope: dict[str, Any]) -> StreamRequest:
     if cursor is None and output == NDJSON_FORMAT:
         # NDJSON readers resume with the cursor of the last line they read.
         cursor = (query.get("after") or [None])[-1]
+    rewind = parse_rewind((query.get("rewind") or [None])[-1])
     token = (query.get("token") or [None])[-1]
     cookie = SimpleCookie()
     try:
@@ -130,7 +134,18 @@ def parse_stream_request(scope: dict[str, Any]) -> StreamRequest:
         origin=headers.get("origin"),
         own_origin=f"{scheme}://{host}",
         format=output,
+        rewind=rewind,
     )
+
+
+def parse_rewind(raw: str | None) -> int:
+    """``?rewind=N``: a whole number from 0 to ``MAX_REWIND``; absent or empty is 0."""
+    if raw is None or raw == "":
+        return 0
+    limit = int(conf.MAX_REWIND)
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 9 or int(raw) > limit:
+        raise InvalidInput(f"rewind must be a whole number from 0 to {limit}, not {raw[:40]!r}.")
+    return int(raw)
 
 
 def _output_format(query: dict[str, list[str]], headers: dict[str, str]) -> str:
@@ -188,10 +203,12 @@ def authorize(request: StreamRequest) -> Authorized:
     allow_origin = check_origin(request, channels)
 
     start = cursors.parse_cursor(request.cursor, request.slugs, max_length=int(conf.MAX_CURSOR_LENGTH))
+    rewind = request.rewind if not request.cursor else 0
     positions: dict[int, int] = {}
     beyond_end: dict[int, int] = {}
     for channel in channels:
-        position = start.get(channel.slug, channel.last_sequence)
+        live = history.rewind_position(channel, rewind) if rewind else channel.last_sequence
+        position = start.get(channel.slug, live)
         if position > channel.last_sequence:
             beyond_end[channel.pk] = channel.last_sequence
         positions[channel.pk] = position
