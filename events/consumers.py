@@ -184,6 +184,8 @@ class Authorized:
     # Chat rooms on this stream, and who the reader is there (None: anonymous).
     rooms: list[StreamChannel]
     author: chat.Author | None
+    # Slug -> title, for the open event (a widget's default heading).
+    titles: dict[str, str] | None = None
 
 
 def authorize(request: StreamRequest) -> Authorized:
@@ -232,6 +234,7 @@ def authorize(request: StreamRequest) -> Authorized:
         expires_at=expires_at,
         rooms=rooms,
         author=chat.identity(reader.user, session) if rooms else None,
+        titles={c.slug: c.display_title for c in channels},
     )
 
 
@@ -417,7 +420,12 @@ class EventStreamConsumer(AsyncHttpConsumer):
                 stream.catch_up(channel.id, target=dispatched)
         # The open event carries the stream's id: the client now has a resume
         # point even if nothing is published before it reconnects.
-        stream.write(stream.encode_id() + frames.open_fields([c.slug for c in authorized.channels]))
+        stream.write(
+            stream.encode_id()
+            + frames.open_fields(
+                [c.slug for c in authorized.channels], authorized.titles, history=bool(stream.catching_up)
+            )
+        )
         self.memberships = [Membership(room, authorized.author) for room in authorized.rooms]
         logger.info(
             "Stream opened: %s from %s",

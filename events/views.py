@@ -8,20 +8,22 @@ import logging
 from asgiref.sync import sync_to_async
 from django.db import connection
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pushsite.security import CONTENT_SECURITY_POLICY
 
 from . import demo
-from .models import Channel, Visibility
+from .models import Channel, Message, Visibility
 from .relay import get_relay
 from .responses import error_response
 
 logger = logging.getLogger(__name__)
 
 HEALTH_TIMEOUT_SECONDS = 2.0
+# Stored messages a channel page shows when it opens, before going live.
+CHANNEL_PAGE_REWIND = 50
 
 
 def home(request: HttpRequest) -> HttpResponse:
@@ -33,7 +35,14 @@ def channel_page(request: HttpRequest, slug: str) -> HttpResponse:
     channel = Channel.objects.active().filter(slug=slug).first()
     if channel is None:
         raise Http404("No such channel.")
-    return render(request, "events/channel.html", {"channel": channel})
+    if channel.is_chat:
+        return redirect("events:room", slug=channel.slug)
+    context = {
+        "channel": channel,
+        "has_messages": Message.objects.filter(channel=channel).exists(),
+        "rewind": CHANNEL_PAGE_REWIND,
+    }
+    return render(request, "events/channel.html", context)
 
 
 def embed(request: HttpRequest, slug: str) -> HttpResponse:
@@ -47,6 +56,7 @@ def embed(request: HttpRequest, slug: str) -> HttpResponse:
         "title": query.get("title", channel.display_title)[:100],
         "theme": "dark" if query.get("theme") == "dark" else "light",
         "max_items": query.get("max", "10") if query.get("max", "10").isdigit() else "10",
+        "rewind": query.get("rewind", "") if query.get("rewind", "").isdigit() else "",
         "token": query.get("token", ""),
         "event_types": query.get("events", ""),
     }

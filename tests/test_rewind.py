@@ -137,3 +137,22 @@ def test_the_rewind_cap_is_a_setting(settings: object) -> None:
     assert parse_rewind(None) == 0
     with pytest.raises(InvalidInput, match="from 0 to 5"):
         parse_rewind("6")
+
+
+async def test_the_open_event_names_titles_and_whether_history_follows(
+    server: ServerProcess, api_key: str, site: Site
+) -> None:
+    slug = f"rewind-{next(_names)}"
+    site.create_channel(slug, "--title", "Cup final")
+    async with Subscriber(f"{server.url}/events/{slug}/?rewind=5") as subscriber:
+        opened = json.loads((await subscriber.opened()).data)
+    assert opened == {
+        "event": "pushsite.open",
+        "channels": [slug],
+        "titles": {slug: "Cup final"},
+        "history": False,
+    }
+    await api.publish(server.url, api_key, slug, "one")
+    async with Subscriber(f"{server.url}/events/{slug}/?rewind=5") as subscriber:
+        assert json.loads((await subscriber.opened()).data)["history"] is True
+        assert ids([await subscriber.next_event()]) == [1]

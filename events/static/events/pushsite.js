@@ -78,6 +78,26 @@ export class PushsiteError extends Error {
   }
 }
 
+/**
+ * What a person should read when a subscription is refused for good (401, 403, 404):
+ * what happened and what to do, followed by the server's own sentence where it helps.
+ */
+export function explainRefusal(error) {
+  const detail = error && error.detail ? String(error.detail) : "";
+  switch (error && error.status) {
+    case 401:
+      return "Log in to read this channel.";
+    case 403:
+      if (error.code === "token_expired") return "Access to this channel has expired: reload the page.";
+      if (/does not allow pages from/.test(detail)) return `This site may not show this channel. ${detail}`;
+      return `You may not read this channel. ${detail}`.trim();
+    case 404:
+      return "This channel does not exist or is switched off: check its name.";
+    default:
+      return detail || "The live feed is not available.";
+  }
+}
+
 export class Subscription {
   constructor(options) {
     if (!options || !Array.isArray(options.channels) || options.channels.length === 0) {
@@ -96,6 +116,7 @@ export class Subscription {
     // Only asked for while there is no position: a resume point (Last-Event-ID) wins.
     this.rewind = Math.max(0, Math.floor(Number(options.rewind) || 0));
     this.state = "closed";
+    this.titles = {};
     this.failures = 0;
     this.source = null;
     this.timer = null;
@@ -154,7 +175,15 @@ export class Subscription {
     source.addEventListener("pushsite.open", (event) => {
       this.failures = 0;
       this.remember(event);
-      this.setState("open");
+      let opened = {};
+      try {
+        opened = JSON.parse(event.data);
+      } catch {
+        /* an older server: no details */
+      }
+      // Each channel's title, by slug: a default heading for pages and widgets.
+      this.titles = opened.titles || {};
+      this.setState("open", opened);
     });
     source.addEventListener("pushsite.reset", (event) => {
       this.remember(event);

@@ -1,0 +1,192 @@
+"""Channel pages and the text rule in a real browser: history on load, readable payloads, refusals."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.browser.conftest import HostSite
+from tests.support.servers import ServerProcess, Site
+
+_names = itertools.count()
+
+PHONE = {"width": 390, "height": 800}
+
+
+def new_channel(site: Site, *args: str) -> str:
+    slug = f"page-{next(_names)}"
+    site.manage("create_channel", slug, *args)
+    return slug
+
+
+def publish(server: ServerProcess, key: str, slug: str, data: object, event: str = "message") -> None:
+    response = httpx.post(
+        f"{server.url}/api/channels/{slug}/messages",
+        json={"event": event, "data": data},
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    assert response.status_code == 201, response.text
+
+
+# One rule, documented in docs/widgets.md ("How a message reads").
+TEXT_RULE = [
+    ("plain", "plain"),
+    (42, "42"),
+    (True, "true"),
+    (None, ""),
+    ({"text": "Hello", "title": "ignored"}, "Hello"),
+    ({"title": "Maintenance", "body": "tonight at 22:00"}, "Maintenance — tonight at 22:00"),
+    ({"title": "Release", "message": "2.0 is out"}, "Release — 2.0 is out"),
+    ({"title": "Only a title"}, "Only a title"),
+    ({"message": "Disk full", "status": "red"}, "Disk full"),
+    ({"status": "degraded", "since": 3}, "degraded"),
+    ({"match": "Reds v Blues", "home": 30, "away": 29}, "match: Reds v Blues, home: 30, away: 29"),
+    ({"nested": {"a": [1, 2]}, "none": None}, 'nested: {"a":[1,2]}, none: '),
+    ([1, "two", {"three": 3}], '1, two, {"three":3}'),
+    ({"text": 5, "status": "ok"}, "ok"),
+]
+
+
+def test_the_text_rule(page: Page, server: ServerProcess) -> None:
+    page.goto(f"{server.url}/")
+    shown = page.evaluate(
+        """async (values) => {
+            const { messageText } = await import("/static/events/pushsite.js");
+            return values.map(messageText);
+        }""",
+        [value for value, _ in TEXT_RULE],
+    )
+    assert shown == [text for _, text in TEXT_RULE]
+
+
+def test_channel_page_shows_recent_history_then_goes_live(
+    page: Page, server: ServerProcess, site: Site, api_key: str, artifacts: Path
+) -> None:
+    slug = new_channel(site, "--title", "Scores")
+    publish(server, api_key, slug, {"match": "Reds v Blues", "home": 30, "away": 29}, event="score")
+    publish(server, api_key, slug, {"text": "Half time"}, event="status")
+    page.goto(f"{server.url}/channels/{slug}/")
+    bodies = page.locator("#events .body")
+    expect(bodies).to_have_text(["Half time", "match: Reds v Blues, home: 30, away: 29"], timeout=10_000)
+    expect(page.locator("#status")).to_have_text("Live")
+    expect(page.locator("#empty")).to_have_count(0)
+    publish(server, api_key, slug, {"text": "Reds 31 - 29 Blues"}, event="score")
+    expect(bodies).to_have_text(
+        ["Reds 31 - 29 Blues", "Half time", "match: Reds v Blues, home: 30, away: 29"], timeout=2_000
+    )
+    page.screenshot(path=artifacts / "channel-page-desktop.png", full_page=True)
+    page.set_viewport_size(PHONE)
+    page.screenshot(path=artifacts / "channel-page-phone.png", full_page=True)
+
+
+def test_an_empty_channel_page_says_so_until_the_first_message(
+    page: Page, server: ServerProcess, site: Site, api_key: str
+) -> None:
+    slug = new_channel(site)
+    page.goto(f"{server.url}/channels/{slug}/")
+    empty = page.locator("#empty")
+    expect(empty).to_have_text("No messages yet: new ones appear here as they are published.")
+    expect(page.locator("#status")).to_have_text("Live", timeout=10_000)
+    publish(server, api_key, slug, "first")
+    expect(page.locator("#events .body")).to_have_text(["first"], timeout=2_000)
+    expect(empty).to_be_hidden()
+
+
+def test_a_private_channel_page_asks_a_visitor_to_log_in_and_stops(
+    page: Page, server: ServerProcess, artifacts: Path
+) -> None:
+    streams: list[str] = []
+    page.on("request", lambda r: streams.append(r.url) if "/events/private-room/" in r.url else None)
+    page.goto(f"{server.url}/channels/private-room/")
+    status = page.locator("#status")
+    expect(status).to_have_text("Log in to read this channel. Log in", timeout=10_000)
+    link = status.locator("a")
+    assert link.get_attribute("href") == "/accounts/login/?next=/channels/private-room/"
+    # The client has stopped: no timer, no reconnect loop.
+    feed = page.locator("#events")
+    assert feed.evaluate("e => e.pushsite.stopped && e.pushsite.state") == "closed"
+    assert feed.evaluate("e => e.pushsite.failures") == 0
+    # One EventSource attempt and one fetch that asked why: nothing else.
+    assert len(streams) == 2, streams
+    page.screenshot(path=artifacts / "channel-page-login.png")
+    link.click()
+    expect(page).to_have_url(f"{server.url}/accounts/login/?next=/channels/private-room/")
+
+
+def test_a_chat_room_channel_page_redirects_to_the_room(
+    page: Page, server: ServerProcess, site: Site
+) -> None:
+    slug = new_channel(site, "--kind", "chat")
+    page.goto(f"{server.url}/channels/{slug}/")
+    expect(page).to_have_url(f"{server.url}/rooms/{slug}/")
+
+
+@pytest.mark.parametrize("viewport", [None, PHONE], ids=["desktop", "phone"])
+def test_widget_on_another_origin_shows_the_latest_value_on_load(
+    page: Page,
+    server: ServerProcess,
+    site: Site,
+    api_key: str,
+    host_site: HostSite,
+    artifacts: Path,
+    viewport: dict[str, int] | None,
+) -> None:
+    slug = new_channel(site, "--title", "Cup final", "--allow-origin", host_site.origin)
+    for home in range(1, 4):
+        publish(server, api_key, slug, {"match": "Reds v Blues", "home": home, "away": 0}, event="score")
+    if viewport:
+        page.set_viewport_size(viewport)
+    tag = f'<script src="{server.url}/static/events/widget.js" data-channel="{slug}" data-max-items="2" async></script>'
+    page.goto(host_site.page("latest.html", tag))
+    widget = page.locator(".pushsite-widget")
+    expect(widget.locator("li span")).to_have_text(
+        ["match: Reds v Blues, home: 3, away: 0", "match: Reds v Blues, home: 2, away: 0"], timeout=10_000
+    )
+    expect(widget.locator("h2")).to_have_text("Cup final")  # the channel's title by default
+    expect(widget.locator(".state")).to_have_text("Live")
+    expect(widget.locator(".empty")).to_be_hidden()
+    name = "phone" if viewport else "desktop"
+    page.screenshot(path=artifacts / f"widget-latest-{name}.png")
+
+
+def test_widget_on_an_empty_channel_says_so(
+    page: Page, server: ServerProcess, site: Site, api_key: str, host_site: HostSite
+) -> None:
+    slug = new_channel(site, "--allow-origin", host_site.origin)
+    tag = f'<script src="{server.url}/static/events/widget.js" data-channel="{slug}" async></script>'
+    page.goto(host_site.page("empty.html", tag))
+    widget = page.locator(".pushsite-widget")
+    expect(widget.locator(".state")).to_have_text("Live", timeout=10_000)
+    expect(widget.locator(".empty")).to_have_text("No updates yet.")
+    expect(widget.locator("h2")).to_have_text(slug)  # no title: the slug
+    publish(server, api_key, slug, {"status": "all good"})
+    expect(widget.locator("li span")).to_have_text(["all good"], timeout=2_000)
+    expect(widget.locator(".empty")).to_be_hidden()
+
+
+def test_widget_error_replaces_the_waiting_line(
+    page: Page, server: ServerProcess, host_site: HostSite, artifacts: Path
+) -> None:
+    tag = f'<script src="{server.url}/static/events/widget.js" data-channel="no-such-channel" async></script>'
+    page.goto(host_site.page("missing.html", tag))
+    widget = page.locator(".pushsite-widget")
+    expect(widget.locator(".error")).to_have_text(
+        "This channel does not exist or is switched off: check its name.", timeout=10_000
+    )
+    expect(widget.locator(".empty")).to_be_hidden()
+    expect(widget.locator(".state")).to_have_text("Unavailable")
+    widget.screenshot(path=artifacts / "widget-missing.png")
+
+
+def test_widget_on_a_private_channel_says_log_in(
+    page: Page, server: ServerProcess, host_site: HostSite
+) -> None:
+    tag = f'<script src="{server.url}/static/events/widget.js" data-channel="private-room" async></script>'
+    page.goto(host_site.page("private.html", tag))
+    widget = page.locator(".pushsite-widget")
+    expect(widget.locator(".error")).to_have_text("Log in to read this channel.", timeout=10_000)
+    expect(widget.locator(".empty")).to_be_hidden()

@@ -1,0 +1,44 @@
+"""What visitors see first: channel pages, the embed's options, the demo ticker's payload."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+
+from events.channels_admin import upsert_channel
+from events.management.commands.demo_ticker import score_update
+from events.models import Kind
+from events.publishing import publish
+from events.views import CHANNEL_PAGE_REWIND
+
+
+def test_the_demo_ticker_publishes_a_readable_text_and_the_numbers() -> None:
+    assert score_update(3, 1) == {"text": "Reds 3 - 1 Blues", "match": "Reds v Blues", "home": 3, "away": 1}
+
+
+@pytest.mark.django_db
+def test_a_channel_page_rewinds_and_says_when_the_channel_is_empty(client: Client) -> None:
+    upsert_channel("quiet", title="Quiet")
+    page = client.get("/channels/quiet/").content.decode()
+    assert "No messages yet: new ones appear here as they are published." in page
+    assert f'data-channel="quiet" data-rewind="{CHANNEL_PAGE_REWIND}"' in page
+    publish("quiet", {"text": "hello"})
+    assert "No messages yet" not in client.get("/channels/quiet/").content.decode()
+
+
+@pytest.mark.django_db
+def test_a_chat_room_has_no_channel_page_but_its_room(client: Client) -> None:
+    upsert_channel("lounge", kind=Kind.CHAT)
+    response = client.get("/channels/lounge/")
+    assert response.status_code == 302
+    assert response["Location"] == "/rooms/lounge/"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("query", "attribute"), [("?rewind=3", 'data-rewind="3"'), ("?rewind=0", 'data-rewind="0"')]
+)
+def test_the_embed_passes_its_rewind_to_the_widget(client: Client, query: str, attribute: str) -> None:
+    upsert_channel("partner-feed")
+    assert attribute in client.get(f"/embed/partner-feed/{query}").content.decode()
+    assert "data-rewind" not in client.get("/embed/partner-feed/?rewind=lots").content.decode()
