@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from django.urls import path
+from django.urls import path, re_path
 
 from . import api, rooms, views
 
@@ -24,4 +24,6 @@ urlpatterns = [
     path("rooms/<slug:slug>/presence", rooms.who_is_here, name="room-presence"),
     path("healthz", views.healthz, name="healthz"),
     path("metrics", views.metrics, name="metrics"),
+    # Last: anything else under /api/ is a JSON 404, even with DEBUG on.
+    re_path(r"^api/(?P<rest>.*)$", views.api_not_found, name="api-not-found"),
 ]

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 
 from asgiref.sync import sync_to_async
 from django.db import connection
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.urls import Resolver404, resolve
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -22,13 +25,19 @@ from .responses import error_response
 logger = logging.getLogger(__name__)
 
 HEALTH_TIMEOUT_SECONDS = 2.0
+API_STREAM_PATH = re.compile(r"/api/channels/[-a-zA-Z0-9_]+/stream")
 # Stored messages a channel page shows when it opens, before going live.
 CHANNEL_PAGE_REWIND = 50
 
 
 def home(request: HttpRequest) -> HttpResponse:
-    channels = Channel.objects.active().filter(visibility=Visibility.PUBLIC)
-    return render(request, "events/home.html", {"channels": channels})
+    """Feeds and chat rooms, listed apart: each kind has its own page."""
+    channels = list(Channel.objects.active().filter(visibility=Visibility.PUBLIC))
+    context = {
+        "feeds": [c for c in channels if not c.is_chat],
+        "rooms": [c for c in channels if c.is_chat],
+    }
+    return render(request, "events/home.html", context)
 
 
 def channel_page(request: HttpRequest, slug: str) -> HttpResponse:
@@ -69,6 +78,27 @@ def embed(request: HttpRequest, slug: str) -> HttpResponse:
     )
     response.xframe_options_exempt = True  # type: ignore[attr-defined]
     return response
+
+
+@csrf_exempt  # it changes nothing, and a POST to a mistyped path should learn why
+def api_not_found(request: HttpRequest, rest: str = "") -> JsonResponse:
+    """Any other path under /api/: a JSON 404, naming the trailing-slash slip when that is it."""
+    path = request.path
+    if path.endswith("/") and _is_api_endpoint(path.rstrip("/")):
+        detail = f"There is no API endpoint at {path}; leave out the trailing slash: {path.rstrip('/')}"
+    else:
+        detail = f"There is no API endpoint at {path}. The endpoints are listed in the README."
+    return error_response(404, "not_found", detail[:300])
+
+
+def _is_api_endpoint(path: str) -> bool:
+    if API_STREAM_PATH.fullmatch(path):  # routed by ASGI, not by Django's URLconf
+        return True
+    try:
+        match = resolve(path)
+    except Resolver404:
+        return False
+    return match.func is not api_not_found
 
 
 def streamed_demo(request: HttpRequest) -> HttpResponse:

@@ -42,3 +42,77 @@ def test_the_embed_passes_its_rewind_to_the_widget(client: Client, query: str, a
     upsert_channel("partner-feed")
     assert attribute in client.get(f"/embed/partner-feed/{query}").content.decode()
     assert "data-rewind" not in client.get("/embed/partner-feed/?rewind=lots").content.decode()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("method", "path", "detail"),
+    [
+        (
+            "post",
+            "/api/channels/news/messages/",
+            "There is no API endpoint at /api/channels/news/messages/; "
+            "leave out the trailing slash: /api/channels/news/messages",
+        ),
+        (
+            "get",
+            "/api/channels/news/messages/",
+            "There is no API endpoint at /api/channels/news/messages/; "
+            "leave out the trailing slash: /api/channels/news/messages",
+        ),
+        (
+            "post",
+            "/api/channels/news/stream/",
+            "There is no API endpoint at /api/channels/news/stream/; "
+            "leave out the trailing slash: /api/channels/news/stream",
+        ),
+        (
+            "post",
+            "/api/tokens/",
+            "There is no API endpoint at /api/tokens/; leave out the trailing slash: /api/tokens",
+        ),
+        (
+            "get",
+            "/api/nothing",
+            "There is no API endpoint at /api/nothing. The endpoints are listed in the README.",
+        ),
+        ("get", "/api/", "There is no API endpoint at /api/. The endpoints are listed in the README."),
+        (
+            "delete",
+            "/api/nothing/",
+            "There is no API endpoint at /api/nothing/. The endpoints are listed in the README.",
+        ),
+    ],
+)
+def test_unknown_api_paths_answer_json_404(settings: object, method: str, path: str, detail: str) -> None:
+    settings.DEBUG = True  # type: ignore[attr-defined]  # even where Django would show its debug page
+    client = Client(enforce_csrf_checks=True)
+    if method == "get":
+        response = client.get(path)
+    else:
+        response = getattr(client, method)(path, data=b"{}", content_type="application/json")
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"
+    assert response.json() == {"error": "not_found", "detail": detail}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("method", "path"), [("put", "/api/channels/news/messages"), ("get", "/api/tokens")])
+def test_wrong_methods_on_api_paths_answer_json_405(method: str, path: str) -> None:
+    upsert_channel("news")
+    response = getattr(Client(), method)(path)
+    assert response.status_code == 405
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["error"] == "method_not_allowed"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", ["/no-such-page/", "/channels/no-such-channel/", "/rooms/no-such-room/"])
+def test_pages_have_a_styled_404(client: Client, path: str) -> None:
+    response = client.get(path)
+    assert response.status_code == 404
+    page = response.content.decode()
+    assert "<h1>Nothing here</h1>" in page
+    assert f"There is no page at <code>{path}</code>" in page
+    assert 'href="/static/events/site' in page  # the site's own look
+    assert 'href="/">See the channels and chat rooms</a>' in page
