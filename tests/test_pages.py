@@ -116,3 +116,32 @@ def test_pages_have_a_styled_404(client: Client, path: str) -> None:
     assert f"There is no page at <code>{path}</code>" in page
     assert 'href="/static/events/site' in page  # the site's own look
     assert 'href="/">See the channels and chat rooms</a>' in page
+
+
+@pytest.mark.django_db
+def test_home_lists_feeds_and_chat_rooms_apart(client: Client) -> None:
+    upsert_channel("scores", title="Live scores")
+    upsert_channel("lobby", title="Lobby", kind=Kind.CHAT)
+    upsert_channel("secret", visibility="private")
+    page = client.get("/").content.decode()
+    feeds = page[page.index('id="feed-list"') : page.index('id="rooms"')]
+    rooms = page[page.index('id="room-list"') :]
+    assert 'href="/channels/scores/">Live scores</a>' in feeds
+    assert "lobby" not in feeds
+    assert 'href="/rooms/lobby/">Lobby</a>' in rooms
+    assert "scores" not in rooms
+    assert "secret" not in page
+
+
+@pytest.mark.django_db
+def test_operators_find_the_live_operations_page(client: Client) -> None:
+    from django.contrib.auth.models import User
+
+    assert "/admin/events/channel/operations/" not in client.get("/").content.decode()
+    client.force_login(User.objects.create_user("boss", password="pw", is_staff=True, is_superuser=True))
+    assert 'href="/admin/events/channel/operations/">Operations</a>' in client.get("/").content.decode()
+    index = client.get("/admin/").content.decode()
+    assert "Pushsite administration" in index
+    assert "Django administration" not in index
+    assert 'href="/admin/events/channel/operations/">Live operations</a>' in index
+    assert client.get("/admin/events/channel/operations/").status_code == 200
