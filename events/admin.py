@@ -18,6 +18,7 @@ from . import announcements, census
 from .admin_forms import PUBLISH_BUTTON, RETRACT_BUTTON, SCHEDULE_BUTTON, AnnouncementForm, ChannelForm
 from .embedding import snippets_for
 from .models import Announcement, AnnouncementState, ApiKey, Channel, ChatMute, Message
+from .opscharts import operations_charts
 from .publishing import publish
 
 # The admin is one shared instance per model; per-request state goes here.
@@ -129,11 +130,13 @@ class ChannelAdmin(admin.ModelAdmin):
             .annotate(count=Count("id"))
             .order_by("-minute")
         )
+        per_channel = live_connections()
         context = {
             **self.admin_site.each_context(request),
+            **operations_charts(now, per_channel),
             "title": "Live operations",
             "processes": processes,
-            "channels": sorted(live_connections().items()),
+            "channels": sorted(per_channel.items()),
             "total_connections": sum(p.connections for p in processes),
             "per_minute": list(per_minute),
             "recent": Message.objects.select_related("channel").order_by("-created_at")[:20],

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 
 from channels.db import database_sync_to_async
 
-from . import announcements, census
+from . import announcements, census, opssamples
+from .metrics import stats
 
 if TYPE_CHECKING:
     from .relay import Relay
@@ -31,6 +32,7 @@ async def run(relay: Relay) -> None:
     while True:
         await asyncio.sleep(SCHEDULER_SECONDS)
         try:
+            opssamples.recorder.sample(time.time(), stats.slow_reader_evictions, len(relay.streams))
             await database_sync_to_async(run_schedule)()
             if time.monotonic() - last_census >= CENSUS_SECONDS:
                 last_census = time.monotonic()

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import Counter, Histogram
 
+from .opssamples import recorder
+
 if TYPE_CHECKING:
     from .models import Message
 
@@ -56,4 +58,7 @@ def record_publish(message: Message, seconds: float) -> None:
 
 
 def record_delivery_lag(published_timestamp: float) -> None:
-    DELIVERY_LAG_SECONDS.observe(max(0.0, time.time() - published_timestamp))
+    now = time.time()
+    lag = max(0.0, now - published_timestamp)
+    DELIVERY_LAG_SECONDS.observe(lag)
+    recorder.record_lag(lag, now)  # the operations page's latency chart

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import itertools
+import re
 from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, expect
 
 from tests.browser.conftest import HostSite
 from tests.support.servers import ServerProcess, Site
@@ -190,3 +191,74 @@ def test_widget_on_a_private_channel_says_log_in(
     widget = page.locator(".pushsite-widget")
     expect(widget.locator(".error")).to_have_text("Log in to read this channel.", timeout=10_000)
     expect(widget.locator(".empty")).to_be_hidden()
+
+
+OPERATOR_PASSWORD = "operator-password-0123"
+
+
+@pytest.fixture(scope="module")
+def operator(site: Site) -> str:
+    site.shell(
+        "from django.contrib.auth.models import User\n"
+        "User.objects.filter(username='operator').delete()\n"
+        f"User.objects.create_user('operator', password={OPERATOR_PASSWORD!r}, is_staff=True)\n"
+    )
+    return "operator"
+
+
+def chart_total(page: Page, chart: str) -> float:
+    return float(
+        page.locator(f"#{chart}").evaluate(
+            "f => [...f.querySelectorAll('rect')].reduce((sum, r) => sum + Number(r.dataset.value), 0)"
+        )
+    )
+
+
+def measured(page: Page) -> int:
+    """Messages whose delivery latency the latency chart counts (from each bar's title)."""
+    titles = page.locator("#chart-latency rect title").all_text_contents()
+    return sum(int(re.search(r"(\d+) messages$", title).group(1)) for title in titles)  # type: ignore[union-attr]
+
+
+def test_operations_charts_update_live(
+    browser: Browser, server: ServerProcess, site: Site, api_key: str, operator: str, artifacts: Path
+) -> None:
+    slug = new_channel(site, "--title", "Watched")
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    try:
+        page = context.new_page()
+        page.goto(f"{server.url}/accounts/login/?next=/")
+        page.fill("#id_username", operator)
+        page.fill("#id_password", OPERATOR_PASSWORD)
+        page.click("form.login button")
+        page.wait_for_url(f"{server.url}/")
+        page.click("text=Operations")  # the site's navigation, for staff
+        expect(page.locator("#chart-messages")).to_be_visible(timeout=10_000)
+        messages_before = chart_total(page, "chart-messages")
+        measured_before = measured(page)
+
+        reader = context.new_page()  # a subscriber, so this process delivers and measures
+        reader.goto(f"{server.url}/channels/{slug}/")
+        expect(reader.locator("#status")).to_have_text("Live", timeout=10_000)
+        for n in range(3):
+            publish(server, api_key, slug, {"text": f"tick {n}"})
+        expect(reader.locator("#events .body")).to_have_count(3, timeout=5_000)
+
+        # The page redraws itself every 5 s; nobody reloads it here.
+        page.wait_for_function(
+            """([before]) => {
+                const rects = document.querySelectorAll('#chart-messages rect');
+                return [...rects].reduce((s, r) => s + Number(r.dataset.value), 0) >= before + 3;
+            }""",
+            arg=[messages_before],
+            timeout=15_000,
+        )
+        assert chart_total(page, "chart-messages") >= messages_before + 3
+        assert measured(page) >= measured_before + 3  # each delivery's latency is in the chart
+        streams = page.locator("#chart-streams rect title")
+        expect(streams.filter(has_text=slug)).to_have_count(1, timeout=15_000)
+        page.screenshot(path=artifacts / "operations-desktop.png", full_page=True)
+        page.set_viewport_size(PHONE)
+        page.screenshot(path=artifacts / "operations-phone.png", full_page=True)
+    finally:
+        context.close()
