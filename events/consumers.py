@@ -317,6 +317,8 @@ class EventStreamConsumer(AsyncHttpConsumer):
         await self.open_stream(authorized, request.format)
 
     def check_streams_per_ip(self) -> None:
+        if get_relay().draining:
+            raise ServiceUnavailable("This server is shutting down; reconnect to reach another one.")
         limit = int(conf.MAX_STREAMS_PER_IP)
         if get_relay().streams_per_ip[_client_address(self.scope)] >= limit:
             raise RateLimited(

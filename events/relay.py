@@ -160,6 +160,8 @@ class Relay:
         self._last_poll = 0.0
         self._last_revocation_check = 0.0
         self._last_join = time.monotonic()
+        # Set on SIGTERM/SIGINT: new streams are refused (events/shutdown.py).
+        self.draining = False
         # Other per-process chores run on the same tick (chat presence refresh).
         self.tick_hooks: list[Callable[[float], Awaitable[None]]] = []
 
