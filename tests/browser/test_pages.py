@@ -262,3 +262,25 @@ def test_operations_charts_update_live(
         page.screenshot(path=artifacts / "operations-phone.png", full_page=True)
     finally:
         context.close()
+
+
+@pytest.mark.parametrize("viewport", [None, PHONE], ids=["desktop", "phone"])
+def test_home_and_not_found_pages(
+    page: Page, server: ServerProcess, site: Site, artifacts: Path, viewport: dict[str, int] | None
+) -> None:
+    room = new_channel(site, "--kind", "chat")
+    title = f"Tea room {room}"
+    site.manage("create_channel", room, "--title", title)
+    if viewport:
+        page.set_viewport_size(viewport)
+    name = "phone" if viewport else "desktop"
+    page.goto(f"{server.url}/")
+    expect(page.locator("#room-list a", has_text=title)).to_have_attribute("href", f"/rooms/{room}/")
+    expect(page.locator("#feed-list a", has_text=title)).to_have_count(0)
+    page.screenshot(path=artifacts / f"home-{name}.png", full_page=True)
+    response = page.goto(f"{server.url}/channels/no-such-channel/")
+    assert response is not None
+    assert response.status == 404
+    expect(page.locator("h1")).to_have_text("Nothing here")
+    expect(page.locator(".site-header .brand")).to_be_visible()  # the site's own look
+    page.screenshot(path=artifacts / f"not-found-{name}.png", full_page=True)
