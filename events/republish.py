@@ -16,6 +16,7 @@ import logging
 from collections import OrderedDict
 from urllib.parse import urlsplit
 
+from . import frames
 from .exceptions import InvalidInput, PayloadTooLarge
 from .models import Message
 from .publishing import json_or_text, publish, validate_event_type
@@ -26,6 +27,7 @@ logger = logging.getLogger(__name__)
 PUBLISHER_FIELD_LENGTH = 200
 MAX_NAME_LENGTH = 100
 REMEMBERED_IDS = 10_000
+STREAM_CONTROL_EVENTS = frozenset({frames.OPEN_EVENT, frames.CLOSE_EVENT})
 
 
 def default_name(url: str) -> str:
@@ -81,6 +83,11 @@ class Republisher:
 
     def on_event(self, event: ServerSentEvent) -> None:
         """Publish one upstream event, unless it was published already or cannot be."""
+        if event.event in STREAM_CONTROL_EVENTS:
+            # An upstream Pushsite's "subscribed" / "ending" markers are about that
+            # connection, not messages: never relayed, even under --event.
+            logger.debug("Upstream %s not relayed (stream control).", event.event)
+            return
         if event.has_id and event.id in self.seen:
             self.skipped += 1
             logger.info("Upstream event %r was already relayed; skipped.", event.id)
