@@ -284,3 +284,19 @@ def test_home_and_not_found_pages(
     expect(page.locator("h1")).to_have_text("Nothing here")
     expect(page.locator(".site-header .brand")).to_be_visible()  # the site's own look
     page.screenshot(path=artifacts / f"not-found-{name}.png", full_page=True)
+
+
+def test_widget_on_an_origin_not_allowed_says_this_site_may_not_show_it(
+    page: Page, server: ServerProcess, site: Site, host_site: HostSite
+) -> None:
+    slug = new_channel(site, "--allow-origin", "https://partner.example")
+    tag = f'<script src="{server.url}/static/events/widget.js" data-channel="{slug}" async></script>'
+    page.goto(host_site.page("not-allowed.html", tag))
+    error = page.locator(".pushsite-widget .error")
+    expect(error).to_have_text(
+        f"This site may not show this channel. The channel '{slug}' does not allow pages from "
+        f"{host_site.origin} to subscribe.",
+        timeout=10_000,
+    )
+    expect(page.locator(".pushsite-widget .empty")).to_be_hidden()
+    assert page.locator(".pushsite-widget").evaluate("h => h.pushsite.stopped") is True
