@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import subprocess
 import sys
+import time
 from io import StringIO
 from pathlib import Path
 
@@ -18,7 +20,7 @@ from events.channels_admin import upsert_channel
 from events.management.commands.seed_demo import DEMO_WIDGET_ORIGINS
 from events.models import Channel
 from pushsite.settings import load_env_file
-from tests.support.servers import ROOT
+from tests.support.servers import ROOT, free_port
 
 README = (ROOT / "README.md").read_text()
 
@@ -96,3 +98,38 @@ def test_manage_py_runs_with_the_development_env_file_and_no_secret_in_the_envir
     refused = _manage(tmp_path, "", "check")
     assert refused.returncode != 0
     assert "scripts/demo.sh writes a .env file" in refused.stderr
+
+
+def test_runserver_says_at_start_that_streamed_publishes_arrive_whole(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "PUSHSITE_"))}
+    env.update(
+        DJANGO_SETTINGS_MODULE="pushsite.settings",
+        DJANGO_ENV_FILE="",
+        DJANGO_DEBUG="1",
+        DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        PYTHONUNBUFFERED="1",
+    )
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{free_port()}"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output = ""
+    try:
+        deadline = time.monotonic() + 60
+        assert process.stdout is not None
+        while "silenced)" not in output:  # the end of runserver's system check report
+            ready, _, _ = select.select([process.stdout], [], [], max(0.0, deadline - time.monotonic()))
+            assert ready, f"runserver printed nothing more within 60 s:\n{output}"
+            line = process.stdout.readline()
+            assert line, f"runserver exited:\n{output}"
+            output += line
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+    assert "(events.I001) manage.py runserver (daphne) hands a request body over only when it ends" in output
+    checked = _manage(tmp_path, "", "check")  # other commands do not say it
+    assert "events.I001" not in checked.stdout + checked.stderr
