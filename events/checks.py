@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from django.conf import settings
-from django.core.checks import CheckMessage, Error, Warning, register
+from django.core.checks import CheckMessage, Error, Info, Warning, register
 
 from events.conf import DEFAULTS, conf
 
@@ -64,6 +65,21 @@ def check_pushsite_settings(app_configs: Any, **kwargs: Any) -> list[CheckMessag
             )
         )
     return messages
+
+
+@register()
+def check_development_server(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
+    """Under ``runserver`` (daphne, which buffers request bodies), say that streamed publishes arrive whole."""
+    if sys.argv[1:2] != ["runserver"]:
+        return []
+    return [
+        Info(
+            "manage.py runserver (daphne) hands a request body over only when it ends: "
+            "POST /api/channels/<slug>/stream publishes every line at the end.",
+            hint="Run manage.py serve (uvicorn, what scripts/demo.sh runs) to publish lines as they arrive.",
+            id="events.I001",
+        )
+    ]
 
 
 def _number(source: Any, name: str) -> float | None:

@@ -91,6 +91,9 @@ class PushsiteSettings:
     # An empty channel feed stays subscribed to its group this long, so that
     # reconnect churn does not become group_add / group_discard churn.
     FEED_LINGER_SECONDS = Setting(30.0)
+    # Most stored messages a new stream may ask to receive first (?rewind=N,
+    # per channel); a larger N is refused with 400.
+    MAX_REWIND = Setting(100)
     # Messages read from the database per query when replaying history.
     REPLAY_BATCH_SIZE = Setting(500)
     # Default and largest lifetime of a subscribe token, in seconds.

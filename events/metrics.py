@@ -70,5 +70,28 @@ def record_publish(message: Message, seconds: float) -> None:
     PUBLISH_SECONDS.observe(seconds)
 
 
+@dataclass
+class LagSummary:
+    """Delivery lags since the summary was last taken: how many, their sum and the largest."""
+
+    count: int = 0
+    total: float = 0.0
+    largest: float = 0.0
+
+
+_lags = LagSummary()
+
+
 def record_delivery_lag(published_timestamp: float) -> None:
-    DELIVERY_LAG_SECONDS.observe(max(0.0, time.time() - published_timestamp))
+    lag = max(0.0, time.time() - published_timestamp)
+    DELIVERY_LAG_SECONDS.observe(lag)
+    _lags.count += 1
+    _lags.total += lag
+    _lags.largest = max(_lags.largest, lag)
+
+
+def take_lag_summary() -> LagSummary:
+    """The lags recorded since the last call, which starts a new summary (the operations charts)."""
+    global _lags
+    taken, _lags = _lags, LagSummary()
+    return taken

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.urls import path
+from django.urls import path, re_path
 
 from events import views
 from events.publish import api
@@ -12,4 +12,6 @@ urlpatterns = [
     path("channels/<slug:slug>/", views.channel_page, name="channel"),
     path("api/channels/<slug:slug>/messages", api.channel_messages, name="api-messages"),
     path("api/tokens", api.tokens, name="api-tokens"),
+    # Anything else under /api/ is a JSON 404, even with DEBUG on (no feature has /api/ URLs).
+    re_path(r"^api/(?P<rest>.*)$", views.api_not_found, name="api-not-found"),
 ]

@@ -1,20 +1,63 @@
-"""The core's pages: the channel list and a channel's live page."""
+"""The core's pages: the channel list, a channel's live page, and the JSON 404 of /api/."""
 
 from __future__ import annotations
 
-from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import render
+import re
 
-from events.models import Channel, Visibility
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import Resolver404, resolve
+from django.views.decorators.csrf import csrf_exempt
+
+from events.http.responses import error_response
+from events.models import Channel, Message, Visibility
+
+API_STREAM_PATH = re.compile(r"/api/channels/[-a-zA-Z0-9_]+/stream")
+# Stored messages a channel page shows when it opens, before going live.
+CHANNEL_PAGE_REWIND = 50
 
 
 def home(request: HttpRequest) -> HttpResponse:
-    channels = Channel.objects.active().filter(visibility=Visibility.PUBLIC)
-    return render(request, "events/home.html", {"channels": channels})
+    """Feeds and chat rooms, listed apart: each kind has its own page."""
+    channels = list(Channel.objects.active().filter(visibility=Visibility.PUBLIC))
+    context = {
+        "feeds": [c for c in channels if not c.is_chat],
+        "rooms": [c for c in channels if c.is_chat],
+    }
+    return render(request, "events/home.html", context)
 
 
 def channel_page(request: HttpRequest, slug: str) -> HttpResponse:
     channel = Channel.objects.active().filter(slug=slug).first()
     if channel is None:
         raise Http404("No such channel.")
-    return render(request, "events/channel.html", {"channel": channel})
+    if channel.is_chat:
+        # A room has a page of its own (by URL name: the core imports no feature).
+        return redirect("events:room", slug=channel.slug)
+    context = {
+        "channel": channel,
+        "has_messages": Message.objects.filter(channel=channel).exists(),
+        "rewind": CHANNEL_PAGE_REWIND,
+    }
+    return render(request, "events/channel.html", context)
+
+
+@csrf_exempt  # it changes nothing, and a POST to a mistyped path should learn why
+def api_not_found(request: HttpRequest, rest: str = "") -> HttpResponse:
+    """Any other path under /api/: a JSON 404, naming the trailing-slash slip when that is it."""
+    path = request.path
+    if path.endswith("/") and _is_api_endpoint(path.rstrip("/")):
+        detail = f"There is no API endpoint at {path}; leave out the trailing slash: {path.rstrip('/')}"
+    else:
+        detail = f"There is no API endpoint at {path}. The endpoints are listed in the README."
+    return error_response(404, "not_found", detail[:300])
+
+
+def _is_api_endpoint(path: str) -> bool:
+    if API_STREAM_PATH.fullmatch(path):  # routed by ASGI, not by Django's URLconf
+        return True
+    try:
+        match = resolve(path)
+    except Resolver404:
+        return False
+    return match.func is not api_not_found

@@ -46,6 +46,37 @@ def env_int(name: str, default: int) -> int:
         raise ImproperlyConfigured(f"{name} must be a whole number, not {raw!r}.") from exc
 
 
+def load_env_file(path: Path, environ: dict[str, str] | Any = os.environ) -> list[str]:
+    """Add ``KEY=VALUE`` lines of ``path`` to ``environ`` unless already set; the keys added.
+
+    ``scripts/demo.sh`` writes ``.env`` (DJANGO_DEBUG=1 and a random secret key) so
+    that the README's ``.venv/bin/python manage.py ...`` commands run with the same
+    development settings as the demo server. The real environment always wins;
+    deployments simply have no such file.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    added = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, value = (part.strip() for part in line.split("=", 1))
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        if key and key not in environ:
+            environ[key] = value
+            added.append(key)
+    return added
+
+
+# DJANGO_ENV_FILE names another file; empty reads none (the tests set it empty).
+_env_file = os.environ.get("DJANGO_ENV_FILE", str(BASE_DIR / ".env"))
+if _env_file:
+    load_env_file(Path(_env_file))
+
 DEBUG = env_bool("DJANGO_DEBUG", False)
 
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
@@ -53,7 +84,8 @@ if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured(
             "DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is off. "
-            "Generate one with: python -c 'import secrets; print(secrets.token_urlsafe(50))'"
+            "Generate one with: python3 -c 'import secrets; print(secrets.token_urlsafe(50))' "
+            "(for development, scripts/demo.sh writes a .env file with DJANGO_DEBUG=1 and a key)."
         )
     # Only ever used with DJANGO_DEBUG=1 on a developer's machine.
     SECRET_KEY = "insecure-development-key-do-not-use-in-production"

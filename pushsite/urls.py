@@ -31,6 +31,10 @@ def moved_admin_page(request: HttpRequest, model: str, rest: str) -> HttpRespons
     return response
 
 
+admin.site.site_header = "Pushsite administration"
+admin.site.site_title = "Pushsite admin"
+admin.site.index_title = "Channels, messages and keys"
+
 urlpatterns = [
     re_path(r"^admin/events/(?P<model>announcement|chatmute|servercensus)/(?P<rest>.*)$", moved_admin_page),
     path("admin/", admin.site.urls),

@@ -8,7 +8,13 @@ source "$(dirname "$0")/bootstrap.sh"
 cd "$ROOT"
 ensure_venv requirements.txt
 
-export DJANGO_DEBUG="${DJANGO_DEBUG:-1}"
+# Development settings for this server and for every `.venv/bin/python manage.py ...`
+# run later in this folder (pushsite/settings.py reads .env; the environment wins).
+if [ ! -f .env ]; then
+  say "Writing .env (development: DJANGO_DEBUG=1 and a random DJANGO_SECRET_KEY)"
+  secret="$("$PY" -c 'import secrets; print(secrets.token_urlsafe(50))')"
+  (umask 077 && printf '# Written by scripts/demo.sh for development; not for production.\nDJANGO_DEBUG=1\nDJANGO_SECRET_KEY=%s\n' "$secret" > .env)
+fi
 PORT="${PORT:-8000}"
 URL="http://127.0.0.1:$PORT"
 

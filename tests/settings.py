@@ -10,6 +10,8 @@ import os
 
 os.environ.setdefault("DJANGO_SECRET_KEY", "tests-only-secret-key-not-used-anywhere-else")
 os.environ.setdefault("DJANGO_ALLOWED_HOSTS", "testserver,localhost,127.0.0.1")
+# Not the development .env that scripts/demo.sh writes: tests run as production does.
+os.environ.setdefault("DJANGO_ENV_FILE", "")
 
 from pushsite.settings import *  # noqa: F403
 

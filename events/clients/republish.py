@@ -20,6 +20,7 @@ from events.exceptions import InvalidInput, PayloadTooLarge
 from events.models import Message
 from events.publish.store import publish
 from events.publish.validate import data_or_text, validate_event_type
+from events.wire import frames
 from events.wire.sse import ServerSentEvent
 
 logger = logging.getLogger(__name__)
@@ -27,6 +28,7 @@ logger = logging.getLogger(__name__)
 PUBLISHER_FIELD_LENGTH = 200
 MAX_NAME_LENGTH = 100
 REMEMBERED_IDS = 10_000
+STREAM_CONTROL_EVENTS = frozenset({frames.OPEN_EVENT, frames.CLOSE_EVENT})
 
 
 def default_name(url: str) -> str:
@@ -82,6 +84,11 @@ class Republisher:
 
     def on_event(self, event: ServerSentEvent) -> None:
         """Publish one upstream event, unless it was published already or cannot be."""
+        if event.event in STREAM_CONTROL_EVENTS:
+            # An upstream Pushsite's "subscribed" / "ending" markers are about that
+            # connection, not messages: never relayed, even under --event.
+            logger.debug("Upstream %s not relayed (stream control).", event.event)
+            return
         if event.has_id and event.id in self.seen:
             self.skipped += 1
             logger.info("Upstream event %r was already relayed; skipped.", event.id)

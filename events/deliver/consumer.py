@@ -37,6 +37,7 @@ from events.access.auth import (
 )
 from events.access.revocation import Access
 from events.conf import conf
+from events.deliver import history
 from events.deliver.relay import get_relay
 from events.deliver.stream import AsgiSend, Stream, StreamChannel
 from events.exceptions import (
@@ -79,6 +80,9 @@ class StreamRequest:
     origin: str | None
     own_origin: str
     format: str = SSE_FORMAT
+    # ?rewind=N: the last N stored messages of each channel first (ignored
+    # when a cursor is given: Last-Event-ID wins).
+    rewind: int = 0
 
 
 def request_headers(scope: HTTPScope) -> dict[str, str]:
@@ -123,6 +127,7 @@ def parse_stream_request(scope: RoutedHTTPScope) -> StreamRequest:
     if cursor is None and output == NDJSON_FORMAT:
         # NDJSON readers resume with the cursor of the last line they read.
         cursor = _last(query, "after")
+    rewind = parse_rewind(_last(query, "rewind"))
     token = _last(query, "token")
     cookie = SimpleCookie()
     try:
@@ -140,6 +145,7 @@ def parse_stream_request(scope: RoutedHTTPScope) -> StreamRequest:
         origin=headers.get("origin"),
         own_origin=f"{scheme}://{host}",
         format=output,
+        rewind=rewind,
     )
 
 
@@ -147,6 +153,16 @@ def _last(query: dict[str, list[str]], name: str) -> str | None:
     """The last value of a query parameter, None if it is absent (a repeated parameter: the last wins)."""
     values = query.get(name)
     return values[-1] if values else None
+
+
+def parse_rewind(raw: str | None) -> int:
+    """``?rewind=N``: a whole number from 0 to ``MAX_REWIND``; absent or empty is 0."""
+    if raw is None or raw == "":
+        return 0
+    limit = conf.MAX_REWIND
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 9 or int(raw) > limit:
+        raise InvalidInput(f"rewind must be a whole number from 0 to {limit}, not {raw[:40]!r}.")
+    return int(raw)
 
 
 def _output_format(query: dict[str, list[str]], headers: dict[str, str]) -> str:
@@ -184,6 +200,8 @@ class Authorized:
     access: Access
     # What features keep for as long as the stream is open (signals.stream_authorized).
     attachments: list[StreamAttachment]
+    # Slug -> title, for the open event (a widget's default heading).
+    titles: dict[str, str] | None = None
 
 
 def authorize(request: StreamRequest) -> Authorized:
@@ -200,10 +218,12 @@ def authorize(request: StreamRequest) -> Authorized:
     allow_origin = check_origin(request, channels)
 
     start = cursors.parse_cursor(request.cursor, request.slugs, max_length=conf.MAX_CURSOR_LENGTH)
+    rewind = request.rewind if not request.cursor else 0
     positions: dict[int, int] = {}
     beyond_end: dict[int, int] = {}
     for channel in channels:
-        position = start.get(channel.slug, channel.last_sequence)
+        live = history.rewind_position(channel, rewind) if rewind else channel.last_sequence
+        position = start.get(channel.slug, live)
         if position > channel.last_sequence:
             beyond_end[channel.pk] = channel.last_sequence
         positions[channel.pk] = position
@@ -228,6 +248,7 @@ def authorize(request: StreamRequest) -> Authorized:
         expires_at=expires_at,
         # django-stubs types every signal response as str | None; these receivers return attachments.
         attachments=[attachment for _receiver, attachment in responses if attachment is not None],  # type: ignore[misc]
+        titles={c.slug: c.display_title for c in channels},
     )
 
 
@@ -311,6 +332,8 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
         await self.open_stream(authorized, request.format)
 
     def check_streams_per_ip(self) -> None:
+        if get_relay().draining:
+            raise ServiceUnavailable("This server is shutting down; reconnect to reach another one.")
         limit = conf.MAX_STREAMS_PER_IP
         if get_relay().streams_per_ip[client_address(self.scope)] >= limit:
             raise RateLimited(
@@ -402,7 +425,12 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
                 stream.catch_up(channel.id, target=dispatched)
         # The open event carries the stream's id: the client now has a resume
         # point even if nothing is published before it reconnects.
-        stream.write(stream.encode_id() + frames.open_fields([c.slug for c in authorized.channels]))
+        stream.write(
+            stream.encode_id()
+            + frames.open_fields(
+                [c.slug for c in authorized.channels], authorized.titles, history=bool(stream.catching_up)
+            )
+        )
         self.attachments = authorized.attachments
         for attachment in self.attachments:
             attachment.open()

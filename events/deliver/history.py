@@ -40,6 +40,22 @@ def frames_after(channel_id: int, slug: str, after: int, limit: int) -> list[Sto
 afetch_frames_after = database_sync_to_async(frames_after)
 
 
+def rewind_position(channel: Channel, count: int) -> int:
+    """The position to start from so that the last ``count`` stored messages are replayed.
+
+    Just before the ``count``-th newest stored message (up to the channel's
+    ``last_sequence`` as read), so replay begins with it and no reset is
+    needed; fewer stored messages give them all; none gives the end.
+    """
+    stored = (
+        Message.objects.filter(channel_id=channel.pk, sequence__lte=channel.last_sequence)
+        .order_by("-sequence")
+        .values_list("sequence", flat=True)[:count]
+    )
+    sequences = list(stored)
+    return sequences[-1] - 1 if sequences else channel.last_sequence
+
+
 @dataclass(frozen=True, slots=True)
 class ChannelState:
     last_sequence: int

@@ -158,6 +158,8 @@ class Relay:
         self._tasks: list[asyncio.Task[None]] = []
         self._last_poll = 0.0
         self._last_join = time.monotonic()
+        # Set on SIGTERM/SIGINT: new streams are refused (events/runtime/shutdown.py).
+        self.draining = False
 
     async def _start(self) -> None:
         self.channel_name = await self.layer.new_channel("pushsite.relay.")

@@ -22,7 +22,7 @@ async def streamed_demo_ask(request: HttpRequest) -> HttpResponse:
     channel = await Channel.objects.active().filter(slug=demo.DEMO_CHANNEL).afirst()
     if channel is None:
         return error_response(
-            404, "channel_not_found", "Create the demo channel first: python manage.py seed_demo."
+            404, "channel_not_found", "Create the demo channel first: .venv/bin/python manage.py seed_demo."
         )
     try:
         stream = await demo.start_answer(channel, request.POST.get("question", ""))

@@ -21,6 +21,7 @@ from django.utils import timezone
 from events.admin import ChannelAdmin
 from events.models import Channel, Message
 from events.ops import census
+from events.ops.charts import operations_charts
 
 # The admin is one shared instance per model; per-request state goes here.
 _live_for_this_request: ContextVar[dict[str, int]] = ContextVar("live_connections", default={})  # noqa: B039
@@ -69,11 +70,13 @@ class OperationsChannelAdmin(ChannelAdmin):
             .annotate(count=Count("id"))
             .order_by("-minute")
         )
+        per_channel = live_connections()
         context = {
             **self.admin_site.each_context(request),
+            **operations_charts(now, per_channel),
             "title": "Live operations",
             "processes": processes,
-            "channels": sorted(live_connections().items()),
+            "channels": sorted(per_channel.items()),
             "total_connections": sum(p.connections for p in processes),
             "per_minute": list(per_minute),
             "recent": Message.objects.select_related("channel").order_by("-created_at")[:20],

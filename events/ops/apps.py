@@ -12,6 +12,6 @@ class OpsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from events.ops import census, collectors  # noqa: F401  (census connects to the tick)
+        from events.ops import census, collectors, samples  # noqa: F401  (census and samples run on the tick)
 
         collectors.register()

@@ -6,6 +6,13 @@ for hours. So the relay also chains itself onto the process's SIGTERM and
 SIGINT handlers (whatever server installed them: uvicorn, each of its workers,
 or daphne) and ends every stream cleanly the moment the signal arrives; the
 server then shuts down with nothing left to wait for.
+
+First it stops taking new streams (``relay.draining``: a new stream gets 503),
+then it ends the open ones. The order matters: a browser tab told to reconnect
+comes straight back, often on the same keep-alive connection, and a stream
+opened on the dying process would hold its shutdown for the whole graceful
+timeout ("timeout graceful shutdown exceeded"); refused, the tab backs off and
+reaches another process (or this one, restarted).
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ def close_streams_on_signals(relay: Relay) -> None:
 
 
 def _close_all(relay: Relay) -> None:
+    relay.draining = True
     if relay.streams:
         logger.info("Shutting down: ending %s open streams.", len(relay.streams))
     relay.close_all("server shutting down")

@@ -20,6 +20,7 @@ def embed(request: HttpRequest, slug: str) -> HttpResponse:
         "title": query.get("title", channel.display_title)[:100],
         "theme": "dark" if query.get("theme") == "dark" else "light",
         "max_items": query.get("max", "10") if query.get("max", "10").isdigit() else "10",
+        "rewind": query.get("rewind", "") if query.get("rewind", "").isdigit() else "",
         "token": query.get("token", ""),
         "event_types": query.get("events", ""),
     }

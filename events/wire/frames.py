@@ -61,13 +61,20 @@ def reset_fields(*, slug: str, requested_after: int, resumed_after: int, reason:
     return sse.encode_fields(dumps(payload), event=RESET_EVENT)
 
 
-def open_fields(slugs: list[str]) -> bytes:
+def open_fields(slugs: list[str], titles: dict[str, str] | None = None, *, history: bool = False) -> bytes:
     """The first event of every stream, once it is subscribed.
 
     It carries the stream's id, so a client that reconnects (or a page that
-    reloads) before any message has a position to resume from.
+    reloads) before any message has a position to resume from, and each
+    channel's title, so a widget can head itself without being told;
+    ``history`` says stored messages follow (a resume or a rewind), so a page
+    need not say "nothing yet" before they arrive.
     """
-    return sse.encode_fields(dumps({"event": OPEN_EVENT, "channels": slugs}), event=OPEN_EVENT)
+    payload: dict[str, Any] = {"event": OPEN_EVENT, "channels": slugs}
+    if titles is not None:
+        payload["titles"] = titles
+        payload["history"] = history
+    return sse.encode_fields(dumps(payload), event=OPEN_EVENT)
 
 
 def close_fields(reason: str) -> bytes:

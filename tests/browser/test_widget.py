@@ -90,11 +90,33 @@ def test_widget_on_an_origin_not_allowed_shows_a_readable_error(
     expect(page.locator(".pushsite-widget li")).to_have_count(0)
 
 
-def test_page_reload_resumes_without_loss_or_repeats(
+def test_page_reload_shows_the_latest_items_each_once(
     page: Page, server: ServerProcess, site: Site, api_key: str, host_site: HostSite
 ) -> None:
     slug = new_channel(site, host_site.origin)
-    url = host_site.page("reload.html", widget_tag(server, slug))
+    url = host_site.page("reload-rewind.html", widget_tag(server, slug, max_items="3"))
+    page.goto(url)
+    expect(page.locator(".pushsite-widget .state")).to_have_text("Live", timeout=10_000)
+    publish(server, api_key, slug, "one")
+    items = page.locator(".pushsite-widget li span")
+    expect(items.first).to_have_text("one", timeout=2_000)
+
+    page.goto("about:blank")
+    publish(server, api_key, slug, "two")
+    publish(server, api_key, slug, "three")
+    publish(server, api_key, slug, "four")
+    page.goto(url)
+    # The default rewind is data-max-items: the latest three, newest first, none twice.
+    expect(items).to_have_text(["four", "three", "two"], timeout=5_000)
+    publish(server, api_key, slug, "five")
+    expect(items).to_have_text(["five", "four", "three"], timeout=2_000)
+
+
+def test_page_reload_with_rewind_0_resumes_without_loss_or_repeats(
+    page: Page, server: ServerProcess, site: Site, api_key: str, host_site: HostSite
+) -> None:
+    slug = new_channel(site, host_site.origin)
+    url = host_site.page("reload.html", widget_tag(server, slug, rewind="0"))
     page.goto(url)
     expect(page.locator(".pushsite-widget .state")).to_have_text("Live", timeout=10_000)
     publish(server, api_key, slug, "one")

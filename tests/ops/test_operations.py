@@ -83,6 +83,7 @@ def test_no_channel_layer_is_a_system_check_error() -> None:
 def _settings_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "PUSHSITE_"))}
     env["DJANGO_SETTINGS_MODULE"] = "pushsite.settings"
+    env["DJANGO_ENV_FILE"] = ""  # never a developer's .env (scripts/demo.sh)
     env.update(extra)
     return env
 

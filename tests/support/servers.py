@@ -45,6 +45,7 @@ class Site:
             {
                 "DJANGO_SETTINGS_MODULE": "pushsite.settings",
                 "DJANGO_DEBUG": "0",
+                "DJANGO_ENV_FILE": "",  # never a developer's .env (scripts/demo.sh)
                 "DJANGO_SECRET_KEY": "system-test-secret-key-0123456789-abcdefghijklmnop",
                 "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
                 "DJANGO_STATIC_ROOT": str(self.workdir / "static"),

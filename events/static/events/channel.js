@@ -1,38 +1,56 @@
-// The demo channel page: a native EventSource, every value shown as text.
+// The channel page: the recent history first (a rewind), then live, every value
+// shown as text with the one rule of pushsite.js (messageText). A refusal
+// (401 / 403 / 404) stops the client and the page says what to do.
+import { explainRefusal, messageText, subscribe } from "./pushsite.js";
+
 const list = document.getElementById("events");
 const status = document.getElementById("status");
-const source = new EventSource(list.dataset.stream);
+const empty = document.getElementById("empty");
+const MAX_ITEMS = 200;
+const TYPES = ["message", "score", "announcement", "status", "notice", "update", "pushsite.reset"];
 
-function show(event) {
-  let envelope;
-  try {
-    envelope = JSON.parse(event.data);
-  } catch {
-    return;
-  }
+function show(data, envelope, event) {
   const item = document.createElement("li");
   const meta = document.createElement("span");
   meta.className = "meta";
-  meta.textContent = `#${event.lastEventId} ${envelope.event} · ${new Date(envelope.published_at).toLocaleTimeString()}`;
+  const when = envelope.published_at ? ` · ${new Date(envelope.published_at).toLocaleTimeString()}` : "";
+  meta.textContent = `#${envelope.id ?? event.lastEventId} ${envelope.event}${when}`;
   const body = document.createElement("span");
   body.className = "body";
-  const data = envelope.data;
-  body.textContent = typeof data === "string" ? data : JSON.stringify(data);
+  body.textContent = envelope.event === "pushsite.reset" ? "Some older messages are no longer stored." : messageText(data);
   item.append(meta, body);
   list.prepend(item);
-  while (list.children.length > 200) list.lastElementChild.remove();
+  if (empty) empty.hidden = true;
+  while (list.children.length > MAX_ITEMS) list.lastElementChild.remove();
 }
 
-source.onopen = () => { status.textContent = "Live"; status.dataset.state = "open"; };
-source.onerror = () => { status.textContent = "Reconnecting…"; status.dataset.state = "reconnecting"; };
-source.onmessage = show;
-// Named event types do not reach onmessage: listen to every type we see.
-const originalAdd = new Set(["message"]);
-source.addEventListener("pushsite.reset", show);
-for (const type of ["score", "announcement", "status", "notice"]) {
-  originalAdd.add(type);
-  source.addEventListener(type, show);
+function refused(error) {
+  status.textContent = explainRefusal(error);
+  status.dataset.state = "refused";
+  if (error.status === 401 && status.dataset.login) {
+    const link = document.createElement("a");
+    link.href = status.dataset.login;
+    link.textContent = "Log in";
+    status.append(" ", link);
+  }
+  if (empty) empty.hidden = true;
 }
+
+const labels = { connecting: "Connecting…", open: "Live", reconnecting: "Reconnecting…", closed: "Closed" };
+const feed = subscribe({
+  channels: [list.dataset.channel],
+  rewind: Number(list.dataset.rewind) || 0,
+  // Each load shows the recent history; a saved position would show only what is new.
+  persist: false,
+  onState: (state, detail) => {
+    if (detail instanceof Error) return; // onError says it
+    status.textContent = labels[state] || state;
+    status.dataset.state = state;
+  },
+  onError: refused,
+});
+for (const type of TYPES) feed.on(type, show);
+list.pushsite = feed; // for tests and pages that want to close it
 
 const form = document.getElementById("publish");
 if (form) {
@@ -42,10 +60,7 @@ if (form) {
     error.textContent = "";
     const fields = new FormData(form);
     const eventType = fields.get("event");
-    if (!originalAdd.has(eventType)) {
-      originalAdd.add(eventType);
-      source.addEventListener(eventType, show);
-    }
+    feed.on(eventType, show); // the stream delivers only the types it listens to
     const response = await fetch(form.dataset.endpoint, {
       method: "POST",
       credentials: "same-origin",

@@ -8,6 +8,7 @@
 //     onState: (state, detail) => showStatus(state),    // connecting | open | reconnecting | closed
 //     onError: (error) => showError(error.detail),        // 401 / 403 / 404: no retrying
 //     getToken: async () => (await fetch("/my-token")).text(),  // private channels
+//     rewind: 10,    // first connection: the last 10 stored messages of each channel, then live
 //   });
 //   feed.close();
 //
@@ -16,6 +17,37 @@
 
 const RESERVED = "pushsite.";
 const MAX_BACKOFF_MS = 30000;
+const TEXT_FIELDS = ["message", "status"];
+
+function compact(value) {
+  if (value === null || value === undefined) return "";
+  if (typeof value === "object") return JSON.stringify(value);
+  return String(value);
+}
+
+/**
+ * A message's payload as one line of text, the same everywhere Pushsite shows one
+ * (channel pages, the widget, the iframe; docs/widgets.md, "How a message reads"):
+ * a string as it is; an object's `text`; its `title` (with its `body` or `message`
+ * after a dash); its `message`; its `status`; otherwise its fields as
+ * "key: value, key: value" (nested values as compact JSON). Always text, never HTML.
+ */
+export function messageText(data) {
+  if (data === null || data === undefined) return "";
+  if (typeof data !== "object") return String(data);
+  if (Array.isArray(data)) return data.map(compact).join(", ");
+  if (typeof data.text === "string") return data.text;
+  if (typeof data.title === "string") {
+    const more = [data.body, data.message].find((value) => typeof value === "string" && value);
+    return more ? `${data.title} — ${more}` : data.title;
+  }
+  for (const field of TEXT_FIELDS) {
+    if (typeof data[field] === "string") return data[field];
+  }
+  return Object.entries(data)
+    .map(([key, value]) => `${key}: ${compact(value)}`)
+    .join(", ");
+}
 
 function storageKey(server, channels) {
   return `pushsite:${server}:${[...channels].sort().join(",")}`;
@@ -46,6 +78,26 @@ export class PushsiteError extends Error {
   }
 }
 
+/**
+ * What a person should read when a subscription is refused for good (401, 403, 404):
+ * what happened and what to do, followed by the server's own sentence where it helps.
+ */
+export function explainRefusal(error) {
+  const detail = error && error.detail ? String(error.detail) : "";
+  switch (error && error.status) {
+    case 401:
+      return "Log in to read this channel.";
+    case 403:
+      if (error.code === "token_expired") return "Access to this channel has expired: reload the page.";
+      if (/does not allow pages from/.test(detail)) return `This site may not show this channel. ${detail}`;
+      return `You may not read this channel. ${detail}`.trim();
+    case 404:
+      return "This channel does not exist or is switched off: check its name.";
+    default:
+      return detail || "The live feed is not available.";
+  }
+}
+
 export class Subscription {
   constructor(options) {
     if (!options || !Array.isArray(options.channels) || options.channels.length === 0) {
@@ -61,7 +113,10 @@ export class Subscription {
     this.persist = options.persist !== false;
     this.key = storageKey(this.server, this.channels);
     this.lastEventId = options.lastEventId || (this.persist ? readPosition(this.key) : "");
+    // Only asked for while there is no position: a resume point (Last-Event-ID) wins.
+    this.rewind = Math.max(0, Math.floor(Number(options.rewind) || 0));
     this.state = "closed";
+    this.titles = {};
     this.failures = 0;
     this.source = null;
     this.timer = null;
@@ -106,6 +161,7 @@ export class Subscription {
     else for (const channel of this.channels) params.append("channel", channel);
     // A new EventSource does not send Last-Event-ID: the position goes in the query.
     if (this.lastEventId) params.set("lastEventId", this.lastEventId);
+    else if (this.rewind) params.set("rewind", String(this.rewind));
     if (this.token) params.set("token", this.token);
     const query = params.toString();
     return `${this.server}${path}${query ? `?${query}` : ""}`;
@@ -119,7 +175,15 @@ export class Subscription {
     source.addEventListener("pushsite.open", (event) => {
       this.failures = 0;
       this.remember(event);
-      this.setState("open");
+      let opened = {};
+      try {
+        opened = JSON.parse(event.data);
+      } catch {
+        /* an older server: no details */
+      }
+      // Each channel's title, by slug: a default heading for pages and widgets.
+      this.titles = opened.titles || {};
+      this.setState("open", opened);
     });
     source.addEventListener("pushsite.reset", (event) => {
       this.remember(event);

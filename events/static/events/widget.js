@@ -6,8 +6,10 @@
 //
 // The feed renders in a Shadow DOM, so the host page's CSS cannot break it and
 // its CSS cannot leak out. Every value is shown as text, never as HTML.
-// Options: data-channel (required; several: "a,b"), data-title, data-theme
-// (light | dark), data-max-items (default 10), data-token (private channels),
+// Options: data-channel (required; several: "a,b"), data-title (default: the
+// channel's title), data-theme (light | dark), data-max-items (default 10),
+// data-rewind (stored messages shown on load, default: data-max-items; 0 resumes
+// from the page's last position instead), data-token (private channels),
 // data-events (event types to show, default: all that arrive).
 (function () {
   "use strict";
@@ -17,6 +19,8 @@
   const options = script.dataset;
   const channels = (options.channel || "").split(",").map((s) => s.trim()).filter(Boolean);
   const maxItems = Math.max(1, Math.min(100, parseInt(options.maxItems || "10", 10) || 10));
+  const rewindOption = parseInt(options.rewind ?? "", 10);
+  const rewind = Number.isNaN(rewindOption) ? maxItems : Math.max(0, Math.min(100, rewindOption));
   const theme = options.theme === "dark" ? "dark" : "light";
 
   const host = document.createElement("div");
@@ -45,7 +49,7 @@
     <section class="feed ${theme}" part="feed">
       <header><h2></h2><span class="state" role="status" aria-live="polite">Connecting…</span></header>
       <ol aria-live="polite"></ol>
-      <p class="empty">Waiting for updates…</p>
+      <p class="empty">Connecting…</p>
       <p class="error" role="alert" hidden></p>
     </section>`;
   const title = root.querySelector("h2");
@@ -55,9 +59,11 @@
   const problem = root.querySelector(".error");
   title.textContent = options.title || channels.join(", ") || "Live feed";
 
+  // The error takes the place of the "no updates yet" line.
   function fail(text) {
     problem.textContent = text;
     problem.hidden = false;
+    empty.hidden = true;
     state.textContent = "Unavailable";
     state.dataset.state = "closed";
   }
@@ -67,14 +73,7 @@
     return;
   }
 
-  function describe(data) {
-    if (data === null || data === undefined) return "";
-    if (typeof data !== "object") return String(data);
-    for (const field of ["text", "title", "message", "status"]) {
-      if (typeof data[field] === "string") return data[field];
-    }
-    return JSON.stringify(data);
-  }
+  let describe = String;
 
   function show(data, envelope) {
     const item = document.createElement("li");
@@ -84,24 +83,43 @@
     const text = document.createElement("span");
     text.textContent = describe(data);
     item.append(when, text);
-    list.prepend(item);
+    // Newest first. A rewind of several channels replays them one after the
+    // other, so place each item by its publishing time rather than on top.
+    item.dataset.published = envelope.published_at || "";
+    const older = [...list.children].find((other) => other.dataset.published <= item.dataset.published);
+    list.insertBefore(item, older || null);
     empty.hidden = true;
     while (list.children.length > maxItems) list.lastElementChild.remove();
   }
 
   const labels = { connecting: "Connecting…", open: "Live", reconnecting: "Reconnecting…", closed: "Closed" };
   import(new URL("pushsite.js", script.src).href)
-    .then(({ subscribe }) => {
+    .then(({ subscribe, messageText, explainRefusal }) => {
+      describe = messageText;
       const feed = subscribe({
         server,
         channels,
         token: options.token || "",
-        onState: (name) => {
+        rewind,
+        // With a rewind the page shows the latest items on every load; a saved
+        // position would only add what was missed, on an empty list.
+        persist: rewind === 0,
+        onState: (name, detail) => {
           state.textContent = labels[name] || name;
           state.dataset.state = name;
-          if (name === "open") problem.hidden = true;
+          if (name === "open") {
+            problem.hidden = true;
+            // Stored messages follow when detail.history is true: no "nothing yet" flash.
+            if (!list.children.length) {
+              empty.textContent = detail && detail.history ? "Loading recent updates…" : "No updates yet.";
+            }
+            if (!options.title && detail && detail.titles) {
+              const titles = channels.map((slug) => detail.titles[slug]).filter(Boolean);
+              if (titles.length) title.textContent = titles.join(", ");
+            }
+          }
         },
-        onError: (error) => fail(error.detail || "This feed is not available here."),
+        onError: (error) => fail(explainRefusal(error)),
       });
       const types = (options.events || "").split(",").map((s) => s.trim()).filter(Boolean);
       for (const type of types.length ? types : ["message", "score", "status", "notice", "update"]) {

@@ -8,6 +8,11 @@ import httpx
 from django.core.management.base import BaseCommand, CommandParser
 
 
+def score_update(home: int, away: int) -> dict[str, Any]:
+    """The ticker's payload: a ``text`` that reads well anywhere, and the numbers for code."""
+    return {"text": f"Reds {home} - {away} Blues", "match": "Reds v Blues", "home": home, "away": away}
+
+
 class Command(BaseCommand):
     help = "Publish a made-up score to the 'scores' channel through the HTTP API every few seconds."
 
@@ -26,7 +31,7 @@ class Command(BaseCommand):
                     home += 1
                 else:
                     away += 1
-                body = {"event": "score", "data": {"match": "Reds v Blues", "home": home, "away": away}}
+                body = {"event": "score", "data": score_update(home, away)}
                 try:
                     client.post(endpoint, json=body, headers=headers).raise_for_status()
                 except httpx.HTTPError as exc:

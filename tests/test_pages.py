@@ -1,0 +1,147 @@
+"""What visitors see first: channel pages, the embed's options, the demo ticker's payload."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+
+from events.demo.management.commands.demo_ticker import score_update
+from events.models import Kind
+from events.provisioning import upsert_channel
+from events.publish.store import publish
+from events.views import CHANNEL_PAGE_REWIND
+
+
+def test_the_demo_ticker_publishes_a_readable_text_and_the_numbers() -> None:
+    assert score_update(3, 1) == {"text": "Reds 3 - 1 Blues", "match": "Reds v Blues", "home": 3, "away": 1}
+
+
+@pytest.mark.django_db
+def test_a_channel_page_rewinds_and_says_when_the_channel_is_empty(client: Client) -> None:
+    upsert_channel("quiet", title="Quiet")
+    page = client.get("/channels/quiet/").content.decode()
+    assert "No messages yet: new ones appear here as they are published." in page
+    assert f'data-channel="quiet" data-rewind="{CHANNEL_PAGE_REWIND}"' in page
+    publish("quiet", {"text": "hello"})
+    assert "No messages yet" not in client.get("/channels/quiet/").content.decode()
+
+
+@pytest.mark.django_db
+def test_a_chat_room_has_no_channel_page_but_its_room(client: Client) -> None:
+    upsert_channel("lounge", kind=Kind.CHAT)
+    response = client.get("/channels/lounge/")
+    assert response.status_code == 302
+    assert response["Location"] == "/rooms/lounge/"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("query", "attribute"), [("?rewind=3", 'data-rewind="3"'), ("?rewind=0", 'data-rewind="0"')]
+)
+def test_the_embed_passes_its_rewind_to_the_widget(client: Client, query: str, attribute: str) -> None:
+    upsert_channel("partner-feed")
+    assert attribute in client.get(f"/embed/partner-feed/{query}").content.decode()
+    assert "data-rewind" not in client.get("/embed/partner-feed/?rewind=lots").content.decode()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("method", "path", "detail"),
+    [
+        (
+            "post",
+            "/api/channels/news/messages/",
+            "There is no API endpoint at /api/channels/news/messages/; "
+            "leave out the trailing slash: /api/channels/news/messages",
+        ),
+        (
+            "get",
+            "/api/channels/news/messages/",
+            "There is no API endpoint at /api/channels/news/messages/; "
+            "leave out the trailing slash: /api/channels/news/messages",
+        ),
+        (
+            "post",
+            "/api/channels/news/stream/",
+            "There is no API endpoint at /api/channels/news/stream/; "
+            "leave out the trailing slash: /api/channels/news/stream",
+        ),
+        (
+            "post",
+            "/api/tokens/",
+            "There is no API endpoint at /api/tokens/; leave out the trailing slash: /api/tokens",
+        ),
+        (
+            "get",
+            "/api/nothing",
+            "There is no API endpoint at /api/nothing. The endpoints are listed in the README.",
+        ),
+        ("get", "/api/", "There is no API endpoint at /api/. The endpoints are listed in the README."),
+        (
+            "delete",
+            "/api/nothing/",
+            "There is no API endpoint at /api/nothing/. The endpoints are listed in the README.",
+        ),
+    ],
+)
+def test_unknown_api_paths_answer_json_404(settings: object, method: str, path: str, detail: str) -> None:
+    settings.DEBUG = True  # type: ignore[attr-defined]  # even where Django would show its debug page
+    client = Client(enforce_csrf_checks=True)
+    if method == "get":
+        response = client.get(path)
+    else:
+        response = getattr(client, method)(path, data=b"{}", content_type="application/json")
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"
+    assert response.json() == {"error": "not_found", "detail": detail}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("method", "path"), [("put", "/api/channels/news/messages"), ("get", "/api/tokens")])
+def test_wrong_methods_on_api_paths_answer_json_405(method: str, path: str) -> None:
+    upsert_channel("news")
+    response = getattr(Client(), method)(path)
+    assert response.status_code == 405
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["error"] == "method_not_allowed"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", ["/no-such-page/", "/channels/no-such-channel/", "/rooms/no-such-room/"])
+def test_pages_have_a_styled_404(client: Client, path: str) -> None:
+    response = client.get(path)
+    assert response.status_code == 404
+    page = response.content.decode()
+    assert "<h1>Nothing here</h1>" in page
+    assert f"There is no page at <code>{path}</code>" in page
+    assert 'href="/static/events/site' in page  # the site's own look
+    assert 'href="/">See the channels and chat rooms</a>' in page
+
+
+@pytest.mark.django_db
+def test_home_lists_feeds_and_chat_rooms_apart(client: Client) -> None:
+    upsert_channel("scores", title="Live scores")
+    upsert_channel("lobby", title="Lobby", kind=Kind.CHAT)
+    upsert_channel("secret", visibility="private")
+    page = client.get("/").content.decode()
+    feeds = page[page.index('id="feed-list"') : page.index('id="rooms"')]
+    rooms = page[page.index('id="room-list"') :]
+    assert 'href="/channels/scores/">Live scores</a>' in feeds
+    assert "lobby" not in feeds
+    assert 'href="/rooms/lobby/">Lobby</a>' in rooms
+    assert "scores" not in rooms
+    assert "secret" not in page
+
+
+@pytest.mark.django_db
+def test_operators_find_the_live_operations_page(client: Client) -> None:
+    from django.contrib.auth.models import User
+
+    assert "/admin/events/channel/operations/" not in client.get("/").content.decode()
+    client.force_login(User.objects.create_user("boss", password="pw", is_staff=True, is_superuser=True))
+    assert 'href="/admin/events/channel/operations/">Operations</a>' in client.get("/").content.decode()
+    index = client.get("/admin/").content.decode()
+    assert "Pushsite administration" in index
+    assert "Django administration" not in index
+    assert 'href="/admin/events/channel/operations/">Live operations</a>' in index
+    assert client.get("/admin/events/channel/operations/").status_code == 200
