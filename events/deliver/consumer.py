@@ -14,7 +14,6 @@ from channels.exceptions import ChannelFull, StopConsumer
 from channels.generic.http import AsyncHttpConsumer
 from django.conf import settings
 from django.db import DatabaseError
-from django.http.request import split_domain_port, validate_host
 from redis.exceptions import RedisError
 
 from events.access.auth import (
@@ -42,6 +41,7 @@ from events.exceptions import (
     RateLimited,
     ServiceUnavailable,
 )
+from events.http.hosts import check_host  # also imported from here by events/publish/ingest.py
 from events.metrics import REJECTED_REQUESTS, stats
 from events.models import Channel
 from events.wire import cursors, frames, ndjson, sse
@@ -75,18 +75,6 @@ class StreamRequest:
 def request_headers(scope: dict[str, Any]) -> dict[str, str]:
     # Repeated headers: the last one wins, except cookies which we only read once.
     return {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
-
-
-def check_host(headers: dict[str, str]) -> str:
-    """The Host header, if it names a host this server serves (these paths bypass Django's check)."""
-    host = headers.get("host", "")
-    domain, _port = split_domain_port(host)
-    allowed_hosts = settings.ALLOWED_HOSTS
-    if settings.DEBUG and not allowed_hosts:
-        allowed_hosts = [".localhost", "127.0.0.1", "[::1]"]
-    if not domain or not validate_host(domain, allowed_hosts):
-        raise InvalidInput("The Host header names a host this server does not serve.")
-    return host
 
 
 def parse_stream_request(scope: dict[str, Any]) -> StreamRequest:
