@@ -1,7 +1,8 @@
 """ASGI entry point: ``pushsite.asgi:application``.
 
-SSE streams go to the Channels consumer; everything else to Django. On SIGTERM
-every open stream ends cleanly so that clients resume elsewhere
+SSE streams go to the Channels consumer; everything else to Django. One layer
+around it all sets the security headers on every response (pushsite/headers.py).
+On SIGTERM every open stream ends cleanly so that clients resume elsewhere
 (events/runtime/shutdown.py).
 """
 
@@ -23,8 +24,9 @@ from django.urls import path, re_path  # noqa: E402
 from events.publish.fast_path import KeyPublishEndpoint  # noqa: E402
 from events.routing import http_urlpatterns  # noqa: E402
 from events.runtime.lifespan import lifespan  # noqa: E402
+from pushsite.headers import SecurityHeadersMiddleware  # noqa: E402
 
-application: Any = ProtocolTypeRouter(
+routes = ProtocolTypeRouter(
     {
         "http": URLRouter(
             [
@@ -38,3 +40,5 @@ application: Any = ProtocolTypeRouter(
         "lifespan": lifespan,
     }
 )
+
+application: Any = SecurityHeadersMiddleware(routes)
