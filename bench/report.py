@@ -261,3 +261,31 @@ def render_design(results: dict[str, Any]) -> str:
             f"50 other readers lost {bounded['readers_lost']} / {unbounded['readers_lost']} |"
         )
     return "\n".join(lines)
+
+
+def render_publish_paths(results: dict[str, Any]) -> str:
+    """(g) one row per server and road: medians over rounds, ratios with their spread."""
+    paths = results.get("publish_paths")
+    if not paths:
+        return ""
+    if "error" in paths:
+        return f"(g) publish roads: {paths['error']}"
+
+    def spread(value: dict[str, float], digits: int = 2) -> str:
+        return f"{value['median']:.{digits}f} ({value['min']:.{digits}f}-{value['max']:.{digits}f})"
+
+    lines = [
+        f"(g) publish roads: {paths['rounds']} interleaved rounds of {paths['publishes_per_round']} stored "
+        f"publishes; ratios against {paths['reference']} in the same round, median (min-max)",
+        "",
+        "| server/road | round trip p50 ms | p99 ms | publishes/s | CPU ms per publish "
+        "| publishes/s x ref | CPU x ref |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for label, road in paths["roads"].items():
+        lines.append(
+            f"| {label} | {road['p50_ms']} | {road['p99_ms']} | {road['publishes_per_s']['median']:,.0f} "
+            f"| {road['cpu_ms_per_publish']['median']:.2f} | {spread(road['publishes_per_s_vs_reference'])} "
+            f"| {spread(road['cpu_vs_reference'])} |"
+        )
+    return "\n".join(lines)
