@@ -8,6 +8,7 @@ in one run, prints a table, and writes bench/results/<timestamp>.json.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import datetime
 import importlib.metadata
@@ -115,6 +116,39 @@ def encode_once_cost() -> dict[str, float]:
     runs = 5000
     per_encode_us = min(timeit.repeat(encode, number=runs, repeat=3)) / runs * 1e6
     return {"encode_us": round(per_encode_us, 2), "per_1000_connections_ms": round(per_encode_us, 2)}
+
+
+def header_layer_cost() -> dict[str, float]:
+    """CPU per stream frame of pushsite/headers.py's ``send`` against the bare ``send``, started eagerly.
+
+    CPU time (``process_time``), best of 5: other work on the machine does not count.
+    """
+    from events.deliver.eager import start_eagerly
+    from pushsite.headers import SecurityHeadersMiddleware
+
+    async def bare(message: dict[str, Any]) -> None:
+        return None
+
+    held: list[Callable[[dict[str, Any]], Awaitable[None]]] = []
+
+    async def stream(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        held.append(send)
+
+    asyncio.run(SecurityHeadersMiddleware(stream)({"type": "http", "headers": []}, bare, bare))
+    wrapped = held[0]
+    frame = {"type": "http.response.body", "body": b"data: x\n\n", "more_body": True}
+    runs = 200_000
+
+    def best(send: Callable[[dict[str, Any]], Awaitable[None]]) -> float:
+        timer = timeit.Timer(lambda: start_eagerly(send(frame)), timer=time.process_time)
+        return min(timer.repeat(repeat=5, number=runs)) / runs * 1e9
+
+    bare_ns, layer_ns = best(bare), best(wrapped)
+    return {
+        "bare_send_ns": round(bare_ns),
+        "with_layer_ns": round(layer_ns),
+        "extra_ns": round(layer_ns - bare_ns),
+    }
 
 
 async def measure_target(
@@ -286,6 +320,7 @@ async def run_all(options: argparse.Namespace, sizes: Sizes, workdir: Path) -> d
     if "pushsite" in results["targets"] and "slow_reader" in wanted:
         results["design"] = {"slow_reader": await measure_slow_reader(deployment, sizes, progress, cpu)}
     results.setdefault("design", {})["encode_once"] = encode_once_cost()
+    results["design"]["header_layer"] = header_layer_cost()
     results["load_average_at_end"] = os.getloadavg()
     progress.note("done")
     return results

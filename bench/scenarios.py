@@ -334,6 +334,9 @@ async def publish_paths(
             "p99_ms": ms(percentile(round_trips[label], 0.99)),
             "publishes_per_s": _spread([r["publishes_per_s"] for r in rounds]),
             "cpu_ms_per_publish": _spread([r["cpu_ms_per_publish"] for r in rounds]),
+            "p50_vs_reference": _spread(
+                [r["p50_ms"] / ref["p50_ms"] for r, ref in zip(rounds, per_round[reference], strict=True)]
+            ),
             "publishes_per_s_vs_reference": _spread(
                 [
                     r["publishes_per_s"] / ref["publishes_per_s"]
