@@ -41,6 +41,9 @@ class Sizes:
     connections: int = 10_000
     round_trips: int = 300
     cross_messages: int = 200
+    # (g) publish roads: interleaved rounds of sequential publishes per road.
+    path_rounds: int = 5
+    path_publishes: int = 300
     # Seconds without a new delivery after which a phase gives up on the rest.
     quiet_seconds: float = 5.0
     # Hard cap on waiting for one phase's deliveries after its last publish.
@@ -54,6 +57,8 @@ QUICK = Sizes(
     connections=1000,
     round_trips=100,
     cross_messages=60,
+    path_rounds=3,
+    path_publishes=100,
     quiet_seconds=3.0,
     max_wait_seconds=30.0,
 )
@@ -267,6 +272,95 @@ async def publish_round_trip(server: Server, sizes: Sizes, progress: Progress) -
         }
     finally:
         await publisher.close()
+
+
+# The publish roads of (g): headers added to an API-key publish. A cookie sends
+# it through Django's middleware and view instead of the fast path.
+PUBLISH_ROADS: dict[str, dict[str, str]] = {"key": {}, "django": {"Cookie": "bench=1"}}
+
+
+async def _publish_round(server: Server, road: str, count: int) -> tuple[list[int], dict[str, float]]:
+    """``count`` sequential publishes on one keep-alive connection, after a warm-up."""
+    publisher = Publisher(HOST, server.port, SLUG, server.api_key, headers=PUBLISH_ROADS[road])
+    try:
+        for number in range(1, 21):
+            await publisher.publish(PHASE_WARMUP, number)
+        cpu_before = server.cpu_seconds()
+        started = time.perf_counter_ns()
+        round_trips = [(await publisher.publish(PHASE_PUBLISH, number))[1] for number in range(1, count + 1)]
+        wall_ns = time.perf_counter_ns() - started
+        cpu_seconds = server.cpu_seconds() - cpu_before
+    finally:
+        await publisher.close()
+    return round_trips, {
+        "publishes_per_s": count / wall_ns * 1e9,
+        "cpu_ms_per_publish": cpu_seconds * 1000 / count,
+        "p50_ms": ms(percentile(round_trips, 0.5)),
+    }
+
+
+def _spread(values: list[float]) -> dict[str, float]:
+    return {
+        "median": round(statistics.median(values), 3),
+        "min": round(min(values), 3),
+        "max": round(max(values), 3),
+    }
+
+
+async def publish_paths(
+    servers: dict[str, Server], runs: list[tuple[str, str]], sizes: Sizes, progress: Progress
+) -> dict[str, object]:
+    """(g) stored publish round trips and publishes/s of each (server, road), in interleaved rounds.
+
+    Every ratio compares two roads measured in the same round, against the first
+    run (the reference); the spread is over rounds. The order of the roads turns
+    by one each round, so none always goes first.
+    """
+    labels = [f"{server}/{road}" for server, road in runs]
+    per_round: dict[str, list[dict[str, float]]] = {label: [] for label in labels}
+    round_trips: dict[str, list[int]] = {label: [] for label in labels}
+    for number in range(sizes.path_rounds):
+        turn = number % len(runs)
+        for server_name, road in runs[turn:] + runs[:turn]:
+            label = f"{server_name}/{road}"
+            progress(f"(g) publish roads: round {number + 1}/{sizes.path_rounds}, {label}")
+            trips, measured = await _publish_round(servers[server_name], road, sizes.path_publishes)
+            round_trips[label].extend(trips)
+            per_round[label].append(measured)
+    reference = labels[0]
+    summary: dict[str, object] = {}
+    for label in labels:
+        rounds = per_round[label]
+        summary[label] = {
+            "p50_ms": ms(percentile(round_trips[label], 0.5)),
+            "p99_ms": ms(percentile(round_trips[label], 0.99)),
+            "publishes_per_s": _spread([r["publishes_per_s"] for r in rounds]),
+            "cpu_ms_per_publish": _spread([r["cpu_ms_per_publish"] for r in rounds]),
+            "p50_vs_reference": _spread(
+                [r["p50_ms"] / ref["p50_ms"] for r, ref in zip(rounds, per_round[reference], strict=True)]
+            ),
+            "publishes_per_s_vs_reference": _spread(
+                [
+                    r["publishes_per_s"] / ref["publishes_per_s"]
+                    for r, ref in zip(rounds, per_round[reference], strict=True)
+                ]
+            ),
+            "cpu_vs_reference": _spread(
+                [
+                    r["cpu_ms_per_publish"] / ref["cpu_ms_per_publish"]
+                    for r, ref in zip(rounds, per_round[reference], strict=True)
+                    if ref["cpu_ms_per_publish"] > 0
+                ]
+                or [float("nan")]
+            ),
+        }
+    return {
+        "reference": reference,
+        "rounds": sizes.path_rounds,
+        "publishes_per_round": sizes.path_publishes,
+        "roads": summary,
+        "per_round": per_round,
+    }
 
 
 async def cross_process(

@@ -21,7 +21,6 @@ from channels.exceptions import ChannelFull, StopConsumer
 from channels.generic.http import AsyncHttpConsumer
 from django.conf import settings
 from django.db import DatabaseError
-from django.http.request import split_domain_port, validate_host
 from redis.exceptions import RedisError
 
 from events import signals
@@ -51,6 +50,7 @@ from events.exceptions import (
 )
 from events.http.address import client_address
 from events.http.asgi import RoutedHTTPScope
+from events.http.hosts import check_host
 from events.http.responses import send_error
 from events.metrics import stats
 from events.models import Channel
@@ -88,18 +88,6 @@ class StreamRequest:
 def request_headers(scope: HTTPScope) -> dict[str, str]:
     # Repeated headers: the last one wins, except cookies which we only read once.
     return {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
-
-
-def check_host(headers: dict[str, str]) -> str:
-    """The Host header, if it names a host this server serves (these paths bypass Django's check)."""
-    host = headers.get("host", "")
-    domain, _port = split_domain_port(host)
-    allowed_hosts = settings.ALLOWED_HOSTS
-    if settings.DEBUG and not allowed_hosts:
-        allowed_hosts = [".localhost", "127.0.0.1", "[::1]"]
-    if not domain or not validate_host(domain, allowed_hosts):
-        raise InvalidInput("The Host header names a host this server does not serve.")
-    return host
 
 
 def parse_stream_request(scope: RoutedHTTPScope) -> StreamRequest:
