@@ -354,10 +354,9 @@ class EventStreamConsumer(AsyncHttpConsumer):
         # The one place the output format matters: streams write SSE frames,
         # and an NDJSON response rewrites them as they are sent (events/wire/ndjson.py).
         if output == NDJSON_FORMAT:
-            content_type, asgi_send, preamble = ndjson.NDJSON, ndjson_send(self.base_send), b""
+            content_type, asgi_send = ndjson.NDJSON, ndjson_send(self.base_send)
         else:
             content_type, asgi_send = sse.EVENT_STREAM, self.base_send
-            preamble = sse.encode_retry(int(conf.RETRY_MILLISECONDS))
         headers = [
             (b"content-type", content_type.encode()),
             (b"cache-control", b"no-cache"),
@@ -368,8 +367,6 @@ class EventStreamConsumer(AsyncHttpConsumer):
         if authorized.allow_origin is not None:
             headers.append((b"access-control-allow-origin", authorized.allow_origin.encode()))
         await self.send_headers(status=200, headers=headers)
-        # Also what makes the server send the headers now (NDJSON has no preamble).
-        await self.send_body(preamble, more_body=True)
 
         stream = Stream(
             channels=authorized.channels,
@@ -383,6 +380,17 @@ class EventStreamConsumer(AsyncHttpConsumer):
         get_relay().streams_per_ip[_client_address(self.scope)] += 1
         stats.connections += 1
         stats.connections_opened += 1
+        # The first bytes (they also make the server send the headers now): the
+        # retry hint in the same block as the open event, which carries the
+        # stream's id, so the client has a resume point even if nothing is
+        # published before it reconnects. Resets and replay follow it.
+        stream.write(
+            frames.open_frame(
+                [c.slug for c in authorized.channels],
+                cursor=stream.cursor(),
+                retry_milliseconds=int(conf.RETRY_MILLISECONDS),
+            )
+        )
         relay = get_relay()
         for channel in authorized.channels:
             if channel.id in authorized.beyond_end:
@@ -399,9 +407,6 @@ class EventStreamConsumer(AsyncHttpConsumer):
                 return
             if stream.positions[channel.id] < dispatched:
                 stream.catch_up(channel.id, target=dispatched)
-        # The open event carries the stream's id: the client now has a resume
-        # point even if nothing is published before it reconnects.
-        stream.write(stream.encode_id() + frames.open_fields([c.slug for c in authorized.channels]))
         self.attachments = authorized.attachments
         for attachment in self.attachments:
             attachment.open()

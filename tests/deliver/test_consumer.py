@@ -48,8 +48,11 @@ async def test_stream_headers_retry_and_envelope(server: ServerProcess, api_key:
         assert headers["content-type"] == "text/event-stream"
         assert headers["cache-control"] == "no-cache"
         assert headers["x-accel-buffering"] == "no"
-        await subscriber.opened()
-        assert subscriber.raw.startswith(b"retry: 2000\n\n")
+        opened = await subscriber.opened()
+        # The retry hint comes first, in the same block as the open event (no block without data).
+        assert subscriber.raw.startswith(
+            f'retry: 2000\nid: {opened.id}\nevent: pushsite.open\ndata: {{"event":"pushsite.open","channels":["{channel}"]}}\n\n'.encode()
+        )
         sequence = await publish(server, api_key, channel, {"text": "two\nlines\r\nand\rmore"})
         event = await subscriber.next_event()
         envelope = json.loads(event.data)

@@ -43,8 +43,13 @@ ENVELOPE = b'{"id":7,"channel":"news","event":"notice","data":"hi","published_at
             'id: 8\nevent: message\ndata: {"data":"a\u2028b\u2029c\x85d"}'.encode(),
             b'{"data":"a\\u2028b\\u2029c\\u0085d","cursor":"8"}\n',
         ),
-        # Nothing to say (a retry hint never reaches NDJSON, but would vanish).
+        # Nothing to say (a retry hint alone would vanish).
         (b"retry: 2000", b""),
+        # The opening block: the retry hint is dropped, the resume point kept.
+        (
+            b'retry: 2000\nid: 3\nevent: pushsite.open\ndata: {"event":"pushsite.open","channels":["news"]}',
+            b'{"event":"pushsite.open","channels":["news"],"cursor":"3"}\n',
+        ),
     ],
 )
 def test_frame_to_line(frame: bytes, line: bytes) -> None:
@@ -187,4 +192,4 @@ async def test_after_is_only_an_alias_for_ndjson(server: ServerProcess, api_key:
     async with Subscriber(f"{server.url}/events/{channel}/?after=0") as subscriber:
         opened = await subscriber.opened()
         assert opened.id == str(last)  # starts at the end: nothing replayed
-        assert bytes(subscriber.raw).startswith(f"retry: 2000\n\nid: {last}\nevent: pushsite.open\n".encode())
+        assert bytes(subscriber.raw).startswith(f"retry: 2000\nid: {last}\nevent: pushsite.open\n".encode())
