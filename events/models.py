@@ -24,6 +24,11 @@ def default_retention_count() -> int:
     return int(conf.DEFAULT_RETENTION_COUNT)
 
 
+def new_epoch() -> str:
+    """A fresh channel epoch: 8 hex digits, different for each incarnation of a channel."""
+    return secrets.token_hex(4)
+
+
 def validate_origin(value: str) -> None:
     """An allowed origin is exactly scheme://host[:port], as browsers send it."""
     parts = urlsplit(value)
@@ -134,6 +139,10 @@ class Channel(models.Model):
     # which holds this row's write lock until commit, so sequence order is
     # commit order (see events/publish/store.py).
     last_sequence = models.BigIntegerField(default=0, editable=False)
+    # Part of every stream id (events/wire/cursors.py): a resume point from
+    # another incarnation of this slug (deleted and re-created, another
+    # database) names another epoch and gets an explicit reset.
+    epoch = models.CharField(max_length=16, default=new_epoch, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

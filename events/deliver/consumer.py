@@ -31,7 +31,7 @@ from events.access.auth import (
 from events.access.revocation import Access
 from events.conf import conf
 from events.deliver.relay import get_relay
-from events.deliver.stream import AsgiSend, Stream, StreamChannel
+from events.deliver.stream import AsgiSend, Reset, Stream, StreamChannel
 from events.exceptions import (
     ChannelNotFound,
     InvalidInput,
@@ -56,6 +56,9 @@ RETRY_AFTER_SECONDS = 5
 SSE_FORMAT = "sse"
 NDJSON_FORMAT = "ndjson"
 FORMATS = (SSE_FORMAT, NDJSON_FORMAT)
+# pushsite.reset reasons for a position that means nothing in the channel as it is.
+RESET_UNKNOWN_POSITION = "unknown-position"
+RESET_OTHER_EPOCH = "epoch-changed"
 
 
 @dataclass(frozen=True)
@@ -162,8 +165,9 @@ def ndjson_send(send: AsgiSend) -> AsgiSend:
 class Authorized:
     channels: list[StreamChannel]
     positions: dict[int, int]
-    # Channels whose client position lies beyond the stored end: reset there.
-    beyond_end: dict[int, int]
+    # Channels where the client's position means nothing here (beyond the
+    # stored end, or another epoch): an explicit reset first.
+    resets: dict[int, Reset]
     allow_origin: str | None
     expires_at: float | None
     access: Access
@@ -189,12 +193,21 @@ def authorize(request: StreamRequest) -> Authorized:
 
     start = cursors.parse_cursor(request.cursor, request.slugs, max_length=int(conf.MAX_CURSOR_LENGTH))
     positions: dict[int, int] = {}
-    beyond_end: dict[int, int] = {}
+    resets: dict[int, Reset] = {}
     for channel in channels:
-        position = start.get(channel.slug, channel.last_sequence)
-        if position > channel.last_sequence:
-            beyond_end[channel.pk] = channel.last_sequence
-        positions[channel.pk] = position
+        asked = start.get(channel.slug)
+        if asked is None:
+            positions[channel.pk] = channel.last_sequence
+        elif asked.epoch is not None and asked.epoch != channel.epoch:
+            # A position in another incarnation of this slug: the client has
+            # seen none of this one, so it gets all of its retained history.
+            resets[channel.pk] = Reset(asked, 0, RESET_OTHER_EPOCH)
+            positions[channel.pk] = 0
+        elif asked.sequence > channel.last_sequence:
+            resets[channel.pk] = Reset(asked, channel.last_sequence, RESET_UNKNOWN_POSITION)
+            positions[channel.pk] = channel.last_sequence
+        else:
+            positions[channel.pk] = asked.sequence
     # Only a token limits how long a stream may stay open; sessions and keys
     # are re-checked when the client reconnects.
     expires_at = (
@@ -210,9 +223,9 @@ def authorize(request: StreamRequest) -> Authorized:
     )
     return Authorized(
         access=access,
-        channels=[StreamChannel(id=c.pk, slug=c.slug) for c in channels],
+        channels=[StreamChannel(id=c.pk, slug=c.slug, epoch=c.epoch) for c in channels],
         positions=positions,
-        beyond_end=beyond_end,
+        resets=resets,
         allow_origin=allow_origin,
         expires_at=expires_at,
         attachments=[attachment for _receiver, attachment in responses if attachment is not None],
@@ -375,6 +388,7 @@ class EventStreamConsumer(AsyncHttpConsumer):
             on_close=self._on_stream_closed,
             expires_at=authorized.expires_at,
             access=authorized.access,
+            resets=authorized.resets,
         )
         self.stream = stream
         get_relay().streams_per_ip[_client_address(self.scope)] += 1
@@ -393,8 +407,7 @@ class EventStreamConsumer(AsyncHttpConsumer):
         )
         relay = get_relay()
         for channel in authorized.channels:
-            if channel.id in authorized.beyond_end:
-                stream.reset_to(channel, authorized.beyond_end[channel.id])
+            stream.write_pending_reset(channel)
             try:
                 dispatched = await relay.subscribe(stream, channel.id, channel.slug)
             except Exception:

@@ -39,6 +39,17 @@ class StreamChannel:
 
     id: int
     slug: str
+    # The channel's incarnation, part of every id (events/wire/cursors.py).
+    epoch: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Reset:
+    """Where a client asked to resume in a channel, where it restarts instead, and why."""
+
+    requested: cursors.Position
+    resumed_after: int
+    reason: str
 
 
 class Stream:
@@ -53,6 +64,7 @@ class Stream:
         "_inflight_since",
         "_max_backlog",
         "_on_close",
+        "_unresolved",
         "access",
         "catching_up",
         "channels",
@@ -72,6 +84,7 @@ class Stream:
         on_close: Callable[[str], None],
         expires_at: float | None = None,
         access: Access | None = None,
+        resets: dict[int, Reset] | None = None,
     ) -> None:
         self.channels = channels
         # What let this reader in; re-checked while it stays (events/access/revocation.py).
@@ -92,6 +105,10 @@ class Stream:
         self._backlog_bytes = 0
         self._max_backlog = int(conf.MAX_BACKLOG_BYTES)
         self._catch_up_tasks: set[asyncio.Task[None]] = set()
+        # Channels whose pushsite.reset is not written yet: until it is, ids
+        # repeat the client's own position there, so a client that leaves
+        # before its reset gets the reset again instead of a silent skip.
+        self._unresolved: dict[int, Reset] = dict(resets or {})
 
     # --- frames from the feeds ------------------------------------------------
 
@@ -126,7 +143,13 @@ class Stream:
     def cursor(self) -> str:
         """This stream's current id (what the client sends back as Last-Event-ID)."""
         by_slug = {channel.slug: self.positions[channel.id] for channel in self.channels}
-        return cursors.format_cursor(by_slug, [channel.slug for channel in self.channels])
+        epochs = {channel.slug: channel.epoch for channel in self.channels}
+        for channel in self.channels:
+            pending = self._unresolved.get(channel.id)
+            if pending is not None:
+                by_slug[channel.slug] = pending.requested.sequence
+                epochs[channel.slug] = pending.requested.epoch or ""
+        return cursors.format_cursor(by_slug, [channel.slug for channel in self.channels], epochs)
 
     # --- history --------------------------------------------------------------
 
@@ -179,24 +202,27 @@ class Stream:
 
     def _frame(self, channel: StreamChannel, sequence: int, fields: bytes) -> bytes:
         if len(self.channels) == 1:
-            return b"id: %d\n" % sequence + fields
+            return b"id: %d" % sequence + cursors.id_suffix(channel.epoch) + fields
         return self.encode_id() + fields
 
-    def _write_reset(self, channel: StreamChannel, requested_after: int, resumed_after: int) -> None:
+    def _write_reset(
+        self, channel: StreamChannel, requested_after: int, resumed_after: int, reason: str | None = None
+    ) -> None:
         stats.resets += 1
         self.positions[channel.id] = resumed_after
         fields = frames.reset_fields(
             slug=channel.slug,
             requested_after=requested_after,
             resumed_after=resumed_after,
-            reason="history-expired" if resumed_after > requested_after else "unknown-position",
+            reason=reason or ("history-expired" if resumed_after > requested_after else "unknown-position"),
         )
         self.write(self._frame(channel, resumed_after, fields))
 
-    def reset_to(self, channel: StreamChannel, position: int) -> None:
-        """The client asked to resume beyond the channel's end (another database?): restart there."""
-        requested = self.positions[channel.id]
-        self._write_reset(channel, requested, position)
+    def write_pending_reset(self, channel: StreamChannel) -> None:
+        """The client's position means nothing here (beyond the end, another epoch): say so, restart."""
+        reset = self._unresolved.pop(channel.id, None)
+        if reset is not None:
+            self._write_reset(channel, reset.requested.sequence, reset.resumed_after, reset.reason)
 
     # --- writing ----------------------------------------------------------------
 
