@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
+import re
 import secrets
 from datetime import datetime
 from typing import Any
@@ -29,23 +31,42 @@ def new_epoch() -> str:
     return secrets.token_hex(4)
 
 
+# An origin exactly as a browser serialises it in the Origin header: lower-case
+# scheme and host (internationalised names in their xn-- form), a port only when
+# it is not the scheme's default. Nothing else can reach a CORS header or the
+# embed page's frame-ancestors (issue 13): no spaces, no ";", no wildcard.
+_LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
+_ORIGIN = re.compile(rf"(https?)://({_LABEL}(?:\.{_LABEL})*|\[[0-9a-f:.]+\])(?::([0-9]{{1,5}}))?")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def is_origin(value: object) -> bool:
+    """True for exactly ``scheme://host[:port]`` as browsers send it (see validate_origin)."""
+    if not isinstance(value, str):
+        return False
+    match = _ORIGIN.fullmatch(value)
+    if match is None:
+        return False
+    scheme, host, port = match.groups()
+    if len(host) > 253:
+        return False
+    if host.startswith("["):
+        try:
+            canonical = str(ipaddress.IPv6Address(host[1:-1]))
+        except ValueError:
+            return False
+        if canonical != host[1:-1]:
+            return False
+    return port is None or (0 < int(port) <= 65535 and int(port) != _DEFAULT_PORTS[scheme] and port[0] != "0")
+
+
 def validate_origin(value: str) -> None:
     """An allowed origin is exactly scheme://host[:port], as browsers send it."""
-    parts = urlsplit(value)
-    if (
-        parts.scheme not in {"http", "https"}
-        or not parts.hostname
-        or parts.path
-        or parts.query
-        or parts.fragment
-        or parts.username
-        or parts.password
-        or value != value.strip()
-        or value.endswith("/")
-    ):
+    if not is_origin(value):
         raise ValidationError(
-            "%(value)s is not an origin: write scheme and host only, "
-            "like https://partner.example or http://localhost:8080 (no path, no trailing slash).",
+            "%(value)s is not an origin: write scheme and host only, in lower case, "
+            "like https://partner.example or http://localhost:8080 (no path, no trailing slash, "
+            "no wildcard, no default port; an internationalised name in its xn-- form).",
             params={"value": value},
         )
 
