@@ -23,8 +23,9 @@ from events.access.auth import (
     active_channels,
     authenticate_api_key,
     bearer_secret,
-    check_read,
+    readable_channels,
     session_from_key,
+    unknown_channel,
     user_from_session,
     verify_token,
 )
@@ -33,7 +34,6 @@ from events.conf import conf
 from events.deliver.relay import get_relay
 from events.deliver.stream import AsgiSend, Reset, Stream, StreamChannel
 from events.exceptions import (
-    ChannelNotFound,
     InvalidInput,
     MethodNotAllowed,
     PermissionDenied,
@@ -110,7 +110,7 @@ def parse_stream_request(scope: dict[str, Any]) -> StreamRequest:
         raise InvalidInput(f"A stream may carry at most {limit} channels; {len(slugs)} were asked for.")
     for slug in slugs:
         if not cursors.SLUG.fullmatch(slug):
-            raise ChannelNotFound(f"No active channel is called {slug[:60]!r}.")
+            raise unknown_channel(slug)
 
     output = _output_format(query, headers)
     cursor = headers.get("last-event-id") or (query.get("lastEventId") or [None])[-1]
@@ -176,8 +176,7 @@ class Authorized:
 
 
 def authorize(request: StreamRequest) -> Authorized:
-    """Check the request against the database: channels, credentials, origin, cursor."""
-    channels = active_channels(request.slugs)
+    """Check the request against the database: credentials, channels, origin, cursor."""
     reader = Reader()
     secret = bearer_secret(request.authorization)
     if secret is not None:
@@ -186,8 +185,9 @@ def authorize(request: StreamRequest) -> Authorized:
         reader.grant = verify_token(request.token)
     session = session_from_key(request.session_key)
     reader.user = user_from_session(session)
-    for channel in channels:
-        check_read(channel, reader)
+    # After the credentials, whose errors name no channel: an unknown channel
+    # and one this reader may not read are refused alike.
+    channels = readable_channels(request.slugs, reader)
 
     allow_origin = check_origin(request, channels)
 

@@ -24,8 +24,8 @@ from events.access.auth import (
     active_channels,
     authenticate_api_key,
     bearer_secret,
-    check_read,
     mint_token,
+    readable_channels,
     require_key_for,
     verify_token,
 )
@@ -189,7 +189,6 @@ def read_history(request: HttpRequest, slug: str) -> dict[str, Any]:
     limit = _int_param(request, "limit", default=int(conf.HISTORY_DEFAULT_LIMIT), minimum=1)
     if limit > max_limit:
         raise InvalidInput(f"limit may be at most {max_limit}.")
-    channel = active_channels([slug])[0]
     reader = Reader(user=request.user)
     secret = bearer_secret(request.META.get("HTTP_AUTHORIZATION"))
     if secret is not None:
@@ -197,7 +196,7 @@ def read_history(request: HttpRequest, slug: str) -> dict[str, Any]:
     token = request.GET.get("token")
     if token:
         reader.grant = verify_token(token)
-    check_read(channel, reader)
+    channel = readable_channels([slug], reader)[0]
 
     rows = list(Message.objects.filter(channel=channel, sequence__gt=after).order_by("sequence")[: limit + 1])
     has_more = len(rows) > limit

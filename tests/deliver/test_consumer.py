@@ -175,8 +175,12 @@ async def _feed_listed(server: ServerProcess, slug: str) -> bool:
         ("/events/switched-off/", 404, "channel_not_found"),
         ("/events/", 400, "invalid"),
         ("/events/?channel=" + "&channel=".join(f"pool-{n}" for n in range(11)), 400, "invalid"),
-        ("/events/private-room/", 401, "unauthorized"),
+        # A channel the reader may not read is refused as one that does not exist.
+        ("/events/private-room/", 404, "channel_not_found"),
+        ("/events/members/", 404, "channel_not_found"),
+        # Credentials that are wrong are refused whatever the channel.
         ("/events/private-room/?token=forged", 403, "forbidden"),
+        ("/events/no-such-channel/?token=forged", 403, "forbidden"),
         ("/events/pool-0/?lastEventId=abc", 400, "invalid"),
         ("/events/pool-0/?lastEventId=" + "9" * 30, 400, "invalid"),
         ("/events/?channel=pool-0&channel=pool-1&lastEventId=5", 400, "invalid"),
@@ -227,8 +231,11 @@ async def test_private_channel_with_token(server: ServerProcess, site: Site, api
     other = site.manage("mint_token", "members", "--ttl", "60").strip()
     async with httpx.AsyncClient() as client:
         response = await client.get(f"{server.url}/events/private-room/?token={other}")
-    assert response.status_code == 403
-    assert "does not grant" in response.json()["detail"]
+    assert response.status_code == 404
+    assert response.json() == {
+        "error": "channel_not_found",
+        "detail": "No active channel is called 'private-room'.",
+    }
 
 
 async def test_history_gone_gives_an_explicit_reset(server: ServerProcess, api_key: str) -> None:
