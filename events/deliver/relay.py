@@ -104,9 +104,17 @@ class Feed:
         metrics.record_delivery_lag(published)
         self._dispatch(sequence, fields)
 
-    def _dispatch(self, sequence: int, fields: bytes) -> None:
+    def _dispatch(self, sequence: int, fields: bytes, *, replayed: bool = False) -> None:
         single_frame = b"id: %d" % sequence + self._id_suffix + fields
         channel_id = self.channel_id
+        if replayed:
+            # Gap fill: a stream that is behind reads the rest itself (events/deliver/stream.py).
+            taken = sum(
+                stream.deliver_replayed(channel_id, sequence, fields, single_frame)
+                for stream in tuple(self.streams)
+            )
+            metrics.live_deliveries[(channel_id, sequence)] += taken
+            return
         metrics.live_deliveries[(channel_id, sequence)] += len(self.streams)
         for stream in tuple(self.streams):
             stream.deliver(channel_id, sequence, fields, single_frame)
@@ -126,7 +134,7 @@ class Feed:
             stored = await history.afetch_frames_after(self.channel_id, self.slug, self.position, batch)
             for frame in stored:
                 self.position = frame.sequence
-                self._dispatch(frame.sequence, frame.fields)
+                self._dispatch(frame.sequence, frame.fields, replayed=True)
             assert self.catching_up is not None
             if len(stored) < batch:
                 if self.position < self.catching_up and not stored:

@@ -8,6 +8,13 @@ the database before going on. Writes never wait: when the client's socket is
 full, frames queue up to ``MAX_BACKLOG_BYTES`` and a write that does not finish
 within ``SEND_TIMEOUT_SECONDS`` evicts the reader (it resumes with
 Last-Event-ID).
+
+History is paced by what the socket takes, never pushed into the backlog:
+replay waits whenever the unsent backlog is above a low-water mark (a quarter
+of the bound) before writing the next frame, and a frame from the relay's gap
+fill that finds the backlog above that mark makes the stream read the rest from
+the database itself, at its own pace. So a reader that keeps up receives any
+amount of history without eviction; the bound is for readers that do not read.
 """
 
 from __future__ import annotations
@@ -62,6 +69,7 @@ class Stream:
         "_catch_up_tasks",
         "_inflight",
         "_inflight_since",
+        "_low_water",
         "_max_backlog",
         "_on_close",
         "_unresolved",
@@ -104,6 +112,7 @@ class Stream:
         self._backlog: list[bytes] = []
         self._backlog_bytes = 0
         self._max_backlog = int(conf.MAX_BACKLOG_BYTES)
+        self._low_water = self._max_backlog // 4
         self._catch_up_tasks: set[asyncio.Task[None]] = set()
         # Channels whose pushsite.reset is not written yet: until it is, ids
         # repeat the client's own position there, so a client that leaves
@@ -131,6 +140,19 @@ class Stream:
         else:
             self.write(self.encode_id() + fields)
         stats.deliveries += 1
+
+    def deliver_replayed(self, channel_id: int, sequence: int, fields: bytes, single_frame: bytes) -> bool:
+        """A frame from the feed's gap fill: taken while the socket keeps up, else read back at this stream's pace.
+
+        False when this stream will read it from the database itself.
+        """
+        if channel_id not in self.catching_up and self._backlog_bytes > self._low_water:
+            # Why: a gap fill after an outage hands every stream a long run of
+            # frames at once; queueing them would evict healthy readers en masse.
+            self.catch_up(channel_id, target=sequence)
+            return False
+        self.deliver(channel_id, sequence, fields, single_frame)
+        return True
 
     def deliver_ephemeral(self, fields: bytes) -> None:
         """A live-only event: written without an id line, so positions and Last-Event-ID stay put."""
@@ -187,6 +209,7 @@ class Stream:
                 self.write(self._frame(channel, frame.sequence, frame.fields))
                 stats.replayed += 1
                 metrics.replayed_deliveries[(channel_id, frame.sequence)] += 1
+                await self._paced()
             if not stored and self.positions[channel_id] < self.catching_up[channel_id]:
                 # Frames were seen live but their rows are gone (pruned or
                 # deleted meanwhile): say so and move on rather than spin.
@@ -260,6 +283,11 @@ class Stream:
             self._backlog.clear()
             self._backlog_bytes = 0
             self.write(data)
+
+    async def _paced(self) -> None:
+        """Wait while the unsent backlog is above the low-water mark: the socket sets the pace."""
+        while self._inflight is not None and self._backlog_bytes > self._low_water and not self.closed:
+            await asyncio.wait([self._inflight])
 
     async def drained(self) -> None:
         """Wait until everything written so far has been handed to the socket."""
