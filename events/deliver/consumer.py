@@ -408,6 +408,8 @@ class EventStreamConsumer(AsyncHttpConsumer):
         relay = get_relay()
         for channel in authorized.channels:
             stream.write_pending_reset(channel)
+            if stream.closed:  # the opening write failed, say
+                return
             try:
                 dispatched = await relay.subscribe(stream, channel.id, channel.slug)
             except Exception:
@@ -417,6 +419,8 @@ class EventStreamConsumer(AsyncHttpConsumer):
                 stream.close("channel layer unavailable")
                 return
             if stream.closed:
+                # Closed while it was being attached: its close already left the feeds.
+                relay.unsubscribe(stream)
                 return
             if stream.positions[channel.id] < dispatched:
                 stream.catch_up(channel.id, target=dispatched)

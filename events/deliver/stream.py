@@ -166,11 +166,10 @@ class Stream:
         """This stream's current id (what the client sends back as Last-Event-ID)."""
         by_slug = {channel.slug: self.positions[channel.id] for channel in self.channels}
         epochs = {channel.slug: channel.epoch for channel in self.channels}
-        for channel in self.channels:
-            pending = self._unresolved.get(channel.id)
-            if pending is not None:
-                by_slug[channel.slug] = pending.requested.sequence
-                epochs[channel.slug] = pending.requested.epoch or ""
+        for channel_id, pending in self._unresolved.items():
+            slug = next(channel.slug for channel in self.channels if channel.id == channel_id)
+            by_slug[slug] = pending.requested.sequence
+            epochs[slug] = pending.requested.epoch or ""
         return cursors.format_cursor(by_slug, [channel.slug for channel in self.channels], epochs)
 
     # --- history --------------------------------------------------------------
