@@ -13,7 +13,9 @@ function show(event) {
   const item = document.createElement("li");
   const meta = document.createElement("span");
   meta.className = "meta";
-  meta.textContent = `#${event.lastEventId} ${envelope.event} · ${new Date(envelope.published_at).toLocaleTimeString()}`;
+  // The message's number, not the stream id (which also carries the channel's epoch).
+  const number = envelope.id === undefined ? "" : `#${envelope.id} `;
+  meta.textContent = `${number}${envelope.event} · ${new Date(envelope.published_at).toLocaleTimeString()}`;
   const body = document.createElement("span");
   body.className = "body";
   const data = envelope.data;
