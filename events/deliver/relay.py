@@ -320,6 +320,10 @@ class Relay:
     async def _poll_database(self) -> None:
         if not self.feeds:
             return
+        # Positions as they were before the read: live frames keep arriving while
+        # it runs, so a feed may be past what the read saw. Only a sequence
+        # behind where the feed already was means the database went back.
+        positions_before = {channel_id: feed.position for channel_id, feed in self.feeds.items()}
         states = await history.afetch_channel_states(list(self.feeds))
         lagging = False
         for channel_id, feed in list(self.feeds.items()):
@@ -328,7 +332,8 @@ class Relay:
                 self.close_channel(channel_id, "channel deactivated")
                 continue
             feed.visibility = state.visibility
-            if state.last_sequence < feed.position and state.epoch == feed.epoch:
+            went_back = state.last_sequence < positions_before.get(channel_id, 0)
+            if went_back and state.epoch == feed.epoch:
                 # The database went back (restored from a backup?): positions
                 # clients hold may name other messages now. A new epoch makes
                 # each of them an explicit reset (one process wins the update).

@@ -193,3 +193,44 @@ async def test_a_database_that_went_back_under_a_running_server_gets_a_new_epoch
     assert events[0].event == "pushsite.reset"
     assert json.loads(events[0].data)["data"]["reason"] == "epoch-changed"
     assert ids(events[1:]) == [*sent[:2], *rewritten]
+
+
+async def test_a_feed_that_moved_on_while_the_poll_read_is_not_a_database_that_went_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Live frames keep arriving while the poll's query runs: under load the feed
+    # is past what the query saw. That must not renew the epoch (every stream
+    # would end and replay its history as a reset: duplicates for every client).
+    from channels.layers import InMemoryChannelLayer
+
+    from events.deliver import history, relay
+    from events.deliver.history import ChannelState
+
+    hub = relay.Relay(InMemoryChannelLayer())
+    feed = relay.Feed(7, "busy")
+    feed.set_epoch("aaaaaaaa")
+    feed.position = 10
+    hub.feeds[7] = feed
+    renewed: list[int] = []
+
+    async def states_read_while_frames_arrive(ids: list[int]) -> dict[int, ChannelState]:
+        state = ChannelState(last_sequence=11, is_active=True, visibility="public", epoch="aaaaaaaa")
+        feed.position = 12  # frames 11 and 12 were dispatched while the query ran
+        return {7: state}
+
+    async def renew(channel_id: int, old_epoch: str) -> None:
+        renewed.append(channel_id)
+
+    monkeypatch.setattr(history, "afetch_channel_states", states_read_while_frames_arrive)
+    monkeypatch.setattr(history, "arenew_epoch", renew)
+    await hub._poll_database()
+    assert renewed == []
+    assert feed.epoch == "aaaaaaaa"
+
+    # A sequence behind where the feed already was before the read: the database went back.
+    async def states_gone_back(ids: list[int]) -> dict[int, ChannelState]:
+        return {7: ChannelState(last_sequence=5, is_active=True, visibility="public", epoch="aaaaaaaa")}
+
+    monkeypatch.setattr(history, "afetch_channel_states", states_gone_back)
+    await hub._poll_database()
+    assert renewed == [7]
