@@ -52,7 +52,7 @@ async def test_stream_headers_retry_and_envelope(server: ServerProcess, api_key:
         opened = await subscriber.opened()
         # The retry hint comes first, in the same block as the open event (no block without data).
         assert subscriber.raw.startswith(
-            f'retry: 2000\nid: {opened.id}\nevent: pushsite.open\ndata: {{"event":"pushsite.open","channels":["{channel}"]}}\n\n'.encode()
+            f'retry: 2000\nid: {opened.id}\nevent: pushsite.open\ndata: {{"event":"pushsite.open","channels":["{channel}"],"titles":{{"{channel}":"{channel}"}},"history":false}}\n\n'.encode()
         )
         sequence = await publish(server, api_key, channel, {"text": "two\nlines\r\nand\rmore"})
         event = await subscriber.next_event()
