@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import re
 
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import Resolver404, resolve
 from django.views.decorators.csrf import csrf_exempt
 
+from events.http import openapi
 from events.http.responses import error_response
 from events.models import Channel, Message, Visibility
 
@@ -43,6 +44,17 @@ def channel_page(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 @csrf_exempt  # it changes nothing, and a POST to a mistyped path should learn why
+def api_description(request: HttpRequest) -> HttpResponse:
+    """``GET /api/openapi.json``: the JSON API's OpenAPI 3.1 description (events/http/openapi.py)."""
+    if request.method not in {"GET", "HEAD"}:
+        response = error_response(
+            405, "method_not_allowed", f"{request.method} is not allowed here; use GET."
+        )
+        response["Allow"] = "GET, HEAD"
+        return response
+    return JsonResponse(openapi.description())
+
+
 def api_not_found(request: HttpRequest, rest: str = "") -> HttpResponse:
     """Any other path under /api/: a JSON 404, naming the trailing-slash slip when that is it."""
     path = request.path
