@@ -9,8 +9,9 @@ from django.shortcuts import redirect, render
 from django.urls import Resolver404, resolve
 from django.views.decorators.csrf import csrf_exempt
 
+from events.exceptions import MethodNotAllowed
 from events.http import openapi
-from events.http.responses import error_response
+from events.http.responses import error_response, from_exception
 from events.models import Channel, Message, Visibility
 
 API_STREAM_PATH = re.compile(r"/api/channels/[-a-zA-Z0-9_]+/stream")
@@ -43,18 +44,17 @@ def channel_page(request: HttpRequest, slug: str) -> HttpResponse:
     return render(request, "events/channel.html", context)
 
 
-@csrf_exempt  # it changes nothing, and a POST to a mistyped path should learn why
+@csrf_exempt  # read-only: any other method gets the JSON 405, not Django's CSRF page
 def api_description(request: HttpRequest) -> HttpResponse:
     """``GET /api/openapi.json``: the JSON API's OpenAPI 3.1 description (events/http/openapi.py)."""
     if request.method not in {"GET", "HEAD"}:
-        response = error_response(
-            405, "method_not_allowed", f"{request.method} is not allowed here; use GET."
+        return from_exception(
+            MethodNotAllowed(f"{request.method} is not allowed here; use GET.", allow="GET, HEAD")
         )
-        response["Allow"] = "GET, HEAD"
-        return response
     return JsonResponse(openapi.description())
 
 
+@csrf_exempt  # it changes nothing, and a POST to a mistyped path should learn why
 def api_not_found(request: HttpRequest, rest: str = "") -> HttpResponse:
     """Any other path under /api/: a JSON 404, naming the trailing-slash slip when that is it."""
     path = request.path

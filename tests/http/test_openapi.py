@@ -13,6 +13,7 @@ from django.urls import URLPattern, URLResolver
 from events.http.openapi import description
 from events.routing import http_urlpatterns
 from pushsite.urls import urlpatterns
+from tests.support.fuzz import described_operations
 
 # Pages for people, not JSON actions: the room list and a room's page.
 NOT_API = {"/rooms/", "/rooms/{slug}/"}
@@ -56,7 +57,7 @@ def test_the_catch_all_comes_after_the_description() -> None:
 
 def test_the_description_is_valid_openapi_3_1() -> None:
     schema = schemathesis.openapi.from_dict(description())
-    operations = [result.ok() for result in schema.get_all_operations()]
+    operations = described_operations(schema)
     described = {
         (method.upper(), path)
         for path, item in description()["paths"].items()
@@ -68,7 +69,7 @@ def test_the_description_is_valid_openapi_3_1() -> None:
 
 @pytest.mark.parametrize("method", ["post", "put", "delete"])
 def test_the_description_is_read_only(method: str) -> None:
-    response = getattr(Client(), method)("/api/openapi.json")
+    response = getattr(Client(enforce_csrf_checks=True), method)("/api/openapi.json")
     assert response.status_code == 405
     assert response["Allow"] == "GET, HEAD"
     assert response.json()["error"] == "method_not_allowed"
@@ -87,3 +88,19 @@ def test_every_error_status_is_described_with_the_one_error_shape() -> None:
         assert response["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}, (
             status
         )
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/channels/%0A/messages",  # a newline where the slug goes (found by schemathesis)
+        "/api/nothing/%0Ahere",
+        "/rooms/%C3%A9t%C3%A9/guest",  # not a slug (found by schemathesis)
+        "/rooms/a%0Ab/messages/1/delete",
+    ],
+)
+def test_an_api_path_with_a_non_slug_is_a_json_404(path: str) -> None:
+    response = Client().post(path)
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["error"] == "not_found"
