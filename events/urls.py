@@ -12,6 +12,8 @@ urlpatterns = [
     path("channels/<slug:slug>/", views.channel_page, name="channel"),
     path("api/channels/<slug:slug>/messages", api.channel_messages, name="api-messages"),
     path("api/tokens", api.tokens, name="api-tokens"),
+    path("api/openapi.json", views.api_description, name="api-description"),
     # Anything else under /api/ is a JSON 404, even with DEBUG on (no feature has /api/ URLs).
-    re_path(r"^api/(?P<rest>.*)$", views.api_not_found, name="api-not-found"),
+    # ([\s\S], not ".": a %0A in the path is a newline, which "." would not match.)
+    re_path(r"^api/(?P<rest>[\s\S]*)$", views.api_not_found, name="api-not-found"),
 ]

@@ -28,7 +28,7 @@ from events.exceptions import (
     ServiceUnavailable,
 )
 from events.http.address import client_address
-from events.http.responses import from_exception
+from events.http.responses import error_response, from_exception
 from events.models import Channel, Kind, Message
 from events.publish import store as publishing
 
@@ -224,3 +224,9 @@ async def mute(request: HttpRequest, slug: str) -> HttpResponse:
 async def who_is_here(request: HttpRequest, slug: str) -> HttpResponse:
     """``GET /rooms/<slug>/presence``: the people in the room now."""
     return await _run(request, slug, _presence, methods="GET, HEAD")
+
+
+@csrf_exempt
+def action_not_found(request: HttpRequest, rest: str = "") -> HttpResponse:
+    """A room action's URL with something that is not a room's slug in it: JSON, like the actions."""
+    return error_response(404, "not_found", f"There is no room action at {request.path[:200]}.")

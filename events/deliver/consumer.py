@@ -288,6 +288,7 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
         self._task: asyncio.Task[Any] | None = None
         self._client_gone = False
         self._ended_by_server = False
+        self._slot: str | None = None  # the address whose stream slot this consumer holds
         self.attachments: list[StreamAttachment] = []
 
     async def __call__(self, scope: RoutedHTTPScope, receive: ASGIReceiveCallable, send: AsgiSend) -> None:
@@ -307,6 +308,9 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
         except asyncio.CancelledError:
             if not self._ended_by_server:
                 raise
+        finally:
+            # Refused, failed or cancelled before the stream opened: the slot goes back.
+            self.release_stream_slot()
 
     async def http_request(self, message: HTTPRequestEvent) -> None:
         # Open the stream and return: Channels dispatches one message at a
@@ -336,13 +340,33 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
         await self.open_stream(authorized, request.format)
 
     def check_streams_per_ip(self) -> None:
-        if get_relay().draining:
+        """Take one of this address's stream slots, or refuse; the slot is held until the consumer ends.
+
+        The check and the count are one synchronous step (issue 13): a burst of
+        connects from one address cannot all pass the check while the first ones are
+        still being authorised, which is what happened when the count came later.
+        """
+        relay = get_relay()
+        if relay.draining:
             raise ServiceUnavailable("This server is shutting down; reconnect to reach another one.")
         limit = conf.MAX_STREAMS_PER_IP
-        if get_relay().streams_per_ip[client_address(self.scope)] >= limit:
+        address = client_address(self.scope)
+        if relay.streams_per_ip[address] >= limit:
             raise RateLimited(
                 f"This address already holds {limit} open streams on this server; close some first."
             )
+        relay.streams_per_ip[address] += 1
+        self._slot = address
+
+    def release_stream_slot(self) -> None:
+        """Give back the slot :meth:`check_streams_per_ip` took (once)."""
+        address, self._slot = self._slot, None
+        if address is None:
+            return
+        counts = get_relay().streams_per_ip
+        counts[address] -= 1
+        if counts[address] <= 0:
+            del counts[address]
 
     async def join_feeds(self, authorized: Authorized) -> None:
         """Join the channels' groups before answering, so a layer outage is a quick 503."""
@@ -406,7 +430,6 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
             resets=authorized.resets,
         )
         self.stream = stream
-        get_relay().streams_per_ip[client_address(self.scope)] += 1
         stats.connections += 1
         stats.connections_opened += 1
         # The first bytes (they also make the server send the headers now): the
@@ -461,10 +484,7 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
         stream = self.stream
         relay = get_relay()
         relay.unsubscribe(stream)
-        address = client_address(self.scope)
-        relay.streams_per_ip[address] -= 1
-        if relay.streams_per_ip[address] <= 0:
-            del relay.streams_per_ip[address]
+        self.release_stream_slot()
         for attachment in self.attachments:
             attachment.close()
         stats.connections -= 1

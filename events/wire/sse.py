@@ -23,7 +23,12 @@ KEEPALIVE = b": keep-alive\n\n"
 
 # Every SSE line terminator, so data is split exactly as a browser would.
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_LINE_BREAKS = re.compile(r"[\r\n]+")
+_ONE_LINE_BREAK = frozenset({"\r", "\n", "\r\n"})
 _FIELD_FORBIDDEN = re.compile("[\r\n\x00\u2028\u2029\x85]")
+# retry: ASCII digits only (str.isdigit() also takes "²", which int() refuses), and
+# few enough of them that a hostile value is ignored rather than a huge number.
+_RETRY = re.compile(r"[0-9]{1,10}")
 
 
 def single_line(value: str) -> str:
@@ -92,11 +97,17 @@ class Decoder:
     Feed it text as it arrives; it returns the events completed so far. It keeps
     ``last_event_id`` (for reconnecting) and ``retry`` (the server's hint, ms).
     Comment lines are counted in ``comments`` so callers can see keep-alives.
+
+    Work is linear in the text fed, however it is cut into pieces: each piece is
+    scanned once, and a line that spans pieces is joined once, when it ends.
     """
 
     def __init__(self) -> None:
-        self._buffer = ""
+        self._partial: list[str] = []  # the pieces of a line not yet ended
+        self._partial_length = 0
+        self._after_cr = False  # the last piece ended in CR: an LF next is its CRLF
         self._data: list[str] = []
+        self._data_length = 0
         self._event = ""
         self._id_seen = False
         self.last_event_id = ""
@@ -104,25 +115,45 @@ class Decoder:
         self.comments = 0
 
     def feed(self, text: str) -> list[ServerSentEvent]:
-        self._buffer += text
         events: list[ServerSentEvent] = []
-        while True:
-            match = _LINE_BREAK.search(self._buffer)
-            if match is None:
-                break
-            # A lone CR at the very end may be the first half of CRLF.
-            if match.group() == "\r" and match.end() == len(self._buffer):
-                break
-            line = self._buffer[: match.start()]
-            self._buffer = self._buffer[match.end() :]
+        start = 0
+        if self._after_cr and text.startswith("\n"):
+            start = 1
+        if text:
+            self._after_cr = False
+        # A run of line breaks is one match: the line before it ends, and if the run
+        # holds more than one break, a blank line follows (one is as good as many), so a
+        # body of nothing but line breaks costs no Python per line.
+        for match in _LINE_BREAKS.finditer(text, start):
+            line = text[start : match.start()]
+            if self._partial:
+                self._partial.append(line)
+                line = "".join(self._partial)
+                self._partial, self._partial_length = [], 0
+            start = match.end()
             event = self._line(line)
             if event is not None:
                 events.append(event)
+            if match.group() not in _ONE_LINE_BREAK:
+                event = self._line("")
+                if event is not None:
+                    events.append(event)
+        if start < len(text):
+            self._partial.append(text[start:])
+            self._partial_length += len(text) - start
+        elif text.endswith("\r"):
+            # A CR ends its line at once (nothing waits for the next piece); an LF
+            # that starts the next piece is the rest of a CRLF, not a blank line.
+            self._after_cr = True
         return events
 
     def buffered(self) -> int:
-        """Characters held for an event not yet complete (to bound it)."""
-        return len(self._buffer) + sum(len(line) for line in self._data)
+        """Characters held for an event not yet complete (to bound it).
+
+        Each data line counts one more than its length (the LF that will join it),
+        so a run of empty ``data:`` lines counts too.
+        """
+        return self._partial_length + self._data_length + len(self._event)
 
     def _line(self, line: str) -> ServerSentEvent | None:
         if line == "":
@@ -135,18 +166,19 @@ class Decoder:
             value = value[1:]
         if name == "data":
             self._data.append(value)
+            self._data_length += len(value) + 1
         elif name == "event":
             self._event = value
         elif name == "id" and "\x00" not in value:
             self.last_event_id = value
             self._id_seen = True
-        elif name == "retry" and value.isdigit():
+        elif name == "retry" and _RETRY.fullmatch(value):
             self.retry = int(value)
         return None
 
     def _dispatch(self) -> ServerSentEvent | None:
         data, event, has_id = self._data, self._event, self._id_seen
-        self._data, self._event, self._id_seen = [], "", False
+        self._data, self._data_length, self._event, self._id_seen = [], 0, "", False
         if not data:
             return None
         return ServerSentEvent("\n".join(data), event or "message", self.last_event_id, has_id)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections import Counter
 from collections.abc import Iterator
 
 import httpx
@@ -10,6 +12,7 @@ import pytest
 from tests.conftest import SERVER_SETTINGS
 from tests.support.servers import ServerProcess, Site
 from tests.support.sse_client import Subscriber
+from tests.support.waiting import eventually
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +58,34 @@ async def test_a_connection_flood_from_one_address_is_capped(strict_server: Serv
     # Closing frees the slots.
     async with Subscriber(url) as again:
         assert again.status == 200
+
+
+async def test_a_burst_of_simultaneous_connects_gets_no_more_than_the_cap(
+    strict_server: ServerProcess,
+) -> None:
+    # Issue 13: all at once, so that many are being authorised (in the database
+    # thread) at the same moment; the cap is 5 on this server.
+    url = f"{strict_server.url}/events/pool-52/"
+    burst = [Subscriber(url) for _ in range(40)]
+    try:
+        await asyncio.gather(*(subscriber.__aenter__() for subscriber in burst))
+        statuses = Counter(subscriber.status for subscriber in burst)
+        assert statuses == {200: 5, 429: 35}
+    finally:
+        await asyncio.gather(*(subscriber.close() for subscriber in burst))
+    # Every slot, refused or not, went back.
+    await eventually(
+        lambda: asyncio.to_thread(strict_server.metrics),
+        lambda metrics: metrics.get("pushsite_connections") == 0,
+        within=10,
+        what="open streams after the burst closed",
+    )
+    again = [Subscriber(url) for _ in range(6)]
+    try:
+        await asyncio.gather(*(subscriber.__aenter__() for subscriber in again))
+        assert Counter(subscriber.status for subscriber in again) == {200: 5, 429: 1}
+    finally:
+        await asyncio.gather(*(subscriber.close() for subscriber in again))
 
 
 def test_a_publish_flood_is_limited_for_that_key_only(strict_server: ServerProcess, site: Site) -> None:

@@ -92,4 +92,4 @@ def test_decoder_says_which_events_carried_their_own_id() -> None:
 def test_decoder_bounds_what_it_holds() -> None:
     decoder = sse.Decoder()
     decoder.feed("data: abc\ndata: de")
-    assert decoder.buffered() == len("abc") + len("data: de")
+    assert decoder.buffered() == len("abc\n") + len("data: de")
