@@ -72,8 +72,9 @@ class PushsiteSettings:
     # with Retry-After past it; other keys are unaffected).
     PUBLISH_RATE_MESSAGES = Setting(1000)
     PUBLISH_RATE_SECONDS = Setting(10.0)
-    # Open streams one client IP address may hold on one server process
-    # (429 above); offices behind one NAT address share it.
+    # Open streams one client IP address may hold (429 above): in all server
+    # processes together when they share Redis, else per process; offices
+    # behind one NAT address share it.
     MAX_STREAMS_PER_IP = Setting(200)
     # Longest accepted Last-Event-ID / lastEventId, in characters.
     MAX_CURSOR_LENGTH = Setting(1024)

@@ -24,6 +24,7 @@ from django.db import DatabaseError
 from redis.exceptions import RedisError
 
 from events import signals
+from events.access import stream_slots
 from events.access.auth import (
     Reader,
     active_channels,
@@ -54,6 +55,7 @@ from events.http.hosts import check_host
 from events.http.responses import send_error
 from events.metrics import stats
 from events.models import Channel
+from events.runtime.tasks import detached
 from events.signals import StreamAttachment
 from events.wire import cursors, frames, ndjson, sse
 
@@ -277,6 +279,9 @@ def authorize_origin(request: StreamRequest) -> str | None:
     return check_origin(request, active_channels(request.slugs))
 
 
+_giving_back: set[asyncio.Task[None]] = set()
+
+
 class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels ships no type hints
     """Serves one SSE response for as long as the client stays."""
 
@@ -289,6 +294,7 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
         self._client_gone = False
         self._ended_by_server = False
         self._slot: str | None = None  # the address whose stream slot this consumer holds
+        self._lease: str | None = None  # and its lease in the count shared through Redis
         self.attachments: list[StreamAttachment] = []
 
     async def __call__(self, scope: RoutedHTTPScope, receive: ASGIReceiveCallable, send: AsgiSend) -> None:
@@ -328,6 +334,7 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
                 )
             request = parse_stream_request(self.scope)
             self.check_streams_per_ip()
+            await self.take_shared_stream_slot()
             authorized = await database_sync_to_async(authorize)(request)
             await self.join_feeds(authorized)
         except PushsiteError as error:
@@ -358,11 +365,27 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
         relay.streams_per_ip[address] += 1
         self._slot = address
 
+    async def take_shared_stream_slot(self) -> None:
+        """The same cap across every server process, when they share Redis (events/access/stream_slots.py)."""
+        assert self._slot is not None
+        limit = conf.MAX_STREAMS_PER_IP
+        allowed, self._lease = await stream_slots.take(self._slot, limit)
+        if not allowed:
+            raise RateLimited(
+                f"This address already holds {limit} open streams on this site's servers; close some first."
+            )
+
     def release_stream_slot(self) -> None:
-        """Give back the slot :meth:`check_streams_per_ip` took (once)."""
+        """Give back the slot :meth:`check_streams_per_ip` took, and its shared lease (once)."""
         address, self._slot = self._slot, None
         if address is None:
             return
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            task = detached(stream_slots.give_back(address, lease))
+            # The loop keeps only weak references to tasks: hold this one to its end.
+            _giving_back.add(task)
+            task.add_done_callback(_giving_back.discard)
         counts = get_relay().streams_per_ip
         counts[address] -= 1
         if counts[address] <= 0:
