@@ -33,6 +33,7 @@ from events.deliver.stream import Stream
 from events.metrics import stats
 from events.publish.store import FRAME_MESSAGE_TYPE, group_name
 from events.runtime import tick
+from events.runtime.bookkeeping import Job
 from events.runtime.shutdown import close_streams_on_signals
 from events.runtime.tasks import detached
 
@@ -158,6 +159,8 @@ class Relay:
         self._tasks: list[asyncio.Task[None]] = []
         self._last_poll = 0.0
         self._last_join = time.monotonic()
+        # The database poll and group re-joins: started by the tick, never awaited by it.
+        self.housekeeping_job = Job("Relay housekeeping")
         # Set on SIGTERM/SIGINT: new streams are refused (events/runtime/shutdown.py).
         self.draining = False
 
@@ -322,7 +325,9 @@ class Relay:
         self._last_join = time.monotonic()
         for channel_id in list(self.feeds):
             try:
-                await self.layer.group_add(group_name(channel_id), self.channel_name)
+                # Bounded: a hung Redis must not hold the housekeeping forever.
+                async with asyncio.timeout(conf.LAYER_TIMEOUT_SECONDS):
+                    await self.layer.group_add(group_name(channel_id), self.channel_name)
             except Exception:
                 logger.warning("Could not rejoin the group of channel %s.", channel_id, exc_info=True)
                 return
@@ -343,6 +348,8 @@ class Relay:
         self.close_all("server shutting down")
         for task in self._tasks:
             task.cancel()
+        if self.housekeeping_job.running is not None:
+            self.housekeeping_job.running.cancel()
         for feed in self.feeds.values():
             feed.stop()
         for channel_id in list(self.feeds):
@@ -391,4 +398,6 @@ def describe(relay: Relay | None) -> dict[str, Any]:
 
 @receiver(signals.tick, dispatch_uid="pushsite-relay-housekeeping")
 async def relay_housekeeping(sender: Relay, now: float, **kwargs: Any) -> None:
-    await sender.housekeeping(now)
+    # Started, not awaited: a slow poll or a hung layer never delays the
+    # heartbeats on the same tick; a run still going skips this turn (issue 15).
+    sender.housekeeping_job.start(lambda: sender.housekeeping(now))
