@@ -40,6 +40,13 @@ from events.runtime.tasks import detached
 logger = logging.getLogger(__name__)
 
 PING_MESSAGE_TYPE = "pushsite.ping"
+# A message read from the database whose layer frame has not come this long
+# after is counted as lost by the layer (pushsite_layer_lost_total): long
+# enough for a frame still in flight or overtaken by a later one to arrive.
+LAYER_LOSS_SECONDS = 5.0
+# At most this many such messages are watched per feed; past it, the oldest
+# are counted as lost at once (a layer that delivers nothing, e.g. Redis down).
+MAX_AWAITED_FRAMES = 10_000
 
 
 class Feed:
@@ -47,6 +54,8 @@ class Feed:
 
     __slots__ = (
         "_task",
+        "arrived",
+        "awaited",
         "catching_up",
         "channel_id",
         "empty_since",
@@ -64,6 +73,11 @@ class Feed:
         # Highest sequence seen while reading from the database, or None when live.
         self.catching_up: int | None = None
         self.empty_since: float | None = None
+        # Loss accounting (pushsite_layer_lost_total): sequences dispatched from
+        # the database whose layer frame has not arrived, with when; and frames
+        # that arrived while the feed was reading from the database.
+        self.awaited: dict[int, float] = {}
+        self.arrived: set[int] = set()
         # Updated by the relay's database poll; non-public feeds have their
         # readers' access re-checked (events/access/revocation.py).
         self.visibility = "public"
@@ -76,13 +90,18 @@ class Feed:
             for stream in tuple(self.streams):
                 stream.deliver_ephemeral(fields)
             return
+        if sequence <= self.position:
+            if self.awaited.pop(sequence, None) is not None:
+                # Read from the database first, but the layer did deliver it: late, not lost.
+                stats.layer_late += 1
+            return
         if self.catching_up is not None:
             self.catching_up = max(self.catching_up, sequence)
-            return
-        if sequence <= self.position:
+            self.arrived.add(sequence)
             return
         if sequence != self.position + 1:
             stats.dropped_by_layer += sequence - self.position - 1
+            self.arrived.add(sequence)
             logger.info(
                 "Channel %s: the layer skipped %s..%s; reading them from the database.",
                 self.slug,
@@ -115,8 +134,13 @@ class Feed:
         batch = conf.REPLAY_BATCH_SIZE
         while True:
             stored = await history.afetch_frames_after(self.channel_id, self.slug, self.position, batch)
+            now = time.monotonic()
             for frame in stored:
                 self.position = frame.sequence
+                if frame.sequence in self.arrived:
+                    self.arrived.discard(frame.sequence)
+                else:
+                    self.awaited[frame.sequence] = now
                 self._dispatch(frame.sequence, frame.fields)
             assert self.catching_up is not None
             if len(stored) < batch:
@@ -125,6 +149,8 @@ class Feed:
                     self.position = self.catching_up
                 if self.position >= self.catching_up:
                     self.catching_up = None
+                    self.arrived = {sequence for sequence in self.arrived if sequence > self.position}
+                    self._bound_awaited()
                     return
 
     def _catch_up_done(self, task: asyncio.Task[None]) -> None:
@@ -135,6 +161,21 @@ class Feed:
             # Leave the feed live at its position; the next poll retries.
             logger.error("Channel %s: gap fill failed.", self.slug, exc_info=task.exception())
             self.catching_up = None
+
+    def _bound_awaited(self) -> None:
+        excess = len(self.awaited) - MAX_AWAITED_FRAMES
+        if excess > 0:
+            for sequence in sorted(self.awaited)[:excess]:
+                del self.awaited[sequence]
+            stats.lost_by_layer += excess
+
+    def count_lost(self, now: float) -> int:
+        """Messages whose layer frame has not come LAYER_LOSS_SECONDS after the database gave them."""
+        lost = [sequence for sequence, since in self.awaited.items() if now - since > LAYER_LOSS_SECONDS]
+        for sequence in lost:
+            del self.awaited[sequence]
+        stats.lost_by_layer += len(lost)
+        return len(lost)
 
     def stop(self) -> None:
         if self._task is not None:
@@ -231,6 +272,7 @@ class Relay:
             feed.visibility = states[channel_id].visibility if channel_id in states else "public"
             target = max(feed.catching_up, feed.position)
             feed.catching_up = None
+            feed.arrived = {sequence for sequence in feed.arrived if sequence > feed.position}
             if target > feed.position:
                 feed.catch_up(target)
         except BaseException:
@@ -280,6 +322,12 @@ class Relay:
     async def housekeeping(self, now: float) -> None:
         """The relay's own share of the tick: idle feeds, the database poll, group re-joins."""
         self._drop_idle_feeds(now)
+        for feed in list(self.feeds.values()):
+            if feed.awaited and feed.count_lost(time.monotonic()):
+                logger.warning(
+                    "Channel %s: the channel layer never delivered some messages (filled from the database).",
+                    feed.slug,
+                )
         if now - self._last_poll >= conf.RELAY_POLL_SECONDS:
             self._last_poll = now
             await self._poll_database()
