@@ -7,6 +7,7 @@ loss, no duplicates, and the bound the issue sets for that fault.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import signal
@@ -286,6 +287,16 @@ async def test_frozen_redis_healthz_stays_within_its_bound(faults: Cluster) -> N
             await ready.wait()
     health_seconds: list[float] = []
     publish_seconds: list[float] = []
+    # An open stream on A, read all along: when each chunk came (heartbeats every 1 s).
+    writes: list[float] = []
+    watcher = await Subscriber(f"{cluster.a.url}/events/{slug}/").__aenter__()
+    await watcher.opened()
+
+    async def record_writes() -> None:
+        while await watcher._read_more():
+            writes.append(time.monotonic())
+
+    reading = asyncio.create_task(record_writes())
     async with httpx.AsyncClient(timeout=10) as client:
 
         async def publish(n: int) -> None:
@@ -302,6 +313,7 @@ async def test_frozen_redis_healthz_stays_within_its_bound(faults: Cluster) -> N
         for n in range(3):
             await publish(n)
         os.kill(cluster.redis.process.pid, signal.SIGSTOP)
+        frozen_at = time.monotonic()
         try:
             for server in (cluster.a, cluster.b, cluster.a):
                 began = time.monotonic()
@@ -317,6 +329,7 @@ async def test_frozen_redis_healthz_stays_within_its_bound(faults: Cluster) -> N
                 await publish(n)
         finally:
             os.kill(cluster.redis.process.pid, signal.SIGCONT)
+            thawed_at = time.monotonic()
         for n in range(6, 9):
             await publish(n)
     print(
@@ -326,6 +339,15 @@ async def test_frozen_redis_healthz_stays_within_its_bound(faults: Cluster) -> N
         "publish path stops waiting on the broker)"
     )
     assert max(health_seconds) < HEALTH_BOUND_SECONDS
+    reading.cancel()
+    await asyncio.gather(reading, return_exceptions=True)
+    await watcher.close()
+    # Nothing on the tick waits on the frozen layer: the open stream kept
+    # heart-beating (the relay's group re-join used to hold the tick).
+    during = [frozen_at, *(t for t in writes if frozen_at < t < thawed_at), thawed_at]
+    longest = max(later - earlier for earlier, later in itertools.pairwise(during))
+    print(f"frozen for {thawed_at - frozen_at:.1f} s: the open stream's longest silence {longest:.2f} s")
+    assert longest < 3.0  # heartbeats every 1 s, checked on the 1 s tick: 2 s at worst, plus load
     # The publishes during the freeze never went through the layer: each process's
     # relay filled them from the database, and counts them as lost by the layer
     # once their frames have not come for 5 s (the alertable signal).
