@@ -33,11 +33,14 @@ class PublishLog:
 
 
 class Publisher:
-    def __init__(self, host: str, port: int, slug: str, api_key: str = "") -> None:
+    def __init__(
+        self, host: str, port: int, slug: str, api_key: str = "", headers: dict[str, str] | None = None
+    ) -> None:
         self.host = host
         self.port = port
         self.slug = slug
         self.api_key = api_key
+        self.extra_headers = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
 
@@ -55,7 +58,7 @@ class Publisher:
         auth = f"Authorization: Bearer {self.api_key}\r\n" if self.api_key else ""
         return (
             f"POST /api/channels/{self.slug}/messages HTTP/1.1\r\n"
-            f"Host: {self.host}:{self.port}\r\n{auth}"
+            f"Host: {self.host}:{self.port}\r\n{auth}{self.extra_headers}"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
         ).encode() + body
 
@@ -85,17 +88,30 @@ class Publisher:
         self._writer.write(self._request(body))
         head = await self._reader.readuntil(b"\r\n\r\n")
         length = 0
+        chunked = False
         for line in head.split(b"\r\n")[1:]:
             name, _, value = line.partition(b":")
             if name.strip().lower() == b"content-length":
                 length = int(value)
-        answer = await self._reader.readexactly(length)
+            elif name.strip().lower() == b"transfer-encoding":
+                chunked = b"chunked" in value.lower()
+        answer = await self._read_chunked() if chunked else await self._reader.readexactly(length)
         round_trip = time.time_ns() - sent
         if b" 201 " not in head[: head.find(b"\r\n") + 1]:
             raise PublishError(f"{head.splitlines()[0].decode()}: {answer[:200].decode(errors='replace')}")
         if b"connection: close" in head.lower():
             await self.close()
         return json.loads(answer), round_trip
+
+    async def _read_chunked(self) -> bytes:
+        """A body without Content-Length (Django's handler without CommonMiddleware sends one so)."""
+        assert self._reader is not None
+        chunks: list[bytes] = []
+        while True:
+            size = int((await self._reader.readuntil(b"\r\n")).split(b";")[0], 16)
+            chunks.append((await self._reader.readexactly(size + 2))[:size])
+            if size == 0:
+                return b"".join(chunks)
 
     async def burst(self, phase: int, count: int) -> PublishLog:
         """``count`` messages, each sent as soon as the previous one was answered."""

@@ -101,12 +101,12 @@ ROWS: list[tuple[str, tuple[str, ...]]] = [
     ("(e) cross-process p50 ms", ("cross_process", "p50_ms")),
     ("(e) cross-process p99 ms", ("cross_process", "p99_ms")),
     ("(e) lost / duplicates", ("cross_process", "lost+duplicates")),
-    ("(g) steady: messages/s achieved", ("steady", "achieved_rate_per_s")),
-    ("(g) steady: stream open p50 ms", ("steady", "open_p50_ms")),
-    ("(g) steady: stream open p99 ms", ("steady", "open_p99_ms")),
-    ("(g) steady: delivery p50 ms", ("steady", "p50_ms")),
-    ("(g) steady: delivery p99 ms", ("steady", "p99_ms")),
-    ("(g) lost / duplicates", ("steady", "lost+duplicates")),
+    ("(h) steady: messages/s achieved", ("steady", "achieved_rate_per_s")),
+    ("(h) steady: stream open p50 ms", ("steady", "open_p50_ms")),
+    ("(h) steady: stream open p99 ms", ("steady", "open_p99_ms")),
+    ("(h) steady: delivery p50 ms", ("steady", "p50_ms")),
+    ("(h) steady: delivery p99 ms", ("steady", "p99_ms")),
+    ("(h) lost / duplicates", ("steady", "lost+duplicates")),
 ]
 
 
@@ -273,6 +273,12 @@ def render_design(results: dict[str, Any]) -> str:
             f"| encode once per message | one frame costs {encode['encode_us']} µs to encode: "
             f"{encode['per_1000_connections_ms']} ms per message if done per connection at 1000 |"
         )
+    layer = results.get("design", {}).get("header_layer")
+    if layer:
+        lines.append(
+            f"| security headers from one ASGI layer (pushsite/headers.py) | each stream frame passes its `send`: "
+            f"{layer['with_layer_ns']} ns against {layer['bare_send_ns']} ns bare, +{layer['extra_ns']} ns of CPU |"
+        )
     slow = results.get("design", {}).get("slow_reader", {})
     bounded, unbounded = slow.get("bounded_1mib"), slow.get("unbounded_1gib")
     if bounded and unbounded and "error" not in bounded and "error" not in unbounded:
@@ -281,5 +287,34 @@ def render_design(results: dict[str, Any]) -> str:
             f"RSS +{_fmt(bounded['rss_growth_kib'])} vs +{_fmt(unbounded['rss_growth_kib'])} KiB; stalled reader "
             f"evicted: {_fmt(bounded['stalled_reader_evicted'])} vs {_fmt(unbounded['stalled_reader_evicted'])}; "
             f"50 other readers lost {bounded['readers_lost']} / {unbounded['readers_lost']} |"
+        )
+    return "\n".join(lines)
+
+
+def render_publish_paths(results: dict[str, Any]) -> str:
+    """(g) one row per server and road: medians over rounds, ratios with their spread."""
+    paths = results.get("publish_paths")
+    if not paths:
+        return ""
+    if "error" in paths:
+        return f"(g) publish roads: {paths['error']}"
+
+    def spread(value: dict[str, float], digits: int = 2) -> str:
+        return f"{value['median']:.{digits}f} ({value['min']:.{digits}f}-{value['max']:.{digits}f})"
+
+    lines = [
+        f"(g) publish roads: {paths['rounds']} interleaved rounds of {paths['publishes_per_round']} stored "
+        f"publishes; ratios against {paths['reference']} in the same round, median (min-max)",
+        "",
+        "| server/road | round trip p50 ms | p99 ms | publishes/s | CPU ms per publish "
+        "| p50 x ref | publishes/s x ref | CPU x ref |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for label, road in paths["roads"].items():
+        lines.append(
+            f"| {label} | {road['p50_ms']} | {road['p99_ms']} | {road['publishes_per_s']['median']:,.0f} "
+            f"| {road['cpu_ms_per_publish']['median']:.2f} | {spread(road['p50_vs_reference'])} "
+            f"| {spread(road['publishes_per_s_vs_reference'])} "
+            f"| {spread(road['cpu_vs_reference'])} |"
         )
     return "\n".join(lines)

@@ -8,6 +8,7 @@ in one run, prints a table, and writes bench/results/<timestamp>.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
 import importlib.metadata
@@ -43,7 +44,12 @@ from .servers import (
 CLIENT_CPU = 1
 TARGETS = ("reference", "pushsite", "eventstream", "uvicorn-floor", "pushsite-daphne")
 # The variants measure a design choice: only the scenarios they inform.
-VARIANT_SCENARIOS = {"pushsite-daphne": {"latency", "fanout"}, "uvicorn-floor": {"fanout", "connections"}}
+VARIANT_SCENARIOS = {
+    "pushsite-daphne": {"latency", "fanout"},
+    "uvicorn-floor": {"fanout", "connections"},
+    # Another checkout's code (--baseline), for A/B runs of a change.
+    "pushsite-baseline": {"latency", "fanout", "connections", "publish"},
+}
 RESULTS_DIR = ROOT / "bench" / "results"
 
 
@@ -112,6 +118,42 @@ def encode_once_cost() -> dict[str, float]:
     return {"encode_us": round(per_encode_us, 2), "per_1000_connections_ms": round(per_encode_us, 2)}
 
 
+def header_layer_cost() -> dict[str, float]:
+    """CPU per stream frame of pushsite/headers.py's ``send`` against the bare ``send``, started eagerly.
+
+    CPU time (``process_time``), best of 5: other work on the machine does not count.
+    """
+    from events.deliver.eager import start_eagerly
+    from pushsite.headers import SecurityHeadersMiddleware
+
+    async def bare(message: dict[str, Any]) -> None:
+        return None
+
+    held: list[Callable[[dict[str, Any]], Awaitable[None]]] = []
+
+    async def stream(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        held.append(send)
+
+    # Called from the runner's event loop: drive the call by hand (it never waits).
+    with contextlib.suppress(StopIteration):
+        # (Plain dicts and untyped callables: a hand-driven call, not a server's.)
+        SecurityHeadersMiddleware(stream)({"type": "http", "headers": []}, bare, bare).send(None)  # type: ignore[arg-type]
+    wrapped = held[0]
+    frame = {"type": "http.response.body", "body": b"data: x\n\n", "more_body": True}
+    runs = 200_000
+
+    def best(send: Callable[[dict[str, Any]], Awaitable[None]]) -> float:
+        timer = timeit.Timer(lambda: start_eagerly(send(frame)), timer=time.process_time)  # type: ignore[arg-type]  # both sends return coroutines
+        return min(timer.repeat(repeat=5, number=runs)) / runs * 1e9
+
+    bare_ns, layer_ns = best(bare), best(wrapped)
+    return {
+        "bare_send_ns": round(bare_ns),
+        "with_layer_ns": round(layer_ns),
+        "extra_ns": round(layer_ns - bare_ns),
+    }
+
+
 async def measure_target(
     name: str, server: Server, sizes: Sizes, progress: report.Progress, wanted: set[str]
 ) -> dict[str, Any]:
@@ -171,7 +213,7 @@ async def measure_steady(
     deployment: PushsiteDeployment, workdir: Path, sizes: Sizes, progress: report.Progress, cpu: int | None
 ) -> dict[str, Any]:
     progress.target = "pushsite"
-    progress("(g) starting Redis and two Pushsite processes")
+    progress("(h) starting Redis and two Pushsite processes")
     redis = redis_server(workdir, cpu).start()
     publishing = deployment.server("pushsite-steady-a", redis_url=redis.url, cpu=cpu)
     other = deployment.server("pushsite-steady-b", redis_url=redis.url, cpu=cpu)
@@ -209,6 +251,46 @@ async def measure_slow_reader(
     return results
 
 
+async def measure_publish_paths(
+    deployment: PushsiteDeployment,
+    baseline: Path | None,
+    sizes: Sizes,
+    progress: report.Progress,
+    cpu: int | None,
+) -> dict[str, Any]:
+    """(g) The API-key publish by each road, all servers up at once, rounds interleaved.
+
+    ``pushsite``: this checkout (``key``: the fast path; ``django``: the same
+    request with a cookie, through Django's middleware and view). ``baseline``:
+    another checkout's code on the same database (``--baseline``). ``async-only``:
+    Django's path with only async-native middleware (bench/async_only_settings.py).
+    """
+    progress.target = "publish roads"
+    servers = {"pushsite": deployment.server("pushsite-roads", cpu=cpu)}
+    runs = [("pushsite", "django"), ("pushsite", "key")]
+    if baseline is not None:
+        servers["baseline"] = deployment.server("pushsite-baseline", cpu=cpu, root=baseline)
+        runs = [("baseline", "key"), *runs, ("baseline", "django")]
+    servers["async-only"] = deployment.server(
+        "pushsite-async-only", cpu=cpu, settings_module="bench.async_only_settings"
+    )
+    runs.append(("async-only", "key"))
+    progress("starting the servers")
+    try:
+        for server in servers.values():
+            server.start()
+        result = await scenarios.publish_paths(servers, runs, sizes, progress)
+        result["baseline"] = str(baseline) if baseline is not None else None
+        result["load_average"] = os.getloadavg()
+        return result
+    except Exception as exc:
+        traceback.print_exc()
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    finally:
+        for server in servers.values():
+            server.stop()
+
+
 async def run_all(options: argparse.Namespace, sizes: Sizes, workdir: Path) -> dict[str, Any]:
     progress = report.Progress()
     cpu = None if options.no_pin else SERVER_CPU
@@ -235,6 +317,10 @@ async def run_all(options: argparse.Namespace, sizes: Sizes, workdir: Path) -> d
             server = deployment.server("pushsite", cpu=cpu)
         elif name == "uvicorn-floor":
             server = asgi_floor_server(workdir, cpu)
+        elif name == "pushsite-baseline":
+            if options.baseline is None:
+                raise SystemExit("pushsite-baseline needs --baseline DIR (another checkout)")
+            server = deployment.server("pushsite-baseline", cpu=cpu, root=options.baseline)
         elif name == "pushsite-daphne":
             server = deployment.server("pushsite-daphne", asgi="daphne", cpu=cpu)
         elif name == "eventstream":
@@ -251,6 +337,10 @@ async def run_all(options: argparse.Namespace, sizes: Sizes, workdir: Path) -> d
         results["targets"]["pushsite"]["cross_process"] = await measure_cross_process(
             deployment, workdir, sizes, progress, cpu
         )
+    if "publish_paths" in wanted:
+        results["publish_paths"] = await measure_publish_paths(
+            deployment, options.baseline, sizes, progress, cpu
+        )
     if "pushsite" in results["targets"] and "steady" in wanted:
         results["targets"]["pushsite"]["steady"] = await measure_steady(
             deployment, workdir, sizes, progress, cpu
@@ -258,6 +348,7 @@ async def run_all(options: argparse.Namespace, sizes: Sizes, workdir: Path) -> d
     if "pushsite" in results["targets"] and "slow_reader" in wanted:
         results["design"] = {"slow_reader": await measure_slow_reader(deployment, sizes, progress, cpu)}
     results.setdefault("design", {})["encode_once"] = encode_once_cost()
+    results["design"]["header_layer"] = header_layer_cost()
     results["load_average_at_end"] = os.getloadavg()
     progress.note("done")
     return results
@@ -269,11 +360,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--servers", default=",".join(TARGETS))
     parser.add_argument(
         "--scenarios",
-        default="latency,fanout,connections,publish,cross_process,slow_reader,steady",
+        default="latency,fanout,connections,publish,cross_process,slow_reader,publish_paths,steady",
         help="comma-separated subset",
     )
     for field in dataclasses.fields(Sizes):
         parser.add_argument(f"--{field.name.replace('_', '-')}", type=type(field.default), default=None)
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="another checkout (e.g. `git archive main | tar -x -C DIR`) whose publish roads (g) runs beside this one",
+    )
     parser.add_argument("--no-pin", action="store_true", help="do not pin to CPUs (machines with one core)")
     parser.add_argument("--output", type=Path, default=None, help="results file (default bench/results/)")
     return parser.parse_args(argv)
@@ -301,7 +398,9 @@ def main(argv: list[str] | None = None) -> int:
     table = report.render_table(results)
     checks = report.render_checks(results["checks"])
     design = report.render_design(results)
+    roads = report.render_publish_paths(results)
     results["table"] = table
+    results["publish_paths_table"] = roads
     output = options.output
     if output is None:
         RESULTS_DIR.mkdir(parents=True, exist_ok=True)
@@ -312,6 +411,9 @@ def main(argv: list[str] | None = None) -> int:
     print(checks)
     print()
     print(design)
+    if roads:
+        print()
+        print(roads)
     print(f"\nResults: {output}")
     return 0
 

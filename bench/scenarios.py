@@ -1,8 +1,9 @@
 """The benchmark scenarios, each bounded in size and time.
 
 (a) latency, (b) fan-out, (c) idle connections, (d) publish round trip,
-(e) cross-process over Redis, (f) a slow reader (Pushsite's queue bound), and
-(g) steady load over two processes while new streams keep opening (issue 15).
+(e) cross-process over Redis, (f) a slow reader (Pushsite's queue bound), (g) the
+publish roads, and (h) steady load over two processes while new streams keep
+opening (issue 15).
 Each returns a plain dict of results (JSON-ready).
 """
 
@@ -45,7 +46,10 @@ class Sizes:
     connections: int = 10_000
     round_trips: int = 300
     cross_messages: int = 200
-    # (g): subscribers split over the two processes, messages at steady_rate.
+    # (g) publish roads: interleaved rounds of sequential publishes per road.
+    path_rounds: int = 5
+    path_publishes: int = 300
+    # (h): subscribers split over the two processes, messages at steady_rate.
     steady_subscribers: int = 40
     steady_messages: int = 2000
     steady_rate: float = 200.0
@@ -62,6 +66,8 @@ QUICK = Sizes(
     connections=1000,
     round_trips=100,
     cross_messages=60,
+    path_rounds=3,
+    path_publishes=100,
     steady_messages=600,
     quiet_seconds=3.0,
     max_wait_seconds=30.0,
@@ -279,6 +285,95 @@ async def publish_round_trip(server: Server, sizes: Sizes, progress: Progress) -
         await publisher.close()
 
 
+# The publish roads of (g): headers added to an API-key publish. A cookie sends
+# it through Django's middleware and view instead of the fast path.
+PUBLISH_ROADS: dict[str, dict[str, str]] = {"key": {}, "django": {"Cookie": "bench=1"}}
+
+
+async def _publish_round(server: Server, road: str, count: int) -> tuple[list[int], dict[str, float]]:
+    """``count`` sequential publishes on one keep-alive connection, after a warm-up."""
+    publisher = Publisher(HOST, server.port, SLUG, server.api_key, headers=PUBLISH_ROADS[road])
+    try:
+        for number in range(1, 21):
+            await publisher.publish(PHASE_WARMUP, number)
+        cpu_before = server.cpu_seconds()
+        started = time.perf_counter_ns()
+        round_trips = [(await publisher.publish(PHASE_PUBLISH, number))[1] for number in range(1, count + 1)]
+        wall_ns = time.perf_counter_ns() - started
+        cpu_seconds = server.cpu_seconds() - cpu_before
+    finally:
+        await publisher.close()
+    return round_trips, {
+        "publishes_per_s": count / wall_ns * 1e9,
+        "cpu_ms_per_publish": cpu_seconds * 1000 / count,
+        "p50_ms": ms(percentile(round_trips, 0.5)),
+    }
+
+
+def _spread(values: list[float]) -> dict[str, float]:
+    return {
+        "median": round(statistics.median(values), 3),
+        "min": round(min(values), 3),
+        "max": round(max(values), 3),
+    }
+
+
+async def publish_paths(
+    servers: dict[str, Server], runs: list[tuple[str, str]], sizes: Sizes, progress: Progress
+) -> dict[str, object]:
+    """(g) stored publish round trips and publishes/s of each (server, road), in interleaved rounds.
+
+    Every ratio compares two roads measured in the same round, against the first
+    run (the reference); the spread is over rounds. The order of the roads turns
+    by one each round, so none always goes first.
+    """
+    labels = [f"{server}/{road}" for server, road in runs]
+    per_round: dict[str, list[dict[str, float]]] = {label: [] for label in labels}
+    round_trips: dict[str, list[int]] = {label: [] for label in labels}
+    for number in range(sizes.path_rounds):
+        turn = number % len(runs)
+        for server_name, road in runs[turn:] + runs[:turn]:
+            label = f"{server_name}/{road}"
+            progress(f"(g) publish roads: round {number + 1}/{sizes.path_rounds}, {label}")
+            trips, measured = await _publish_round(servers[server_name], road, sizes.path_publishes)
+            round_trips[label].extend(trips)
+            per_round[label].append(measured)
+    reference = labels[0]
+    summary: dict[str, object] = {}
+    for label in labels:
+        rounds = per_round[label]
+        summary[label] = {
+            "p50_ms": ms(percentile(round_trips[label], 0.5)),
+            "p99_ms": ms(percentile(round_trips[label], 0.99)),
+            "publishes_per_s": _spread([r["publishes_per_s"] for r in rounds]),
+            "cpu_ms_per_publish": _spread([r["cpu_ms_per_publish"] for r in rounds]),
+            "p50_vs_reference": _spread(
+                [r["p50_ms"] / ref["p50_ms"] for r, ref in zip(rounds, per_round[reference], strict=True)]
+            ),
+            "publishes_per_s_vs_reference": _spread(
+                [
+                    r["publishes_per_s"] / ref["publishes_per_s"]
+                    for r, ref in zip(rounds, per_round[reference], strict=True)
+                ]
+            ),
+            "cpu_vs_reference": _spread(
+                [
+                    r["cpu_ms_per_publish"] / ref["cpu_ms_per_publish"]
+                    for r, ref in zip(rounds, per_round[reference], strict=True)
+                    if ref["cpu_ms_per_publish"] > 0
+                ]
+                or [float("nan")]
+            ),
+        }
+    return {
+        "reference": reference,
+        "rounds": sizes.path_rounds,
+        "publishes_per_round": sizes.path_publishes,
+        "roads": summary,
+        "per_round": per_round,
+    }
+
+
 async def cross_process(
     publishing: Server, subscribed: Server, sizes: Sizes, progress: Progress
 ) -> dict[str, object]:
@@ -372,15 +467,15 @@ async def open_latency_ns(server: Server) -> int:
 
 
 async def steady(publishing: Server, other: Server, sizes: Sizes, progress: Progress) -> dict[str, object]:
-    """(g) ``steady_rate`` msg/s published on one process, subscribers on both, new streams opening.
+    """(h) ``steady_rate`` msg/s published on one process, subscribers on both, new streams opening.
 
     The issue 15 target: stream opens p99 < 50 ms and delivery p99 < 100 ms
     while bookkeeping (census, presence, sweeps) runs on every tick.
     """
     half = sizes.steady_subscribers // 2
     crowds = [
-        (await open_crowd(publishing, half, progress, "(g) steady"))[0],
-        (await open_crowd(other, sizes.steady_subscribers - half, progress, "(g) steady"))[0],
+        (await open_crowd(publishing, half, progress, "(h) steady"))[0],
+        (await open_crowd(other, sizes.steady_subscribers - half, progress, "(h) steady"))[0],
     ]
     try:
         await asyncio.sleep(1.0)  # let every subscription settle
@@ -414,7 +509,7 @@ async def steady(publishing: Server, other: Server, sizes: Sizes, progress: Prog
                 sizes.steady_messages,
                 sizes.steady_rate,
                 lambda: progress(
-                    f"(g) steady: {sum(t.deliveries for t in tallies):,}/"
+                    f"(h) steady: {sum(t.deliveries for t in tallies):,}/"
                     f"{sum(t.expected for t in tallies):,} deliveries, {len(opens)} opens"
                 ),
                 # Four connections, so the publisher keeps the rate when one
@@ -426,7 +521,7 @@ async def steady(publishing: Server, other: Server, sizes: Sizes, progress: Prog
             await opener
         complete = True
         for tally in tallies:
-            complete = await wait_for(tally, sizes, progress, "(g) steady") and complete
+            complete = await wait_for(tally, sizes, progress, "(h) steady") and complete
         latencies = [value for tally in tallies for value in tally.latencies_ns]
         lost = sum(crowd.missing(sizes.steady_messages) for crowd in crowds)
         return {

@@ -90,6 +90,7 @@ class Server:
     health_path: str = "/healthz"
     process: subprocess.Popen[bytes] | None = None
     extra: dict[str, object] = field(default_factory=dict)
+    cwd: Path = ROOT
 
     @property
     def pid(self) -> int:
@@ -99,7 +100,7 @@ class Server:
     def start(self) -> Server:
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                self.command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+                self.command, cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT
             )
         wait_for_http(self.port, self.health_path, self.process, self.log)
         return self
@@ -151,20 +152,34 @@ class PushsiteDeployment:
         env["PUSHSITE_PUBLISH_RATE_MESSAGES"] = "1000000"
         return env
 
-    def server(self, name: str, *, asgi: str = "uvicorn", redis_url: str = "", cpu: int | None) -> Server:
+    def server(
+        self,
+        name: str,
+        *,
+        asgi: str = "uvicorn",
+        redis_url: str = "",
+        cpu: int | None,
+        root: Path = ROOT,
+        settings_module: str = "",
+    ) -> Server:
+        """A Pushsite process; ``root``: another checkout's code (same database), for A/B runs."""
         port = free_port()
         if asgi == "uvicorn":
-            command = [sys.executable, str(ROOT / "manage.py"), "serve", "--port", str(port)]
+            command = [sys.executable, str(root / "manage.py"), "serve", "--port", str(port)]
         else:
             command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
             command.append("pushsite.asgi:application")
+        env = self.env(redis_url)
+        if settings_module:
+            env["DJANGO_SETTINGS_MODULE"] = settings_module
         return Server(
             name=name,
             command=pinned(command, cpu),
-            env=self.env(redis_url),
+            env=env,
             log=self.workdir / f"{name}-{port}.log",
             port=port,
             api_key=self.api_key,
+            cwd=root,
         )
 
 

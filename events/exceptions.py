@@ -86,6 +86,13 @@ class ChannelNotFound(PushsiteError):
     code = "channel_not_found"
 
 
+class ChannelHidden(ChannelNotFound, PermissionDenied):
+    """A channel this reader may not read, refused exactly as one that does not exist (404)."""
+
+    status = 404
+    code = "channel_not_found"
+
+
 class PayloadTooLarge(PushsiteError):
     """A body or payload over the configured size limit."""
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
+import re
 import secrets
 from datetime import datetime
 from typing import Any
@@ -24,23 +26,47 @@ def default_retention_count() -> int:
     return conf.DEFAULT_RETENTION_COUNT
 
 
+def new_epoch() -> str:
+    """A fresh channel epoch: 8 hex digits, different for each incarnation of a channel."""
+    return secrets.token_hex(4)
+
+
+# An origin exactly as a browser serialises it in the Origin header: lower-case
+# scheme and host (internationalised names in their xn-- form), a port only when
+# it is not the scheme's default. Nothing else can reach a CORS header or the
+# embed page's frame-ancestors (issue 13): no spaces, no ";", no wildcard.
+_LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
+_ORIGIN = re.compile(rf"(https?)://({_LABEL}(?:\.{_LABEL})*|\[[0-9a-f:.]+\])(?::([0-9]{{1,5}}))?")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def is_origin(value: object) -> bool:
+    """True for exactly ``scheme://host[:port]`` as browsers send it (see validate_origin)."""
+    if not isinstance(value, str):
+        return False
+    match = _ORIGIN.fullmatch(value)
+    if match is None:
+        return False
+    scheme, host, port = match.groups()
+    if len(host) > 253:
+        return False
+    if host.startswith("["):
+        try:
+            canonical = str(ipaddress.IPv6Address(host[1:-1]))
+        except ValueError:
+            return False
+        if canonical != host[1:-1]:
+            return False
+    return port is None or (0 < int(port) <= 65535 and int(port) != _DEFAULT_PORTS[scheme] and port[0] != "0")
+
+
 def validate_origin(value: str) -> None:
     """An allowed origin is exactly scheme://host[:port], as browsers send it."""
-    parts = urlsplit(value)
-    if (
-        parts.scheme not in {"http", "https"}
-        or not parts.hostname
-        or parts.path
-        or parts.query
-        or parts.fragment
-        or parts.username
-        or parts.password
-        or value != value.strip()
-        or value.endswith("/")
-    ):
+    if not is_origin(value):
         raise ValidationError(
-            "%(value)s is not an origin: write scheme and host only, "
-            "like https://partner.example or http://localhost:8080 (no path, no trailing slash).",
+            "%(value)s is not an origin: write scheme and host only, in lower case, "
+            "like https://partner.example or http://localhost:8080 (no path, no trailing slash, "
+            "no wildcard, no default port; an internationalised name in its xn-- form).",
             params={"value": value},
         )
 
@@ -134,6 +160,10 @@ class Channel(models.Model):
     # which holds this row's write lock until commit, so sequence order is
     # commit order (see events/publish/store.py).
     last_sequence = models.BigIntegerField(default=0, editable=False)
+    # Part of every stream id (events/wire/cursors.py): a resume point from
+    # another incarnation of this slug (deleted and re-created, another
+    # database) names another epoch and gets an explicit reset.
+    epoch = models.CharField(max_length=16, default=new_epoch, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from events.models import ApiKey, Channel, Kind, StreamStorage, Visibility
+from events.models import ApiKey, Channel, Kind, StreamStorage, Visibility, new_epoch
 
 
 def upsert_channel(
@@ -40,6 +40,21 @@ def upsert_channel(
     channel.full_clean()
     channel.save()
     return channel, created
+
+
+def renew_epochs(slugs: Sequence[str] = ()) -> int:
+    """Give the named channels (all when none are named) a new epoch; how many changed.
+
+    After restoring a database from a backup: every saved position then names
+    an old epoch and gets an explicit reset instead of resuming by number into
+    messages the client never saw. Running servers notice within a poll interval.
+    """
+    channels = Channel.objects.all() if not slugs else Channel.objects.filter(slug__in=slugs)
+    changed = 0
+    with transaction.atomic():
+        for pk in channels.values_list("pk", flat=True):
+            changed += Channel.objects.filter(pk=pk).update(epoch=new_epoch())
+    return changed
 
 
 def create_api_key(

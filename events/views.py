@@ -9,6 +9,8 @@ from django.shortcuts import redirect, render
 from django.urls import Resolver404, resolve
 from django.views.decorators.csrf import csrf_exempt
 
+from events.access.auth import Reader, check_read
+from events.exceptions import ChannelNotFound
 from events.http.responses import error_response
 from events.models import Channel, Message, Visibility
 
@@ -31,6 +33,11 @@ def channel_page(request: HttpRequest, slug: str) -> HttpResponse:
     channel = Channel.objects.active().filter(slug=slug).first()
     if channel is None:
         raise Http404("No such channel.")
+    try:
+        # A channel this visitor may not read is a channel that does not exist.
+        check_read(channel, Reader(user=request.user))
+    except ChannelNotFound:
+        raise Http404("No such channel.") from None
     if channel.is_chat:
         # A room has a page of its own (by URL name: the core imports no feature).
         return redirect("events:room", slug=channel.slug)

@@ -1,7 +1,8 @@
 """ASGI entry point: ``pushsite.asgi:application``.
 
-SSE streams go to the Channels consumer; everything else to Django. On SIGTERM
-every open stream ends cleanly so that clients resume elsewhere
+SSE streams go to the Channels consumer; everything else to Django. One layer
+around it all sets the security headers on every response (pushsite/headers.py).
+On SIGTERM every open stream ends cleanly so that clients resume elsewhere
 (events/runtime/shutdown.py).
 """
 
@@ -25,8 +26,9 @@ from django.urls import path, re_path  # noqa: E402
 from events.publish.fast_path import KeyPublishEndpoint  # noqa: E402
 from events.routing import http_urlpatterns  # noqa: E402
 from events.runtime.lifespan import lifespan  # noqa: E402
+from pushsite.headers import SecurityHeadersMiddleware  # noqa: E402
 
-application: ASGI3Application = ProtocolTypeRouter(
+routes: ASGI3Application = ProtocolTypeRouter(
     {
         "http": URLRouter(
             [
@@ -41,3 +43,5 @@ application: ASGI3Application = ProtocolTypeRouter(
         "lifespan": lifespan,
     }
 )
+
+application: ASGI3Application = SecurityHeadersMiddleware(routes)

@@ -58,3 +58,31 @@ def test_every_cited_file_exists() -> None:
 
 def test_the_citation_check_sees_citations() -> None:
     assert ("docs/architecture.md", "events/deliver/relay.py") in cited_paths()
+
+
+def tree_listing() -> set[str]:
+    """The modules docs/architecture.md's tree names, as paths."""
+    doc = (ROOT / "docs" / "architecture.md").read_text()
+    listed: set[str] = set()
+    package = None
+    for line in doc[doc.index("## The tree") :].splitlines():
+        heading = re.match(r"\| \*\*`([\w/]+)/`\*\*", line)
+        if heading:
+            package = heading.group(1)
+            continue
+        row = re.match(r"\| (`[^|]+`(?:, `[^|]+`)*) \|", line)
+        if row and package:
+            listed.update(f"{package}/{name}" for name in re.findall(r"`([\w./]+)`", row.group(1)))
+    return listed
+
+
+def test_the_architecture_tree_names_every_module() -> None:
+    # One line per module: a module added without a line there fails here.
+    modules = [
+        path.relative_to(ROOT).as_posix()
+        for folder in ("events", "pushsite")
+        for path in (ROOT / folder).rglob("*.py")
+        if not {"migrations", "management", "templatetags"} & set(path.parts)
+        and path.name not in {"__init__.py", "apps.py"}
+    ]
+    assert sorted(set(modules) - tree_listing()) == []

@@ -60,7 +60,7 @@ def test_bench_quick_path_delivers_everything_once(tmp_path: Path) -> None:
 
 
 def test_bench_steady_scenario_delivers_everything_once(tmp_path: Path) -> None:
-    """(g) two processes on Redis, paced publishes, new streams opening: tiny sizes, correctness only."""
+    """(h) two processes on Redis, paced publishes, new streams opening: tiny sizes, correctness only."""
     redis_binary()  # skips when there is no redis-server
     output = tmp_path / "results.json"
     completed = subprocess.run(
@@ -87,4 +87,4 @@ def test_bench_steady_scenario_delivers_everything_once(tmp_path: Path) -> None:
     assert "error" not in steady, steady["error"]
     assert (steady["deliveries"], steady["lost"], steady["duplicates"]) == (4 * 60, 0, 0), steady
     assert steady["opens"] >= 1
-    assert "| (g) steady: stream open p99 ms |" in json.loads(output.read_text())["table"]
+    assert "| (h) steady: stream open p99 ms |" in json.loads(output.read_text())["table"]

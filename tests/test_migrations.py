@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.contrib.auth.models import Permission, User
 from django.contrib.contenttypes.models import ContentType
@@ -11,6 +13,7 @@ from django.utils import timezone
 
 from events.announcements.models import Announcement
 from events.chat.models import ChatMute
+from events.models import Channel
 from events.ops.models import ServerCensus
 
 BEFORE_THE_MOVE = "0004_chat_rooms"
@@ -65,3 +68,25 @@ def test_models_moved_to_their_apps_keep_their_rows_and_permissions() -> None:
 @pytest.mark.django_db
 def test_no_model_change_is_left_without_a_migration() -> None:
     call_command("makemigrations", "--check", "--dry-run", verbosity=0)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_every_existing_channel_gets_its_own_epoch() -> None:
+    call_command("migrate", "events", "0005_feature_models_move_to_their_apps", verbosity=0)
+    now = timezone.now()
+    with connection.cursor() as cursor:
+        for slug in ("news", "scores", "lobby"):
+            cursor.execute(
+                "INSERT INTO events_channel (slug, title, description, visibility, allowed_origins,"
+                " is_active, stream_storage, kind, guests_may_post, last_sequence, created_at, updated_at)"
+                " VALUES (%s, '', '', 'public', '[]', %s, 'keep', 'feed', %s, 7, %s, %s)",
+                [slug, True, False, now, now],
+            )
+
+    call_command("migrate", verbosity=0)
+
+    epochs = dict(Channel.objects.values_list("slug", "epoch"))
+    assert set(epochs) == {"news", "scores", "lobby"}
+    assert len(set(epochs.values())) == 3
+    assert all(re.fullmatch(r"[0-9a-f]{8}", epoch) for epoch in epochs.values())
+    assert set(Channel.objects.values_list("last_sequence", flat=True)) == {7}

@@ -35,8 +35,10 @@ def test_every_manage_py_command_in_the_readme_runs_from_the_virtual_environment
 
 
 def test_the_readme_shows_the_opening_event_as_the_server_sends_it() -> None:
-    fields = frames.open_fields(["news"], {"news": "Site news"}, history=False).decode()
-    assert f"id: 0\n{fields}" in README
+    frame = frames.open_frame(
+        ["news"], cursor="0~3fa9c0b1", retry_milliseconds=2000, titles={"news": "Site news"}, history=False
+    ).decode()
+    assert frame in README
     sample = README[README.index("Terminal 1 prints:") :]
     assert json.loads(sample.split("data: ", 1)[1].split("\n", 1)[0])["event"] == "pushsite.open"
 

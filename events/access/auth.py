@@ -18,7 +18,7 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from events.conf import conf
-from events.exceptions import ChannelNotFound, NotAuthenticated, PermissionDenied, TokenExpired
+from events.exceptions import ChannelHidden, ChannelNotFound, NotAuthenticated, PermissionDenied, TokenExpired
 from events.models import ApiKey, Channel, Visibility
 
 TOKEN_SALT = "pushsite.subscribe-token"
@@ -246,8 +246,23 @@ def token_allows(reader: Reader, channel: Channel) -> bool:
     return key is not None and key_allows(key, channel)
 
 
+def unknown_channel(slug: str, *, exists: bool = False) -> ChannelNotFound:
+    """The refusal for a channel that does not exist, or that the reader may not know exists.
+
+    Both say the same; ``ChannelHidden`` is also a ``PermissionDenied`` for code
+    that asks whether a reader may read, never for what the client sees.
+    """
+    refusal = ChannelHidden if exists else ChannelNotFound
+    return refusal(f"No active channel is called {slug[:60]!r}.")
+
+
 def check_read(channel: Channel, reader: Reader) -> None:
-    """Raise unless ``reader`` may subscribe to (or read the history of) ``channel``."""
+    """Raise unless ``reader`` may subscribe to (or read the history of) ``channel``.
+
+    A reader without a grant for a non-public channel gets exactly the refusal
+    of a channel that does not exist (404, same detail): outsiders cannot learn
+    which private channels exist (docs/security.md).
+    """
     if channel.visibility == Visibility.PUBLIC:
         return
     if token_allows(reader, channel):
@@ -260,10 +275,25 @@ def check_read(channel: Channel, reader: Reader) -> None:
             return
         if user.is_staff or channel.members.filter(pk=user.pk).exists():
             return
-        raise PermissionDenied(f"You are not a member of the private channel {channel.slug!r}.")
-    if reader.grant is not None:
-        raise PermissionDenied(f"The token does not grant the channel {channel.slug!r}.")
-    raise NotAuthenticated(f"The channel {channel.slug!r} needs a login or a token (?token=...).")
+    raise unknown_channel(channel.slug, exists=True)
+
+
+def readable_channels(slugs: list[str], reader: Reader) -> list[Channel]:
+    """The active channels named by ``slugs`` that ``reader`` may read, in order.
+
+    The first slug that is unknown *or* unreadable is refused, in the order
+    asked, so a refusal never depends on whether a later channel exists.
+    Credentials must be checked before this (their errors name no channel).
+    """
+    found = {c.slug: c for c in Channel.objects.active().filter(slug__in=slugs)}
+    channels = []
+    for slug in slugs:
+        channel = found.get(slug)
+        if channel is None:
+            raise unknown_channel(slug)
+        check_read(channel, reader)
+        channels.append(channel)
+    return channels
 
 
 def token_expiry(channels: Iterable[Channel], reader: Reader) -> float | None:
@@ -287,5 +317,5 @@ def active_channels(slugs: list[str]) -> list[Channel]:
     found = {c.slug: c for c in Channel.objects.active().filter(slug__in=slugs)}
     missing = [slug for slug in slugs if slug not in found]
     if missing:
-        raise ChannelNotFound(f"No active channel is called {missing[0]!r}.")
+        raise unknown_channel(missing[0])
     return [found[slug] for slug in slugs]

@@ -20,11 +20,10 @@ from django.middleware.csrf import CsrfViewMiddleware
 from django.utils import timezone
 
 from events.access import ratelimit
-from events.access.auth import Reader, check_read
+from events.access.auth import Reader, check_read, unknown_channel
 from events.chat.models import ChatMute, ChatNickname
 from events.conf import conf
 from events.exceptions import (
-    ChannelNotFound,
     InvalidInput,
     Muted,
     NotAuthenticated,
@@ -95,7 +94,7 @@ def get_room(slug: str, user: User | AnonymousUser) -> Channel:
     """The active chat channel ``slug`` if ``user`` may read it (404 / 401 / 403 otherwise)."""
     channel = Channel.objects.active().filter(slug=slug, kind=Kind.CHAT).first()
     if channel is None:
-        raise ChannelNotFound(f"No chat room is called {slug[:60]!r}.")
+        raise unknown_channel(slug)
     check_read(channel, Reader(user=user))
     return channel
 

@@ -21,7 +21,6 @@ from channels.exceptions import ChannelFull, StopConsumer
 from channels.generic.http import AsyncHttpConsumer
 from django.conf import settings
 from django.db import DatabaseError
-from django.http.request import split_domain_port, validate_host
 from redis.exceptions import RedisError
 
 from events import signals
@@ -29,9 +28,10 @@ from events.access.auth import (
     Reader,
     active_channels,
     api_key_from,
-    check_read,
+    readable_channels,
     session_from_key,
     token_expiry,
+    unknown_channel,
     user_from_session,
     verify_token,
 )
@@ -39,9 +39,8 @@ from events.access.revocation import Access
 from events.conf import conf
 from events.deliver import history
 from events.deliver.relay import get_relay
-from events.deliver.stream import AsgiSend, Stream, StreamChannel
+from events.deliver.stream import AsgiSend, Reset, Stream, StreamChannel
 from events.exceptions import (
-    ChannelNotFound,
     InvalidInput,
     MethodNotAllowed,
     PermissionDenied,
@@ -51,6 +50,7 @@ from events.exceptions import (
 )
 from events.http.address import client_address
 from events.http.asgi import RoutedHTTPScope
+from events.http.hosts import check_host
 from events.http.responses import send_error
 from events.metrics import stats
 from events.models import Channel
@@ -66,6 +66,9 @@ NO_CHANNEL_LAYER = "pushsite.streams-use-the-relay"
 SSE_FORMAT = "sse"
 NDJSON_FORMAT = "ndjson"
 FORMATS = (SSE_FORMAT, NDJSON_FORMAT)
+# pushsite.reset reasons for a position that means nothing in the channel as it is.
+RESET_UNKNOWN_POSITION = "unknown-position"
+RESET_OTHER_EPOCH = "epoch-changed"
 
 
 @dataclass(frozen=True)
@@ -90,18 +93,6 @@ def request_headers(scope: HTTPScope) -> dict[str, str]:
     return {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
 
 
-def check_host(headers: dict[str, str]) -> str:
-    """The Host header, if it names a host this server serves (these paths bypass Django's check)."""
-    host = headers.get("host", "")
-    domain, _port = split_domain_port(host)
-    allowed_hosts = settings.ALLOWED_HOSTS
-    if settings.DEBUG and not allowed_hosts:
-        allowed_hosts = [".localhost", "127.0.0.1", "[::1]"]
-    if not domain or not validate_host(domain, allowed_hosts):
-        raise InvalidInput("The Host header names a host this server does not serve.")
-    return host
-
-
 def parse_stream_request(scope: RoutedHTTPScope) -> StreamRequest:
     headers = request_headers(scope)
     host = check_host(headers)
@@ -120,7 +111,7 @@ def parse_stream_request(scope: RoutedHTTPScope) -> StreamRequest:
         raise InvalidInput(f"A stream may carry at most {limit} channels; {len(slugs)} were asked for.")
     for slug in slugs:
         if not cursors.SLUG.fullmatch(slug):
-            raise ChannelNotFound(f"No active channel is called {slug[:60]!r}.")
+            raise unknown_channel(slug)
 
     output = _output_format(query, headers)
     cursor = headers.get("last-event-id") or _last(query, "lastEventId")
@@ -193,8 +184,9 @@ def ndjson_send(send: AsgiSend) -> AsgiSend:
 class Authorized:
     channels: list[StreamChannel]
     positions: dict[int, int]
-    # Channels whose client position lies beyond the stored end: reset there.
-    beyond_end: dict[int, int]
+    # Channels where the client's position means nothing here (beyond the
+    # stored end, or another epoch): an explicit reset first.
+    resets: dict[int, Reset]
     allow_origin: str | None
     expires_at: float | None
     access: Access
@@ -202,31 +194,41 @@ class Authorized:
     attachments: list[StreamAttachment]
     # Slug -> title, for the open event (a widget's default heading).
     titles: dict[str, str] | None = None
+    history: bool = False
 
 
 def authorize(request: StreamRequest) -> Authorized:
-    """Check the request against the database: channels, credentials, origin, cursor."""
-    channels = active_channels(request.slugs)
+    """Check the request against the database: credentials, channels, origin, cursor."""
     reader = Reader(key=api_key_from(request.authorization))
     if request.token:
         reader.grant = verify_token(request.token)
     session = session_from_key(request.session_key)
     reader.user = user_from_session(session)
-    for channel in channels:
-        check_read(channel, reader)
+    # After the credentials, whose errors name no channel: an unknown channel
+    # and one this reader may not read are refused alike.
+    channels = readable_channels(request.slugs, reader)
 
     allow_origin = check_origin(request, channels)
 
     start = cursors.parse_cursor(request.cursor, request.slugs, max_length=conf.MAX_CURSOR_LENGTH)
     rewind = request.rewind if not request.cursor else 0
     positions: dict[int, int] = {}
-    beyond_end: dict[int, int] = {}
+    resets: dict[int, Reset] = {}
     for channel in channels:
-        live = history.rewind_position(channel, rewind) if rewind else channel.last_sequence
-        position = start.get(channel.slug, live)
-        if position > channel.last_sequence:
-            beyond_end[channel.pk] = channel.last_sequence
-        positions[channel.pk] = position
+        asked = start.get(channel.slug)
+        if asked is None:
+            live = history.rewind_position(channel, rewind) if rewind else channel.last_sequence
+            positions[channel.pk] = live
+        elif asked.epoch is not None and asked.epoch != channel.epoch:
+            # A position in another incarnation of this slug: the client has
+            # seen none of this one, so it gets all of its retained history.
+            resets[channel.pk] = Reset(asked, 0, RESET_OTHER_EPOCH)
+            positions[channel.pk] = 0
+        elif asked.sequence > channel.last_sequence:
+            resets[channel.pk] = Reset(asked, channel.last_sequence, RESET_UNKNOWN_POSITION)
+            positions[channel.pk] = channel.last_sequence
+        else:
+            positions[channel.pk] = asked.sequence
     # Each credential is its own grant: the token's expiry ends the stream when
     # one of its channels is allowed by the token alone, whatever else came
     # with the request. Sessions and keys are re-checked by the access sweep.
@@ -241,14 +243,16 @@ def authorize(request: StreamRequest) -> Authorized:
     )
     return Authorized(
         access=access,
-        channels=[StreamChannel(id=c.pk, slug=c.slug) for c in channels],
+        channels=[StreamChannel(id=c.pk, slug=c.slug, epoch=c.epoch) for c in channels],
         positions=positions,
-        beyond_end=beyond_end,
+        resets=resets,
         allow_origin=allow_origin,
         expires_at=expires_at,
         # django-stubs types every signal response as str | None; these receivers return attachments.
         attachments=[attachment for _receiver, attachment in responses if attachment is not None],  # type: ignore[misc]
         titles={c.slug: c.display_title for c in channels},
+        # Stored messages follow the open event (a resume, a rewind, a reset).
+        history=any(positions[c.pk] < c.last_sequence for c in channels),
     )
 
 
@@ -378,10 +382,9 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
         # The one place the output format matters: streams write SSE frames,
         # and an NDJSON response rewrites them as they are sent (events/wire/ndjson.py).
         if output == NDJSON_FORMAT:
-            content_type, asgi_send, preamble = ndjson.NDJSON, ndjson_send(self.base_send), b""
+            content_type, asgi_send = ndjson.NDJSON, ndjson_send(self.base_send)
         else:
             content_type, asgi_send = sse.EVENT_STREAM, self.base_send
-            preamble = sse.encode_retry(conf.RETRY_MILLISECONDS)
         headers = [
             (b"content-type", content_type.encode()),
             (b"cache-control", b"no-cache"),
@@ -392,8 +395,6 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
         if authorized.allow_origin is not None:
             headers.append((b"access-control-allow-origin", authorized.allow_origin.encode()))
         await self.send_headers(status=200, headers=headers)
-        # Also what makes the server send the headers now (NDJSON has no preamble).
-        await self.send_body(preamble, more_body=True)
 
         stream = Stream(
             channels=authorized.channels,
@@ -402,15 +403,30 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
             on_close=self._on_stream_closed,
             expires_at=authorized.expires_at,
             access=authorized.access,
+            resets=authorized.resets,
         )
         self.stream = stream
         get_relay().streams_per_ip[client_address(self.scope)] += 1
         stats.connections += 1
         stats.connections_opened += 1
+        # The first bytes (they also make the server send the headers now): the
+        # retry hint in the same block as the open event, which carries the
+        # stream's id, so the client has a resume point even if nothing is
+        # published before it reconnects. Resets and replay follow it.
+        stream.write(
+            frames.open_frame(
+                [c.slug for c in authorized.channels],
+                cursor=stream.cursor(),
+                retry_milliseconds=conf.RETRY_MILLISECONDS,
+                titles=authorized.titles,
+                history=authorized.history,
+            )
+        )
         relay = get_relay()
         for channel in authorized.channels:
-            if channel.id in authorized.beyond_end:
-                stream.reset_to(channel, authorized.beyond_end[channel.id])
+            stream.write_pending_reset(channel)
+            if stream.closed:  # the opening write failed, say
+                return
             try:
                 dispatched = await relay.subscribe(stream, channel.id, channel.slug)
             except Exception:
@@ -420,17 +436,11 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
                 stream.close("channel layer unavailable")
                 return
             if stream.closed:
+                # Closed while it was being attached: its close already left the feeds.
+                relay.unsubscribe(stream)
                 return
             if stream.positions[channel.id] < dispatched:
                 stream.catch_up(channel.id, target=dispatched)
-        # The open event carries the stream's id: the client now has a resume
-        # point even if nothing is published before it reconnects.
-        stream.write(
-            stream.encode_id()
-            + frames.open_fields(
-                [c.slug for c in authorized.channels], authorized.titles, history=bool(stream.catching_up)
-            )
-        )
         self.attachments = authorized.attachments
         for attachment in self.attachments:
             attachment.open()

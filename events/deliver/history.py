@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from channels.db import database_sync_to_async
 
-from events.models import Channel, Message
+from events.models import Channel, Message, new_epoch
 from events.wire import frames
 
 
@@ -61,16 +61,25 @@ class ChannelState:
     last_sequence: int
     is_active: bool
     visibility: str
+    epoch: str
 
 
 def channel_states(channel_ids: Iterable[int]) -> dict[int, ChannelState]:
     """Current position and state of each channel, in one query."""
     return {
-        pk: ChannelState(last_sequence, is_active, visibility)
-        for pk, last_sequence, is_active, visibility in Channel.objects.filter(
+        pk: ChannelState(last_sequence, is_active, visibility, epoch)
+        for pk, last_sequence, is_active, visibility, epoch in Channel.objects.filter(
             pk__in=list(channel_ids)
-        ).values_list("pk", "last_sequence", "is_active", "visibility")
+        ).values_list("pk", "last_sequence", "is_active", "visibility", "epoch")
     }
 
 
 afetch_channel_states = database_sync_to_async(channel_states)
+
+
+def renew_epoch(channel_id: int, old_epoch: str) -> None:
+    """A new epoch for the channel, unless another process already gave it one."""
+    Channel.objects.filter(pk=channel_id, epoch=old_epoch).update(epoch=new_epoch())
+
+
+arenew_epoch = database_sync_to_async(renew_epoch)

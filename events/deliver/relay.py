@@ -36,6 +36,7 @@ from events.runtime import tick
 from events.runtime.bookkeeping import Job
 from events.runtime.shutdown import close_streams_on_signals
 from events.runtime.tasks import detached
+from events.wire import cursors
 
 logger = logging.getLogger(__name__)
 
@@ -53,12 +54,14 @@ class Feed:
     """One channel's frames, in order and without gaps, for this process's streams."""
 
     __slots__ = (
+        "_id_suffix",
         "_task",
         "arrived",
         "awaited",
         "catching_up",
         "channel_id",
         "empty_since",
+        "epoch",
         "position",
         "slug",
         "streams",
@@ -81,7 +84,14 @@ class Feed:
         # Updated by the relay's database poll; non-public feeds have their
         # readers' access re-checked (events/access/revocation.py).
         self.visibility = "public"
+        # The end of a single-channel stream's id line: "~<epoch>\n" (events/wire/cursors.py).
+        self.epoch = ""
+        self._id_suffix = b"\n"
         self._task: asyncio.Task[None] | None = None
+
+    def set_epoch(self, epoch: str) -> None:
+        self.epoch = epoch
+        self._id_suffix = cursors.id_suffix(epoch)
 
     def on_frame(self, sequence: int | None, fields: bytes, published: float) -> None:
         if sequence is None:
@@ -114,9 +124,17 @@ class Feed:
         metrics.record_delivery_lag(published)
         self._dispatch(sequence, fields)
 
-    def _dispatch(self, sequence: int, fields: bytes) -> None:
-        single_frame = b"id: %d\n" % sequence + fields
+    def _dispatch(self, sequence: int, fields: bytes, *, replayed: bool = False) -> None:
+        single_frame = b"id: %d" % sequence + self._id_suffix + fields
         channel_id = self.channel_id
+        if replayed:
+            # Gap fill: a stream that is behind reads the rest itself (events/deliver/stream.py).
+            taken = sum(
+                stream.deliver_replayed(channel_id, sequence, fields, single_frame)
+                for stream in tuple(self.streams)
+            )
+            metrics.live_deliveries[(channel_id, sequence)] += taken
+            return
         metrics.live_deliveries[(channel_id, sequence)] += len(self.streams)
         for stream in tuple(self.streams):
             stream.deliver(channel_id, sequence, fields, single_frame)
@@ -141,7 +159,7 @@ class Feed:
                     self.arrived.discard(frame.sequence)
                 else:
                     self.awaited[frame.sequence] = now
-                self._dispatch(frame.sequence, frame.fields)
+                self._dispatch(frame.sequence, frame.fields, replayed=True)
             assert self.catching_up is not None
             if len(stored) < batch:
                 if self.position < self.catching_up and not stored:
@@ -270,6 +288,7 @@ class Relay:
             states = await history.afetch_channel_states([channel_id])
             feed.position = states[channel_id].last_sequence if channel_id in states else 0
             feed.visibility = states[channel_id].visibility if channel_id in states else "public"
+            feed.set_epoch(states[channel_id].epoch if channel_id in states else "")
             target = max(feed.catching_up, feed.position)
             feed.catching_up = None
             feed.arrived = {sequence for sequence in feed.arrived if sequence > feed.position}
@@ -352,6 +371,10 @@ class Relay:
     async def _poll_database(self) -> None:
         if not self.feeds:
             return
+        # Positions as they were before the read: live frames keep arriving while
+        # it runs, so a feed may be past what the read saw. Only a sequence
+        # behind where the feed already was means the database went back.
+        positions_before = {channel_id: feed.position for channel_id, feed in self.feeds.items()}
         states = await history.afetch_channel_states(list(self.feeds))
         lagging = False
         for channel_id, feed in list(self.feeds.items()):
@@ -360,6 +383,27 @@ class Relay:
                 self.close_channel(channel_id, "channel deactivated")
                 continue
             feed.visibility = state.visibility
+            went_back = state.last_sequence < positions_before.get(channel_id, 0)
+            if went_back and state.epoch == feed.epoch:
+                # The database went back (restored from a backup?): positions
+                # clients hold may name other messages now. A new epoch makes
+                # each of them an explicit reset (one process wins the update).
+                logger.warning(
+                    "Channel %s: the database's sequence %s is behind %s; giving the channel a new epoch.",
+                    feed.slug,
+                    state.last_sequence,
+                    feed.position,
+                )
+                await history.arenew_epoch(channel_id, feed.epoch)
+                continue
+            if state.epoch != feed.epoch:
+                # Streams carry the epoch in every id: end them, they resume with a reset.
+                self.close_channel(channel_id, "channel epoch changed")
+                feed.stop()
+                feed.catching_up = None
+                feed.position = state.last_sequence
+                feed.set_epoch(state.epoch)
+                continue
             if feed.catching_up is None and state.last_sequence > feed.position:
                 lagging = True
                 stats.dropped_by_layer += state.last_sequence - feed.position

@@ -8,6 +8,13 @@ the database before going on. Writes never wait: when the client's socket is
 full, frames queue up to ``MAX_BACKLOG_BYTES`` and a write that does not finish
 within ``SEND_TIMEOUT_SECONDS`` evicts the reader (it resumes with
 Last-Event-ID).
+
+History is paced by what the socket takes, never pushed into the backlog:
+replay waits whenever the unsent backlog is above a low-water mark (a quarter
+of the bound) before writing the next frame, and a frame from the relay's gap
+fill that finds the backlog above that mark makes the stream read the rest from
+the database itself, at its own pace. So a reader that keeps up receives any
+amount of history without eviction; the bound is for readers that do not read.
 """
 
 from __future__ import annotations
@@ -43,6 +50,17 @@ class StreamChannel:
 
     id: int
     slug: str
+    # The channel's incarnation, part of every id (events/wire/cursors.py).
+    epoch: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Reset:
+    """Where a client asked to resume in a channel, where it restarts instead, and why."""
+
+    requested: cursors.Position
+    resumed_after: int
+    reason: str
 
 
 class Stream:
@@ -55,8 +73,10 @@ class Stream:
         "_catch_up_tasks",
         "_inflight",
         "_inflight_since",
+        "_low_water",
         "_max_backlog",
         "_on_close",
+        "_unresolved",
         "access",
         "catching_up",
         "channels",
@@ -76,6 +96,7 @@ class Stream:
         on_close: Callable[[str], None],
         expires_at: float | None = None,
         access: Access | None = None,
+        resets: dict[int, Reset] | None = None,
     ) -> None:
         self.channels = channels
         # What let this reader in; re-checked while it stays (events/access/revocation.py).
@@ -95,7 +116,12 @@ class Stream:
         self._backlog: list[bytes] = []
         self._backlog_bytes = 0
         self._max_backlog = conf.MAX_BACKLOG_BYTES
+        self._low_water = self._max_backlog // 4
         self._catch_up_tasks: set[asyncio.Task[None]] = set()
+        # Channels whose pushsite.reset is not written yet: until it is, ids
+        # repeat the client's own position there, so a client that leaves
+        # before its reset gets the reset again instead of a silent skip.
+        self._unresolved: dict[int, Reset] = dict(resets or {})
 
     # --- frames from the feeds ------------------------------------------------
 
@@ -119,6 +145,19 @@ class Stream:
             self.write(self.encode_id() + fields)
         stats.deliveries += 1
 
+    def deliver_replayed(self, channel_id: int, sequence: int, fields: bytes, single_frame: bytes) -> bool:
+        """A frame from the feed's gap fill: taken while the socket keeps up, else read back at this stream's pace.
+
+        False when this stream will read it from the database itself.
+        """
+        if channel_id not in self.catching_up and self._backlog_bytes > self._low_water:
+            # Why: a gap fill after an outage hands every stream a long run of
+            # frames at once; queueing them would evict healthy readers en masse.
+            self.catch_up(channel_id, target=sequence)
+            return False
+        self.deliver(channel_id, sequence, fields, single_frame)
+        return True
+
     def deliver_ephemeral(self, fields: bytes) -> None:
         """A live-only event: written without an id line, so positions and Last-Event-ID stay put."""
         self.write(fields)
@@ -130,7 +169,12 @@ class Stream:
     def cursor(self) -> str:
         """This stream's current id (what the client sends back as Last-Event-ID)."""
         by_slug = {channel.slug: self.positions[channel.id] for channel in self.channels}
-        return cursors.format_cursor(by_slug, [channel.slug for channel in self.channels])
+        epochs = {channel.slug: channel.epoch for channel in self.channels}
+        for channel_id, pending in self._unresolved.items():
+            slug = next(channel.slug for channel in self.channels if channel.id == channel_id)
+            by_slug[slug] = pending.requested.sequence
+            epochs[slug] = pending.requested.epoch or ""
+        return cursors.format_cursor(by_slug, [channel.slug for channel in self.channels], epochs)
 
     # --- history --------------------------------------------------------------
 
@@ -168,6 +212,7 @@ class Stream:
                 self.write(self._frame(channel, frame.sequence, frame.fields))
                 stats.replayed += 1
                 metrics.replayed_deliveries[(channel_id, frame.sequence)] += 1
+                await self._paced()
             if not stored and self.positions[channel_id] < self.catching_up[channel_id]:
                 # Frames were seen live but their rows are gone (pruned or
                 # deleted meanwhile): say so and move on rather than spin.
@@ -183,24 +228,27 @@ class Stream:
 
     def _frame(self, channel: StreamChannel, sequence: int, fields: bytes) -> bytes:
         if len(self.channels) == 1:
-            return b"id: %d\n" % sequence + fields
+            return b"id: %d" % sequence + cursors.id_suffix(channel.epoch) + fields
         return self.encode_id() + fields
 
-    def _write_reset(self, channel: StreamChannel, requested_after: int, resumed_after: int) -> None:
+    def _write_reset(
+        self, channel: StreamChannel, requested_after: int, resumed_after: int, reason: str | None = None
+    ) -> None:
         stats.resets += 1
         self.positions[channel.id] = resumed_after
         fields = frames.reset_fields(
             slug=channel.slug,
             requested_after=requested_after,
             resumed_after=resumed_after,
-            reason="history-expired" if resumed_after > requested_after else "unknown-position",
+            reason=reason or ("history-expired" if resumed_after > requested_after else "unknown-position"),
         )
         self.write(self._frame(channel, resumed_after, fields))
 
-    def reset_to(self, channel: StreamChannel, position: int) -> None:
-        """The client asked to resume beyond the channel's end (another database?): restart there."""
-        requested = self.positions[channel.id]
-        self._write_reset(channel, requested, position)
+    def write_pending_reset(self, channel: StreamChannel) -> None:
+        """The client's position means nothing here (beyond the end, another epoch): say so, restart."""
+        reset = self._unresolved.pop(channel.id, None)
+        if reset is not None:
+            self._write_reset(channel, reset.requested.sequence, reset.resumed_after, reset.reason)
 
     # --- writing ----------------------------------------------------------------
 
@@ -238,6 +286,11 @@ class Stream:
             self._backlog.clear()
             self._backlog_bytes = 0
             self.write(data)
+
+    async def _paced(self) -> None:
+        """Wait while the unsent backlog is above the low-water mark: the socket sets the pace."""
+        while self._inflight is not None and self._backlog_bytes > self._low_water and not self.closed:
+            await asyncio.wait([self._inflight])
 
     async def drained(self) -> None:
         """Wait until everything written so far has been handed to the socket."""

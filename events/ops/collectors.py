@@ -3,14 +3,42 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterator
 
+from django.core.exceptions import SynchronousOnlyOperation
+from django.db import DatabaseError
 from prometheus_client import REGISTRY
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from events.deliver import relay as relay_module
-from events.metrics import stats
+from events.metrics import RESTRICTED_CHANNEL, published_by_channel, stats
+from events.models import Channel, Visibility
+
+logger = logging.getLogger(__name__)
+
+
+def public_slugs(channel_ids: list[int]) -> dict[int, str]:
+    """The slugs of the public channels among ``channel_ids`` (none when the database fails)."""
+    if not channel_ids:
+        return {}
+    try:
+        return dict(
+            Channel.objects.filter(pk__in=channel_ids, visibility=Visibility.PUBLIC).values_list("pk", "slug")
+        )
+    except (DatabaseError, SynchronousOnlyOperation):
+        logger.warning("Metrics: the database did not answer; channel names are left out.")
+        return {}
+
+
+def by_public_label(counts: dict[int, int], slugs: dict[int, str]) -> dict[str, int]:
+    """Counts per public channel's slug, every other channel summed under RESTRICTED_CHANNEL."""
+    labelled: dict[str, int] = {}
+    for channel_id, count in counts.items():
+        label = slugs.get(channel_id, RESTRICTED_CHANNEL)
+        labelled[label] = labelled.get(label, 0) + count
+    return labelled
 
 
 class DeliveryCollector(Collector):
@@ -26,9 +54,21 @@ class DeliveryCollector(Collector):
             "Open connections per channel this process is subscribed to.",
             labels=["channel"],
         )
-        for feed in list(relay.feeds.values()) if relay is not None else []:
-            per_feed.add_metric([feed.slug], len(feed.streams))
+        feeds = list(relay.feeds.values()) if relay is not None else []
+        public = {feed.channel_id: feed.slug for feed in feeds if feed.visibility == Visibility.PUBLIC}
+        connections = {feed.channel_id: len(feed.streams) for feed in feeds}
+        for label, count in by_public_label(connections, public).items():
+            per_feed.add_metric([label], count)
         yield per_feed
+        published = CounterMetricFamily(
+            "pushsite_messages_published",
+            "Messages stored and fanned out by this process.",
+            labels=["channel"],
+        )
+        counts = dict(published_by_channel)
+        for label, count in by_public_label(counts, public_slugs(list(counts))).items():
+            published.add_metric([label], count)
+        yield published
         yield GaugeMetricFamily(
             "pushsite_asyncio_tasks",
             "Tasks alive in this process's event loop.",

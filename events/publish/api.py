@@ -21,10 +21,10 @@ from events.access.auth import (
     Reader,
     active_channels,
     api_key_from,
-    check_read,
     key_for_publishing,
     key_publisher,
     mint_token,
+    readable_channels,
     require_api_key,
     require_key_for,
     verify_token,
@@ -153,12 +153,11 @@ def read_history(request: HttpRequest, slug: str) -> dict[str, Any]:
     limit = _int_param(request, "limit", default=conf.HISTORY_DEFAULT_LIMIT, minimum=1)
     if limit > max_limit:
         raise InvalidInput(f"limit may be at most {max_limit}.")
-    channel = active_channels([slug])[0]
     reader = Reader(user=request.user, key=api_key_from(request.META.get("HTTP_AUTHORIZATION")))
     token = request.GET.get("token")
     if token:
         reader.grant = verify_token(token)
-    check_read(channel, reader)
+    channel = readable_channels([slug], reader)[0]
 
     rows = list(Message.objects.filter(channel=channel, sequence__gt=after).order_by("sequence")[: limit + 1])
     has_more = len(rows) > limit

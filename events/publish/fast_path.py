@@ -3,31 +3,73 @@
 Server-to-server publishing (``Authorization: Bearer``, no cookie, no ``Origin``)
 uses nothing from Django's middleware: no session, no CSRF check, no CORS. Yet
 through Django's ASGI handler every such publish paid about 15 thread hops (each
-sync middleware method and request signal) and some 3 ms of CPU, about a third
-of the server's work per message at 1000 subscribers (docs/performance.md).
+sync middleware method and request signal) and some 2 ms of CPU
+(docs/performance.md).
 
 This endpoint stores with the same functions as the Django view (events/publish/api.py:
-one database thread hop), answers with the same status and body, and adds the
-headers the middleware would have added. Any request it cannot judge as cheaply
-(a cookie, an Origin, another method, a host outside ALLOWED_HOSTS, plain HTTP
-that HTTPS settings would redirect, a missing or too large Content-Length) goes
-to Django unchanged.
+one database thread hop) and answers with the same status and body. It writes no
+security header: pushsite/headers.py adds them to every response of the site.
+``STANDS_IN_FOR`` says, for each entry of ``settings.MIDDLEWARE``, why skipping it
+changes nothing for the requests taken here; while ``settings.MIDDLEWARE`` is any
+other list, every request goes to Django (and tests/publish/test_fast_path.py fails).
+Any request it cannot judge as cheaply (a cookie, an Origin, another method, a
+host outside ALLOWED_HOSTS, plain HTTP that HTTPS settings would redirect, a
+missing or too large Content-Length) goes to Django unchanged.
 """
 
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 from asgiref.typing import ASGI3Application, ASGIReceiveCallable, ASGISendCallable, HTTPScope
 from django.conf import settings
-from django.http import HttpResponseBase
-from django.http.request import split_domain_port, validate_host
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from django.utils.cache import patch_vary_headers
 
 from events.conf import conf
 from events.http.asgi import RoutedHTTPScope
+from events.http.hosts import host_allowed, is_secure
 from events.publish import api
-from pushsite.security import ContentSecurityPolicyMiddleware
+
+# Each middleware of settings.MIDDLEWARE, and what it would do to a request this
+# endpoint answers: POST, ``Authorization: Bearer``, no Cookie, no Origin, a URL
+# under CORS_URLS_REGEX, to the csrf_exempt view events.publish.api.channel_messages.
+STANDS_IN_FOR: dict[str, str] = {
+    "django.middleware.security.SecurityMiddleware": (
+        "its headers come from pushsite/headers.py, which derives them from this middleware; "
+        "plain HTTP that SECURE_SSL_REDIRECT would redirect is left to Django"
+    ),
+    "pushsite.middleware.AsyncWhiteNoiseMiddleware": "nothing: the URL is not a static file",
+    "corsheaders.middleware.CorsMiddleware": "without an Origin header, only 'Vary: origin' (added here)",
+    "django.contrib.sessions.middleware.SessionMiddleware": "nothing: no cookie, and the session is never read",
+    "django.middleware.common.CommonMiddleware": (
+        "Content-Length (sent here); no slash to append to a POST; "
+        "PREPEND_WWW and DISALLOWED_USER_AGENTS are left to Django when set"
+    ),
+    "django.middleware.csrf.CsrfViewMiddleware": "nothing: the view is csrf_exempt and no CSRF cookie is read or set",
+    "django.contrib.auth.middleware.AuthenticationMiddleware": "nothing: the key path never reads request.user",
+    "django.contrib.messages.middleware.MessageMiddleware": "nothing: no message is added or read",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware": (
+        "X-Frame-Options comes from pushsite/headers.py, which derives it from this middleware"
+    ),
+}
+
+
+@functools.cache
+def _enabled() -> bool:
+    """True while settings allow the fast path to stand in for Django's middleware."""
+    return (
+        list(settings.MIDDLEWARE) == list(STANDS_IN_FOR)
+        and not settings.PREPEND_WWW
+        and not settings.DISALLOWED_USER_AGENTS
+    )
+
+
+@receiver(setting_changed)
+def _settings_changed(**kwargs: Any) -> None:
+    _enabled.cache_clear()
 
 
 class KeyPublishEndpoint:
@@ -49,7 +91,7 @@ class KeyPublishEndpoint:
         slug = scope["url_route"]["kwargs"]["slug"]
         store = functools.partial(api.store_with_key, headers["authorization"], slug, body)
         response = await api.publish_response(store, slug, scope["path"])
-        _add_middleware_headers(response, _is_secure(scope, headers))
+        patch_vary_headers(response, ("origin",))  # as CorsMiddleware does under CORS_URLS_REGEX
         await send(
             {
                 "type": "http.response.start",
@@ -66,7 +108,7 @@ class KeyPublishEndpoint:
 
 def _eligible_headers(scope: HTTPScope) -> dict[str, str] | None:
     """The request's headers if the fast path may answer it, else None."""
-    if scope["type"] != "http" or scope["method"] != "POST":
+    if scope["type"] != "http" or scope["method"] != "POST" or not _enabled():
         return None
     headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
     if "cookie" in headers or "origin" in headers:
@@ -76,31 +118,11 @@ def _eligible_headers(scope: HTTPScope) -> dict[str, str] | None:
     declared = headers.get("content-length", "")
     if not declared.isdigit() or int(declared) > conf.MAX_MESSAGE_BYTES:
         return None
-    if not _host_allowed(headers.get("host", "")):
+    if not host_allowed(headers.get("host", "")):
         return None
-    if settings.SECURE_SSL_REDIRECT and not _is_secure(scope, headers):
+    if settings.SECURE_SSL_REDIRECT and not is_secure(scope.get("scheme"), headers):
         return None
     return headers
-
-
-def _host_allowed(host: str) -> bool:
-    # As HttpRequest.get_host(): with DEBUG and no ALLOWED_HOSTS, local names pass.
-    domain, _port = split_domain_port(host)
-    allowed = settings.ALLOWED_HOSTS
-    if settings.DEBUG and not allowed:
-        allowed = [".localhost", "127.0.0.1", "[::1]"]
-    return bool(domain) and validate_host(domain, allowed)
-
-
-def _is_secure(scope: HTTPScope, headers: dict[str, str]) -> bool:
-    # As HttpRequest.is_secure() with SECURE_PROXY_SSL_HEADER.
-    proxy_header: tuple[str, str] | None = getattr(settings, "SECURE_PROXY_SSL_HEADER", None)
-    if proxy_header:
-        name, secure_value = proxy_header
-        value = headers.get(name.removeprefix("HTTP_").replace("_", "-").lower())
-        if value is not None:
-            return value.split(",", 1)[0].strip() == secure_value
-    return bool(scope.get("scheme") == "https")
 
 
 async def _read_body(receive: ASGIReceiveCallable) -> bytes | None:
@@ -112,29 +134,3 @@ async def _read_body(receive: ASGIReceiveCallable) -> bytes | None:
         chunks.append(message.get("body", b""))
         if not message.get("more_body"):
             return b"".join(chunks)
-
-
-def _add_middleware_headers(response: HttpResponseBase, secure: bool) -> None:
-    """What settings.MIDDLEWARE adds to an API response without cookies or Origin."""
-    # django.middleware.security.SecurityMiddleware
-    if secure and settings.SECURE_HSTS_SECONDS and not response.has_header("Strict-Transport-Security"):
-        hsts = f"max-age={settings.SECURE_HSTS_SECONDS}"
-        if settings.SECURE_HSTS_INCLUDE_SUBDOMAINS:
-            hsts += "; includeSubDomains"
-        if settings.SECURE_HSTS_PRELOAD:
-            hsts += "; preload"
-        response["Strict-Transport-Security"] = hsts
-    if settings.SECURE_CONTENT_TYPE_NOSNIFF:
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    if settings.SECURE_REFERRER_POLICY:
-        policy = settings.SECURE_REFERRER_POLICY
-        value = policy if isinstance(policy, str) else ",".join(policy)
-        response.headers.setdefault("Referrer-Policy", value)
-    if settings.SECURE_CROSS_ORIGIN_OPENER_POLICY:
-        response.headers.setdefault("Cross-Origin-Opener-Policy", settings.SECURE_CROSS_ORIGIN_OPENER_POLICY)
-    # django.middleware.clickjacking.XFrameOptionsMiddleware
-    response.headers.setdefault("X-Frame-Options", getattr(settings, "X_FRAME_OPTIONS", "DENY").upper())
-    # corsheaders.middleware.CorsMiddleware (the API matches CORS_URLS_REGEX)
-    patch_vary_headers(response, ("origin",))
-    # pushsite.security.ContentSecurityPolicyMiddleware
-    ContentSecurityPolicyMiddleware.apply(response)

@@ -35,7 +35,7 @@ from django.db import DatabaseError
 from events.access import ratelimit
 from events.access.auth import bearer_secret, key_for_publishing, key_publisher
 from events.conf import conf
-from events.deliver.consumer import NO_CHANNEL_LAYER, check_host, request_headers
+from events.deliver.consumer import NO_CHANNEL_LAYER, request_headers
 from events.exceptions import (
     InternalError,
     MethodNotAllowed,
@@ -46,6 +46,7 @@ from events.exceptions import (
 )
 from events.http.address import client_address
 from events.http.asgi import RoutedHTTPScope
+from events.http.hosts import check_host
 from events.http.responses import send_error
 from events.models import Channel
 from events.publish import body_lines as lines

@@ -1,22 +1,40 @@
 """Stream positions (the SSE ``id``) and their parsing from ``Last-Event-ID``.
 
-A stream of one channel uses that channel's sequence number as its id (``42``),
-the same number the JSON API calls ``id``. A stream of several channels uses
-``slug:sequence`` pairs joined by commas (``news:42,scores:7``), so one id
-resumes every channel of the stream exactly where it stopped.
+A position names a channel's sequence number and the channel's *epoch*, a token
+that differs between incarnations of a channel (deleted and re-created with the
+same slug, or a new database), so a resume point from another incarnation is
+detected instead of silently skipping what the new one holds.
+
+A stream of one channel uses ``<sequence>~<epoch>`` as its id (``42~3fa9c0b1``);
+a stream of several channels uses ``slug:<sequence>~<epoch>`` pairs joined by
+commas (``news:42~3fa9c0b1,scores:7~0c1d2e3f``), so one id resumes every
+channel of the stream exactly where it stopped. The forms without an epoch
+(``42``, ``news:42,scores:7``: ids sent before epochs existed, and the
+message ``id`` of the JSON API that pages use as a starting point) are still
+accepted and mean "in the channel as it is now".
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from typing import NamedTuple
 
 from events.exceptions import InvalidInput
 
 MAX_SEQUENCE = 2**63 - 1
 SLUG = re.compile(r"[-a-zA-Z0-9_]{1,50}")
-_NUMBER = re.compile(r"[0-9]{1,19}")
-_PAIR = re.compile(r"([-a-zA-Z0-9_]{1,50}):([0-9]{1,19})")
+EPOCH_SEPARATOR = "~"
+_POSITION = r"([0-9]{1,19})(?:~([0-9a-z]{1,16}))?"
+_SINGLE = re.compile(_POSITION)
+_PAIR = re.compile(r"([-a-zA-Z0-9_]{1,50}):" + _POSITION)
+
+
+class Position(NamedTuple):
+    """Where a client stands in one channel; ``epoch`` is None for an id without one."""
+
+    sequence: int
+    epoch: str | None = None
 
 
 def _to_sequence(text: str) -> int:
@@ -26,20 +44,22 @@ def _to_sequence(text: str) -> int:
     return value
 
 
-def parse_cursor(raw: str | None, slugs: Iterable[str], *, max_length: int) -> dict[str, int]:
+def parse_cursor(raw: str | None, slugs: Iterable[str], *, max_length: int) -> dict[str, Position]:
     """Positions by slug for the channels of this stream; empty when ``raw`` is empty."""
     if raw is None or raw == "":
         return {}
     if len(raw) > max_length:
         raise InvalidInput(f"Last-Event-ID is longer than {max_length} characters.")
     wanted = list(slugs)
-    if _NUMBER.fullmatch(raw):
+    single = _SINGLE.fullmatch(raw)
+    if single is not None:
         if len(wanted) != 1:
             raise InvalidInput(
                 "Last-Event-ID must name each channel (slug:id,slug:id) on a stream of several channels."
             )
-        return {wanted[0]: _to_sequence(raw)}
-    positions: dict[str, int] = {}
+        number, epoch = single.groups()
+        return {wanted[0]: Position(_to_sequence(number), epoch)}
+    positions: dict[str, Position] = {}
     for part in raw.split(","):
         match = _PAIR.fullmatch(part)
         if match is None:
@@ -47,18 +67,28 @@ def parse_cursor(raw: str | None, slugs: Iterable[str], *, max_length: int) -> d
                 "Last-Event-ID must be an event id this server sent: "
                 "a number, or slug:number pairs joined by commas."
             )
-        slug, number = match.groups()
+        slug, number, epoch = match.groups()
         if slug in positions:
             raise InvalidInput(f"Last-Event-ID names the channel {slug!r} twice.")
-        positions[slug] = _to_sequence(number)
+        positions[slug] = Position(_to_sequence(number), epoch)
     # Channels the stream does not carry are ignored, so a saved id keeps
     # working when a page subscribes to fewer channels than before.
-    return {slug: seq for slug, seq in positions.items() if slug in wanted}
+    return {slug: position for slug, position in positions.items() if slug in wanted}
 
 
-def format_cursor(positions: Mapping[str, int], order: Iterable[str]) -> str:
+def format_position(sequence: int, epoch: str) -> str:
+    """One channel's position, as a single-channel stream's id (a bare number without an epoch)."""
+    return f"{sequence}{EPOCH_SEPARATOR}{epoch}" if epoch else str(sequence)
+
+
+def id_suffix(epoch: str) -> bytes:
+    """What follows the sequence number on a single-channel ``id:`` line, with its line end."""
+    return (EPOCH_SEPARATOR + epoch + "\n").encode() if epoch else b"\n"
+
+
+def format_cursor(positions: Mapping[str, int], order: Iterable[str], epochs: Mapping[str, str]) -> str:
     """The id for a stream whose channels (in ``order``) stand at ``positions``."""
     slugs = list(order)
     if len(slugs) == 1:
-        return str(positions[slugs[0]])
-    return ",".join(f"{slug}:{positions[slug]}" for slug in slugs)
+        return format_position(positions[slugs[0]], epochs[slugs[0]])
+    return ",".join(f"{slug}:{format_position(positions[slug], epochs[slug])}" for slug in slugs)

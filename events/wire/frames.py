@@ -1,4 +1,10 @@
-"""Stored messages as SSE frames: the JSON envelope, encoded once per message."""
+"""Pushsite's events as SSE frames: the JSON envelope, encoded once per message.
+
+Every event Pushsite sends (stored messages, live-only events, and its own
+``pushsite.open``, ``pushsite.reset`` and ``pushsite.close``) is encoded by
+:func:`encode`, so all of them share one guarantee: the ``data:`` field is one
+line of JSON on every client's idea of a line.
+"""
 
 from __future__ import annotations
 
@@ -35,16 +41,36 @@ def dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
+# Line breaks that json.dumps(ensure_ascii=False) leaves raw but that clients
+# splitting on every Unicode line break (str.splitlines(), requests'
+# iter_lines(decode_unicode=True)) would cut a data line at (issue 13).
+_UNICODE_LINE_BREAKS = ("\u2028", "\u2029", "\x85")
+_ESCAPE_LINE_BREAKS = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"})
+
+
+def data_json(value: Any) -> str:
+    """``value`` as JSON for a ``data:`` field: one line, whichever line breaks a client splits on."""
+    text = dumps(value)
+    if any(separator in text for separator in _UNICODE_LINE_BREAKS):
+        text = text.translate(_ESCAPE_LINE_BREAKS)
+    return text
+
+
+def encode(payload: Any, *, event: str) -> bytes:
+    """The ``event:``/``data:`` fields of one of Pushsite's events (the one frame encoder)."""
+    return sse.encode_fields(data_json(payload), event=event)
+
+
 def message_fields(*, slug: str, sequence: int, event: str, data: Any, published_at: datetime) -> bytes:
     """The ``event:``/``data:`` part of a message's frame, without its id line."""
     payload = envelope(slug=slug, sequence=sequence, event=event, data=data, published_at=published_at)
-    return sse.encode_fields(dumps(payload), event=event)
+    return encode(payload, event=event)
 
 
 def ephemeral_fields(*, slug: str, event: str, data: Any, published_at: datetime) -> bytes:
     """A frame that is never stored: the envelope without an ``id``."""
     payload = {"channel": slug, "event": event, "data": data, "published_at": isoformat_utc(published_at)}
-    return sse.encode_fields(dumps(payload), event=event)
+    return encode(payload, event=event)
 
 
 def reset_fields(*, slug: str, requested_after: int, resumed_after: int, reason: str) -> bytes:
@@ -58,25 +84,33 @@ def reset_fields(*, slug: str, requested_after: int, resumed_after: int, reason:
             "resumed_after": resumed_after,
         },
     }
-    return sse.encode_fields(dumps(payload), event=RESET_EVENT)
+    return encode(payload, event=RESET_EVENT)
 
 
-def open_fields(slugs: list[str], titles: dict[str, str] | None = None, *, history: bool = False) -> bytes:
-    """The first event of every stream, once it is subscribed.
+def open_frame(
+    slugs: list[str],
+    *,
+    cursor: str,
+    retry_milliseconds: int,
+    titles: dict[str, str] | None = None,
+    history: bool = False,
+) -> bytes:
+    """The first bytes of every stream: the ``retry:`` hint, the stream's id and ``pushsite.open``.
 
-    It carries the stream's id, so a client that reconnects (or a page that
-    reloads) before any message has a position to resume from, and each
-    channel's title, so a widget can head itself without being told;
-    ``history`` says stored messages follow (a resume or a rewind), so a page
-    need not say "nothing yet" before they arrive.
+    One event block: a ``retry:`` alone would be a block without data, which
+    lenient parsers (httpx-sse) yield as an empty message. The id gives a client
+    that reconnects (or a page that reloads) before any message a position to
+    resume from; each channel's title lets a widget head itself without being
+    told, and ``history`` says stored messages follow (a resume or a rewind), so
+    a page need not say "nothing yet" before they arrive.
     """
     payload: dict[str, Any] = {"event": OPEN_EVENT, "channels": slugs}
     if titles is not None:
         payload["titles"] = titles
         payload["history"] = history
-    return sse.encode_fields(dumps(payload), event=OPEN_EVENT)
+    return sse.encode_retry(retry_milliseconds) + sse.encode_id(cursor) + encode(payload, event=OPEN_EVENT)
 
 
 def close_fields(reason: str) -> bytes:
     """Sent, without an id, when the server ends a stream: why (token expired, shutdown...)."""
-    return sse.encode_fields(dumps({"event": CLOSE_EVENT, "reason": reason}), event=CLOSE_EVENT)
+    return encode({"event": CLOSE_EVENT, "reason": reason}, event=CLOSE_EVENT)

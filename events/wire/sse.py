@@ -3,11 +3,15 @@
 Every value a publisher controls passes through here. SSE ends a line at CR,
 LF or CRLF, and a NUL in an ``id`` makes browsers ignore it, so:
 
-* ``id`` and ``event`` lose every CR, LF and NUL (they are single-line fields);
+* ``id`` and ``event`` lose every CR, LF and NUL (they are single-line fields),
+  and the Unicode line breaks U+2028, U+2029 and U+0085 too, for clients that
+  split lines on every Unicode line break (``str.splitlines()``);
 * ``data`` is split on every line ending and each piece gets its own
   ``data:`` line, which the browser joins back with LF.
 
 No input can therefore add a field or end an event early (SSE injection).
+Pushsite's own events carry JSON in ``data``, where the Unicode line breaks are
+escaped instead (events/wire/frames.py), so no field Pushsite sends holds one raw.
 """
 
 from __future__ import annotations
@@ -19,11 +23,11 @@ KEEPALIVE = b": keep-alive\n\n"
 
 # Every SSE line terminator, so data is split exactly as a browser would.
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
-_FIELD_FORBIDDEN = re.compile(r"[\r\n\x00]")
+_FIELD_FORBIDDEN = re.compile("[\r\n\x00\u2028\u2029\x85]")
 
 
 def single_line(value: str) -> str:
-    """Drop CR, LF and NUL so that ``value`` cannot end its field."""
+    """Drop CR, LF, NUL and the Unicode line breaks so that ``value`` cannot end its field."""
     return _FIELD_FORBIDDEN.sub("", value)
 
 
@@ -49,8 +53,12 @@ def encode_id(id: str) -> bytes:
 
 
 def encode_retry(milliseconds: int) -> bytes:
-    """The reconnection-delay hint."""
-    return f"retry: {int(milliseconds)}\n\n".encode()
+    """The reconnection-delay hint as one line, to begin an event that carries data.
+
+    Never a block of its own: lenient parsers (httpx-sse) yield a block without
+    ``data:`` as an empty message.
+    """
+    return f"retry: {int(milliseconds)}\n".encode()
 
 
 def encode_comment(text: str) -> bytes:

@@ -18,6 +18,7 @@ from events.models import Channel
 from events.provisioning import upsert_channel
 from events.publish.store import apublish, fan_out, fan_out_ephemeral, store_message
 from events.wire import sse
+from tests.support.sse_client import sequence_of
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -79,7 +80,8 @@ async def test_a_message_the_layer_dropped_is_read_back_from_the_database(
     lost = await sync_to_async(store_message)(channel.slug, "two")
     third = await apublish(channel.slug, "three")
     events = await client.wait_for(3)
-    assert [e.id for e in events] == [str(first.sequence), str(lost.sequence), str(third.sequence)]
+    assert [sequence_of(e.id) for e in events] == [first.sequence, lost.sequence, third.sequence]
+    assert {e.id.split("~")[1] for e in events} == {channel.epoch}
     assert [e.data.count('"data":"') for e in events] == [1, 1, 1]
 
 
@@ -89,7 +91,7 @@ async def test_a_lost_last_message_arrives_through_the_poll(relay: Relay, channe
     await open_stream(relay, channel, client)
     lost = await sync_to_async(store_message)(channel.slug, "nobody fanned me out")
     events = await client.wait_for(1)
-    assert events[0].id == str(lost.sequence)
+    assert events[0].id == f"{lost.sequence}~{channel.epoch}"
 
 
 async def test_frames_arriving_out_of_order_are_written_in_order_once(relay: Relay, channel: Channel) -> None:
@@ -102,7 +104,7 @@ async def test_frames_arriving_out_of_order_are_written_in_order_once(relay: Rel
     # of the earlier ones would have been written before it.
     last = await apublish(channel.slug, "last")
     await client.wait_for(5)
-    assert [e.id for e in client.events] == [str(m.sequence) for m in [*messages, last]]
+    assert [sequence_of(e.id) for e in client.events] == [m.sequence for m in [*messages, last]]
 
 
 async def test_reordered_frames_are_not_counted_as_lost_but_a_dropped_one_is(
@@ -141,8 +143,8 @@ async def test_ephemeral_frames_have_no_id_and_leave_the_position(relay: Relay, 
     await fan_out_ephemeral(channel, {"user": "ada"}, event="typing")
     events = await client.wait_for(2)
     assert [(e.event, e.id) for e in events] == [
-        ("message", str(stored.sequence)),
-        ("typing", str(stored.sequence)),
+        ("message", f"{stored.sequence}~{channel.epoch}"),
+        ("typing", f"{stored.sequence}~{channel.epoch}"),
     ]
     assert '"id"' not in events[1].data  # the decoder keeps the last id; the frame itself has none
     assert b"id:" not in sse.encode_fields(events[1].data, event="typing")

@@ -119,7 +119,8 @@ async def test_a_database_outage_is_503_with_retry_after_in_every_family(
     with (
         mock.patch("events.access.auth.active_channels", side_effect=outage),
         mock.patch("events.publish.api.active_channels", side_effect=outage),
-        mock.patch("events.deliver.consumer.active_channels", side_effect=outage),
+        mock.patch("events.publish.api.readable_channels", side_effect=outage),
+        mock.patch("events.deliver.consumer.readable_channels", side_effect=outage),
         mock.patch("events.chat.rules.get_room", side_effect=outage),
     ):
         answers = {

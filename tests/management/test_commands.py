@@ -110,7 +110,8 @@ def test_listen_prints_events_and_resumes(server: ServerProcess, site: Site, api
     try:
         assert listener.stdout is not None
         line = listener.stdout.readline()  # the replayed message
-        assert line.startswith(f"{first}\tmessage\t")
+        assert line.startswith(f"{first}~")  # the stream id: sequence and the channel's epoch
+        assert "\tmessage\t" in line
         assert '"data":"before"' in line
         second = httpx.post(
             f"{server.url}/api/channels/{slug}/messages",
@@ -118,7 +119,8 @@ def test_listen_prints_events_and_resumes(server: ServerProcess, site: Site, api
             headers={"Authorization": f"Bearer {api_key}"},
         ).json()["id"]
         line = listener.stdout.readline()
-        assert line.startswith(f"{second}\ttick\t")
+        assert line.startswith(f"{second}~")
+        assert "\ttick\t" in line
         assert listener.wait(timeout=10) == 0
     finally:
         listener.kill()
@@ -136,5 +138,5 @@ def test_listen_reports_a_refusal_instead_of_retrying(server: ServerProcess, sit
         timeout=30,
     )
     assert result.returncode != 0
-    assert "401" in result.stderr
+    assert "404" in result.stderr  # a private channel is refused as if it did not exist
     assert time.monotonic() - started < 20

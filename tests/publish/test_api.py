@@ -260,9 +260,14 @@ async def test_history_follows_subscription_rules(key: str) -> None:
     client = AsyncClient()
     assert (await post(client, "vault", {"data": "secret"}, **bearer(key))).status_code == 201
     anonymous = await client.get(URL.format(slug="vault"))
-    assert anonymous.status_code == 401
+    # Refused exactly as a channel that does not exist (docs/security.md).
+    assert anonymous.status_code == 404
+    assert anonymous.json() == {
+        "error": "channel_not_found",
+        "detail": "No active channel is called 'vault'.",
+    }
     wrong_token = await client.get(URL.format(slug="vault"), {"token": mint_token([elsewhere], ttl=60)})
-    assert wrong_token.status_code == 403
+    assert wrong_token.status_code == 404
     with_token = await client.get(URL.format(slug="vault"), {"token": mint_token([vault], ttl=60)})
     assert with_token.status_code == 200
     assert [m["data"] for m in with_token.json()["messages"]] == ["secret"]

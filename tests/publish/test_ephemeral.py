@@ -113,7 +113,7 @@ async def test_fan_out_ephemeral_reaches_streams_through_the_relay_and_stores_no
 
         # A stored message after it still gets sequence 1: nothing was consumed.
         await apublish("room", "hello")
-        assert (await client.next_body()).startswith(b"id: 1\n")
+        assert (await client.next_body()).startswith(f"id: 1~{channel.epoch}\n".encode())
     finally:
         relay.unsubscribe(stream)
         await relay.stop()

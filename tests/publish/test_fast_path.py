@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -12,7 +13,7 @@ from django.test import override_settings
 
 from events.models import Channel, Message
 from events.provisioning import create_api_key, upsert_channel
-from events.publish.fast_path import _eligible_headers
+from events.publish.fast_path import STANDS_IN_FOR, _eligible_headers
 from pushsite.asgi import application
 from tests.publish.test_api import REJECTIONS
 
@@ -140,3 +141,29 @@ def test_only_plain_key_publishes_take_the_fast_path(request_scope: HTTPScope, e
 def test_plain_http_under_https_settings_is_left_to_django_to_redirect() -> None:
     assert _eligible_headers(scope()) is None
     assert _eligible_headers(scope((b"x-forwarded-proto", b"https"))) is not None
+
+
+def test_the_fast_path_stands_in_for_exactly_the_configured_middleware(settings: Any) -> None:
+    # A middleware added, removed or reordered must be judged for what it would
+    # do to a key publish, and STANDS_IN_FOR updated with the reason.
+    assert list(settings.MIDDLEWARE) == list(STANDS_IN_FOR)
+    assert _eligible_headers(scope()) is not None
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"MIDDLEWARE": [*STANDS_IN_FOR, "django.middleware.gzip.GZipMiddleware"]},
+        {"MIDDLEWARE": list(STANDS_IN_FOR)[1:]},
+        {"MIDDLEWARE": list(reversed(STANDS_IN_FOR))},
+        {"PREPEND_WWW": True},
+        {"DISALLOWED_USER_AGENTS": [re.compile("curl")]},
+    ],
+    ids=["added", "removed", "reordered", "prepend-www", "disallowed-agents"],
+)
+def test_settings_the_fast_path_was_not_checked_against_send_every_publish_to_django(
+    change: dict[str, Any],
+) -> None:
+    with override_settings(**change):
+        assert _eligible_headers(scope()) is None
+    assert _eligible_headers(scope()) is not None

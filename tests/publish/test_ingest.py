@@ -14,7 +14,7 @@ import pytest
 
 from events.wire.sse import ServerSentEvent
 from tests.support.servers import ServerProcess, Site
-from tests.support.sse_client import Subscriber
+from tests.support.sse_client import Subscriber, sequence_of
 
 KEEP_CHANNELS = 12
 FOLD_CHANNELS = 3
@@ -176,7 +176,7 @@ async def test_parts_arrive_while_the_publisher_is_still_writing(
         "end_id": envelope(end)["id"],
     }
     # Parts are ordinary stored messages with consecutive ids: normal resume works.
-    assert [e.id for e in [*parts, end]] == [str(envelope(parts[0])["id"] + n) for n in range(201)]
+    assert [sequence_of(e.id) for e in [*parts, end]] == [envelope(parts[0])["id"] + n for n in range(201)]
 
 
 async def test_publisher_disconnect_mid_stream_ends_the_stream_as_failed(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import json
+import re
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -107,6 +108,16 @@ class Subscriber:
         """For error responses: the JSON body."""
         assert self.response is not None
         return json.loads(await self.response.aread())
+
+
+def sequence_of(event_id: str) -> int:
+    """The sequence number in a single-channel stream's id (``42~3fa9c0b1`` -> 42)."""
+    return int(event_id.split("~", 1)[0])
+
+
+def without_epochs(cursor: str) -> str:
+    """A stream id with its epochs left out (``news:4~ab,scores:7~cd`` -> ``news:4,scores:7``)."""
+    return re.sub(r"~[0-9a-z]+", "", cursor)
 
 
 def ids(events: list[ServerSentEvent]) -> list[int]:

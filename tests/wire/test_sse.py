@@ -30,6 +30,8 @@ from events.wire import sse
         ("ok", None, "1\n\ndata: forged", b"id: 1data: forged\ndata: ok\n\n"),
         ("ok", None, "4\x002", b"id: 42\ndata: ok\n\n"),
         ("ok", "ev\x00il", "1\r2", b"id: 12\nevent: evil\ndata: ok\n\n"),
+        # Unicode line breaks never stay in a single-line field.
+        ("ok", "a\u2028b\u2029c\x85d", "1\u20282\x853", b"id: 123\nevent: abcd\ndata: ok\n\n"),
         ("caf\u00e9 \u2028 \U0001f600", None, None, "data: caf\u00e9 \u2028 \U0001f600\n\n".encode()),
     ],
 )
@@ -48,7 +50,8 @@ def test_an_event_with_only_an_id_moves_the_position_and_dispatches_nothing() ->
 
 
 def test_retry_and_comment() -> None:
-    assert sse.encode_retry(2000) == b"retry: 2000\n\n"
+    # A line, never a block of its own: it begins the open event (events/wire/frames.py).
+    assert sse.encode_retry(2000) == b"retry: 2000\n"
     assert sse.KEEPALIVE == b": keep-alive\n\n"
     assert sse.encode_comment("a\nb") == b": a\n: b\n\n"
 

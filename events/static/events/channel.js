@@ -13,8 +13,10 @@ function show(data, envelope, event) {
   const item = document.createElement("li");
   const meta = document.createElement("span");
   meta.className = "meta";
+  // The message's number, not the stream id (which also carries the channel's epoch).
+  const number = envelope.id === undefined ? "" : `#${envelope.id} `;
   const when = envelope.published_at ? ` · ${new Date(envelope.published_at).toLocaleTimeString()}` : "";
-  meta.textContent = `#${envelope.id ?? event.lastEventId} ${envelope.event}${when}`;
+  meta.textContent = `${number}${envelope.event}${when}`;
   const body = document.createElement("span");
   body.className = "body";
   body.textContent = envelope.event === "pushsite.reset" ? "Some older messages are no longer stored." : messageText(data);

@@ -92,7 +92,8 @@ export function explainRefusal(error) {
       if (/does not allow pages from/.test(detail)) return `This site may not show this channel. ${detail}`;
       return `You may not read this channel. ${detail}`.trim();
     case 404:
-      return "This channel does not exist or is switched off: check its name.";
+      // Private channels answer like missing ones (docs/security.md): say both.
+      return "This channel does not exist, is switched off, or needs you to log in: check its name.";
     default:
       return detail || "The live feed is not available.";
   }

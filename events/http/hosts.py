@@ -1,0 +1,50 @@
+"""How a request arrived: is its Host one this server serves, and did it come over TLS.
+
+The rules of ``HttpRequest.get_host()`` and ``HttpRequest.is_secure()``, for the
+paths that answer from the ASGI scope without building a Django request (the SSE
+consumer, the streaming publish, the API-key fast path, the security-header
+layer). Every such path asks here, so each rule is written once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from django.conf import settings
+from django.http.request import split_domain_port, validate_host
+
+from events.exceptions import InvalidInput
+
+# HttpRequest.get_host(): with DEBUG and no ALLOWED_HOSTS, local names pass.
+DEBUG_ALLOWED_HOSTS = (".localhost", "127.0.0.1", "[::1]")
+
+
+def host_allowed(host: str) -> bool:
+    """True if ``host`` (a Host header, port included) names a host in ALLOWED_HOSTS."""
+    domain, _port = split_domain_port(host)
+    allowed: Iterable[str] = settings.ALLOWED_HOSTS
+    if settings.DEBUG and not allowed:
+        allowed = DEBUG_ALLOWED_HOSTS
+    return bool(domain) and validate_host(domain, list(allowed))
+
+
+def check_host(headers: dict[str, str]) -> str:
+    """The Host header, if it names a host this server serves (these paths bypass Django's check)."""
+    host = headers.get("host", "")
+    if not host_allowed(host):
+        raise InvalidInput("The Host header names a host this server does not serve.")
+    return host
+
+
+def is_secure(scheme: str | None, headers: dict[str, str]) -> bool:
+    """``HttpRequest.is_secure()``: SECURE_PROXY_SSL_HEADER when the proxy sent it, else the scheme.
+
+    ``headers`` has lower-case names, as ``request_headers`` returns them.
+    """
+    proxy_header = getattr(settings, "SECURE_PROXY_SSL_HEADER", None)
+    if proxy_header:
+        meta_name, secure_value = proxy_header
+        value = headers.get(meta_name.removeprefix("HTTP_").replace("_", "-").lower())
+        if value is not None:
+            return bool(value.split(",", 1)[0].strip() == secure_value)
+    return scheme == "https"

@@ -1,0 +1,121 @@
+"""Security headers on every HTTP response, streams included: one ASGI layer around the site.
+
+SSE streams, the streaming publish and the API-key publish fast path answer from
+ASGI without Django's middleware; Django's pages and views go through it. This
+layer wraps the whole application (pushsite/asgi.py), so every response gets the
+same headers whichever road it took, and no endpoint writes them by hand.
+
+The headers are not a copy of Django's rules: they are what Django's own
+``SecurityMiddleware`` and ``XFrameOptionsMiddleware`` add to a blank response
+under the current settings (computed once, again after ``override_settings``),
+plus the site's Content-Security-Policy (pushsite/security.py). A response keeps
+every header it already has; one that sets its own Content-Security-Policy has
+decided its framing with ``frame-ancestors`` (the iframe embed does) and gets no
+``X-Frame-Options``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable
+from typing import Any
+
+from asgiref.typing import (
+    ASGI3Application,
+    ASGIReceiveCallable,
+    ASGISendCallable,
+    ASGISendEvent,
+    HTTPScope,
+    Scope,
+)
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+from django.http import HttpRequest, HttpResponse
+from django.middleware.clickjacking import XFrameOptionsMiddleware
+from django.middleware.security import SecurityMiddleware
+
+from events.http.hosts import is_secure
+from pushsite.security import CONTENT_SECURITY_POLICY
+
+Headers = tuple[tuple[bytes, bytes], ...]
+
+X_FRAME_OPTIONS = b"x-frame-options"
+CONTENT_SECURITY_POLICY_HEADER = b"content-security-policy"
+
+
+class _Probe(HttpRequest):
+    """A request that is secure or not, and nothing else: what the header middlewares ask."""
+
+    def __init__(self, secure: bool) -> None:
+        super().__init__()
+        self._secure = secure
+
+    def is_secure(self) -> bool:
+        return self._secure
+
+
+def _unused(request: HttpRequest) -> HttpResponse:
+    raise AssertionError("Only process_response is called on the probe.")
+
+
+@functools.cache
+def security_headers(secure: bool) -> Headers:
+    """The headers Django's header middlewares add to a response, plus the CSP."""
+    blank = HttpResponse()
+    response = HttpResponse()
+    probe = _Probe(secure)
+    SecurityMiddleware(_unused).process_response(probe, response)
+    XFrameOptionsMiddleware(_unused).process_response(probe, response)
+    response["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+    return tuple(
+        (name.encode("latin-1"), value.encode("latin-1"))
+        for name, value in response.items()
+        if name not in blank
+    )
+
+
+@receiver(setting_changed)
+def _settings_changed(**kwargs: Any) -> None:
+    security_headers.cache_clear()
+
+
+def add_security_headers(message: Any, scope: HTTPScope) -> Any:
+    """``message`` (an ``http.response.start``) with each security header it lacks."""
+    present = {name.lower() for name, _value in message.get("headers", ())}
+    wanted = security_headers(False)
+    if wanted != security_headers(True):  # HSTS is configured: only on secure requests
+        request_headers = {
+            name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]
+        }
+        wanted = security_headers(is_secure(scope.get("scheme"), request_headers))
+    own_framing = CONTENT_SECURITY_POLICY_HEADER in present
+    missing = [
+        (name, value)
+        for name, value in wanted
+        if name.lower() not in present and not (own_framing and name.lower() == X_FRAME_OPTIONS)
+    ]
+    if not missing:
+        return message
+    return {**message, "headers": [*message.get("headers", ()), *missing]}
+
+
+class SecurityHeadersMiddleware:
+    """ASGI middleware: every ``http`` response gets the security headers it lacks."""
+
+    def __init__(self, app: ASGI3Application) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        # A plain function, not a coroutine: a stream calls this for every frame
+        # it writes, and this way a frame costs one call, not one more coroutine
+        # (streams start each send eagerly: events/deliver/eager.py).
+        def send_with_headers(message: ASGISendEvent) -> Awaitable[None]:
+            if message["type"] == "http.response.start":
+                message = add_security_headers(message, scope)
+            return send(message)
+
+        await self.app(scope, receive, send_with_headers)

@@ -1,0 +1,84 @@
+"""events/http/hosts.py answers as Django's own request would, for paths that never build one."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import pytest
+from django.core.exceptions import DisallowedHost
+from django.core.handlers.asgi import ASGIRequest
+from django.test import override_settings
+
+from events.exceptions import InvalidInput
+from events.http.hosts import check_host, host_allowed, is_secure
+
+PROXY = ("HTTP_X_FORWARDED_PROTO", "https")
+
+
+def asgi_scope(scheme: str, headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+    return {"type": "http", "method": "GET", "path": "/", "scheme": scheme, "headers": headers}
+
+
+def django_says_secure(scope: dict[str, Any]) -> bool:
+    return bool(ASGIRequest(scope, io.BytesIO()).is_secure())
+
+
+def django_says_allowed(host: str) -> bool:
+    request = ASGIRequest(asgi_scope("http", [(b"host", host.encode())]), io.BytesIO())
+    try:
+        request.get_host()
+    except DisallowedHost:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("proxy_header", [None, PROXY], ids=["no-proxy-setting", "proxy-setting"])
+@pytest.mark.parametrize(
+    ("scheme", "headers"),
+    [
+        ("http", []),
+        ("https", []),
+        ("http", [(b"x-forwarded-proto", b"https")]),
+        ("https", [(b"x-forwarded-proto", b"http")]),
+        ("http", [(b"x-forwarded-proto", b"https, http")]),
+        ("http", [(b"x-forwarded-proto", b" http ,https")]),
+    ],
+)
+def test_is_secure_agrees_with_django(
+    proxy_header: tuple[str, str] | None, scheme: str, headers: list[tuple[bytes, bytes]]
+) -> None:
+    scope = asgi_scope(scheme, headers)
+    by_name = {name.decode(): value.decode() for name, value in headers}
+    with override_settings(SECURE_PROXY_SSL_HEADER=proxy_header):
+        assert is_secure(scheme, by_name) is django_says_secure(scope)
+
+
+@pytest.mark.parametrize(
+    ("allowed", "debug"),
+    [(["testserver", ".example.com"], False), ([], True), ([], False), (["*"], False)],
+)
+@pytest.mark.parametrize(
+    "host",
+    [
+        "testserver",
+        "testserver:8000",
+        "api.example.com",
+        "example.com.evil",
+        "localhost",
+        "[::1]:80",
+        "",
+        "a b",
+    ],
+)
+def test_host_allowed_agrees_with_django(allowed: list[str], debug: bool, host: str) -> None:
+    with override_settings(ALLOWED_HOSTS=allowed, DEBUG=debug):
+        assert host_allowed(host) is django_says_allowed(host)
+
+
+def test_check_host_returns_the_host_or_refuses_with_a_sentence() -> None:
+    assert check_host({"host": "testserver:8000"}) == "testserver:8000"
+    with pytest.raises(InvalidInput, match=r"^The Host header names a host this server does not serve\.$"):
+        check_host({"host": "evil.example"})
+    with pytest.raises(InvalidInput):
+        check_host({})
