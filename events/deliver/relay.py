@@ -402,6 +402,9 @@ class Relay:
                 feed.stop()
                 feed.catching_up = None
                 feed.position = state.last_sequence
+                # The old epoch's sequences are not the layer's to deliver any more.
+                feed.awaited.clear()
+                feed.arrived.clear()
                 feed.set_epoch(state.epoch)
                 continue
             if feed.catching_up is None and state.last_sequence > feed.position:
