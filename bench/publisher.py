@@ -140,7 +140,40 @@ class Publisher:
         return log
 
 
+async def paced_concurrently(options: argparse.Namespace, connections: int) -> PublishLog:
+    """``count`` messages at ``rate`` on a fixed schedule, over ``connections`` keep-alive connections.
+
+    For a rate one connection cannot reach when each answer takes longer than
+    1/rate. Publishes overlap, so the order messages are stored in (their ids)
+    may differ from their numbers: subscribers see that as "reordered" numbers.
+    """
+    key = os.environ.get("BENCH_API_KEY", "")
+    publishers = [Publisher("127.0.0.1", options.port, options.slug, key) for _ in range(connections)]
+    log = PublishLog(started_ns=time.time_ns())
+    start = time.perf_counter()
+    numbers = iter(range(1, options.count + 1))
+
+    async def worker(publisher: Publisher) -> None:
+        await publisher.connect()
+        for number in numbers:
+            delay = start + (number - 1) / options.rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            _, round_trip = await publisher.publish(options.phase, number)
+            log.round_trips_ns.append(round_trip)
+
+    try:
+        await asyncio.gather(*(worker(publisher) for publisher in publishers))
+    finally:
+        for publisher in publishers:
+            await publisher.close()
+    log.finished_ns = time.time_ns()
+    return log
+
+
 async def _run(options: argparse.Namespace) -> PublishLog:
+    if options.rate > 0 and options.connections > 1:
+        return await paced_concurrently(options, options.connections)
     publisher = Publisher("127.0.0.1", options.port, options.slug, os.environ.get("BENCH_API_KEY", ""))
     try:
         await publisher.connect()
@@ -159,6 +192,9 @@ def main() -> None:
     parser.add_argument("--phase", type=int, required=True)
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--rate", type=float, default=0.0, help="messages per second; 0 for a burst")
+    parser.add_argument(
+        "--connections", type=int, default=1, help="paced only: publish over this many connections"
+    )
     options = parser.parse_args()
     log = asyncio.run(_run(options))
     json.dump(dataclasses.asdict(log), sys.stdout)

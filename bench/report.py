@@ -16,6 +16,8 @@ MAX_KIB_PER_CONNECTION = 8.0
 MAX_REACH_ALL_MS = 250.0
 MAX_PUBLISH_P50_MS = 5.0
 MAX_CROSS_P99_MS = 50.0
+MAX_STEADY_OPEN_P99_MS = 50.0
+MAX_STEADY_DELIVERY_P99_MS = 100.0
 
 
 class Progress:
@@ -99,6 +101,12 @@ ROWS: list[tuple[str, tuple[str, ...]]] = [
     ("(e) cross-process p50 ms", ("cross_process", "p50_ms")),
     ("(e) cross-process p99 ms", ("cross_process", "p99_ms")),
     ("(e) lost / duplicates", ("cross_process", "lost+duplicates")),
+    ("(h) steady: messages/s achieved", ("steady", "achieved_rate_per_s")),
+    ("(h) steady: stream open p50 ms", ("steady", "open_p50_ms")),
+    ("(h) steady: stream open p99 ms", ("steady", "open_p99_ms")),
+    ("(h) steady: delivery p50 ms", ("steady", "p50_ms")),
+    ("(h) steady: delivery p99 ms", ("steady", "p99_ms")),
+    ("(h) lost / duplicates", ("steady", "lost+duplicates")),
 ]
 
 
@@ -202,9 +210,23 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
     )
     cross = _get(results, "pushsite", "cross_process", "p99_ms")
     check("cross-process p99 ≤ 50 ms", cross, "≤ 50", None if cross is None else cross <= MAX_CROSS_P99_MS)
+    opening = _get(results, "pushsite", "steady", "open_p99_ms")
+    check(
+        "steady 200 msg/s, two processes: stream open p99 < 50 ms",
+        opening,
+        "< 50",
+        None if opening is None else opening < MAX_STEADY_OPEN_P99_MS,
+    )
+    steady_p99 = _get(results, "pushsite", "steady", "p99_ms")
+    check(
+        "steady 200 msg/s, two processes: delivery p99 < 100 ms",
+        steady_p99,
+        "< 100",
+        None if steady_p99 is None else steady_p99 < MAX_STEADY_DELIVERY_P99_MS,
+    )
     faults = 0
     seen = 0
-    for scenario in ("latency", "fanout", "connections", "cross_process"):
+    for scenario in ("latency", "fanout", "connections", "cross_process", "steady"):
         for key in ("lost", "duplicates", "reordered", "stale"):
             value = _get(results, "pushsite", scenario, key)
             if isinstance(value, int):

@@ -209,6 +209,27 @@ async def measure_cross_process(
         redis.stop()
 
 
+async def measure_steady(
+    deployment: PushsiteDeployment, workdir: Path, sizes: Sizes, progress: report.Progress, cpu: int | None
+) -> dict[str, Any]:
+    progress.target = "pushsite"
+    progress("(h) starting Redis and two Pushsite processes")
+    redis = redis_server(workdir, cpu).start()
+    publishing = deployment.server("pushsite-steady-a", redis_url=redis.url, cpu=cpu)
+    other = deployment.server("pushsite-steady-b", redis_url=redis.url, cpu=cpu)
+    try:
+        publishing.start()
+        other.start()
+        return await scenarios.steady(publishing, other, sizes, progress)
+    except Exception as exc:
+        traceback.print_exc()
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    finally:
+        publishing.stop()
+        other.stop()
+        redis.stop()
+
+
 async def measure_slow_reader(
     deployment: PushsiteDeployment, sizes: Sizes, progress: report.Progress, cpu: int | None
 ) -> dict[str, Any]:
@@ -320,6 +341,10 @@ async def run_all(options: argparse.Namespace, sizes: Sizes, workdir: Path) -> d
         results["publish_paths"] = await measure_publish_paths(
             deployment, options.baseline, sizes, progress, cpu
         )
+    if "pushsite" in results["targets"] and "steady" in wanted:
+        results["targets"]["pushsite"]["steady"] = await measure_steady(
+            deployment, workdir, sizes, progress, cpu
+        )
     if "pushsite" in results["targets"] and "slow_reader" in wanted:
         results["design"] = {"slow_reader": await measure_slow_reader(deployment, sizes, progress, cpu)}
     results.setdefault("design", {})["encode_once"] = encode_once_cost()
@@ -335,7 +360,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--servers", default=",".join(TARGETS))
     parser.add_argument(
         "--scenarios",
-        default="latency,fanout,connections,publish,cross_process,slow_reader,publish_paths",
+        default="latency,fanout,connections,publish,cross_process,slow_reader,publish_paths,steady",
         help="comma-separated subset",
     )
     for field in dataclasses.fields(Sizes):

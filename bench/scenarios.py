@@ -1,13 +1,16 @@
 """The benchmark scenarios, each bounded in size and time.
 
 (a) latency, (b) fan-out, (c) idle connections, (d) publish round trip,
-(e) cross-process over Redis, and (f) a slow reader (Pushsite's queue bound).
+(e) cross-process over Redis, (f) a slow reader (Pushsite's queue bound), (g) the
+publish roads, and (h) steady load over two processes while new streams keep
+opening (issue 15).
 Each returns a plain dict of results (JSON-ready).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -28,6 +31,8 @@ STREAM_PATH = f"/events/{SLUG}/"
 # Phase numbers in the payload: a frame from an earlier phase counts as stale.
 PHASE_LATENCY, PHASE_FANOUT, PHASE_REACH, PHASE_PUBLISH, PHASE_CROSS, PHASE_WARMUP = 1, 2, 3, 4, 5, 9
 PHASE_SLOW = 6
+PHASE_STEADY = 7
+STEADY_PUBLISH_CONNECTIONS = 4
 
 Progress = Callable[[str], None]
 
@@ -44,6 +49,10 @@ class Sizes:
     # (g) publish roads: interleaved rounds of sequential publishes per road.
     path_rounds: int = 5
     path_publishes: int = 300
+    # (h): subscribers split over the two processes, messages at steady_rate.
+    steady_subscribers: int = 40
+    steady_messages: int = 2000
+    steady_rate: float = 200.0
     # Seconds without a new delivery after which a phase gives up on the rest.
     quiet_seconds: float = 5.0
     # Hard cap on waiting for one phase's deliveries after its last publish.
@@ -59,6 +68,7 @@ QUICK = Sizes(
     cross_messages=60,
     path_rounds=3,
     path_publishes=100,
+    steady_messages=600,
     quiet_seconds=3.0,
     max_wait_seconds=30.0,
 )
@@ -127,7 +137,7 @@ async def open_crowd(
 
 
 async def publish_elsewhere(
-    server: Server, phase: int, count: int, rate: float, on_tick: Callable[[], None]
+    server: Server, phase: int, count: int, rate: float, on_tick: Callable[[], None], connections: int = 1
 ) -> PublishLog:
     """Run bench/publisher.py in a process of its own (on this process's CPU, real-time priority).
 
@@ -139,6 +149,7 @@ async def publish_elsewhere(
     command = [*realtime_prefix(), sys.executable, "-m", "bench.publisher", "--port", str(server.port)]
     command += ["--slug", SLUG]
     command += ["--phase", str(phase), "--count", str(count), "--rate", str(rate)]
+    command += ["--connections", str(connections)]
     process = await asyncio.create_subprocess_exec(
         *command, cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
@@ -433,3 +444,114 @@ async def slow_reader(server: Server, sizes: Sizes, progress: Progress) -> dict[
         await publisher.close()
         await readers.close()
         await stalled.close()
+
+
+async def open_latency_ns(server: Server) -> int:
+    """Nanoseconds from connecting to a new stream to its ``pushsite.open`` event."""
+    started = time.perf_counter_ns()
+    reader, writer = await asyncio.open_connection(HOST, server.port)
+    try:
+        writer.write(
+            f"GET {STREAM_PATH} HTTP/1.1\r\nHost: {HOST}\r\nAccept: text/event-stream\r\n\r\n".encode()
+        )
+        received = b""
+        async with asyncio.timeout(10):
+            while b"pushsite.open" not in received:
+                chunk = await reader.read(65536)
+                if not chunk:
+                    raise RuntimeError(f"the stream closed before it opened: {received[:200]!r}")
+                received += chunk
+        return time.perf_counter_ns() - started
+    finally:
+        writer.close()
+
+
+async def steady(publishing: Server, other: Server, sizes: Sizes, progress: Progress) -> dict[str, object]:
+    """(h) ``steady_rate`` msg/s published on one process, subscribers on both, new streams opening.
+
+    The issue 15 target: stream opens p99 < 50 ms and delivery p99 < 100 ms
+    while bookkeeping (census, presence, sweeps) runs on every tick.
+    """
+    half = sizes.steady_subscribers // 2
+    crowds = [
+        (await open_crowd(publishing, half, progress, "(h) steady"))[0],
+        (await open_crowd(other, sizes.steady_subscribers - half, progress, "(h) steady"))[0],
+    ]
+    try:
+        await asyncio.sleep(1.0)  # let every subscription settle
+        tallies = [Tally(PHASE_STEADY, len(crowd.subscribers) * sizes.steady_messages) for crowd in crowds]
+        for crowd, tally in zip(crowds, tallies, strict=True):
+            crowd.start_phase(tally)
+        opens: list[int] = []
+        # When each slow open (over 50 ms) started, in seconds into the phase: a
+        # periodic job that stalls opening shows up as a period here.
+        slow_opens: list[tuple[float, float]] = []
+        began = time.monotonic()
+        stop = asyncio.Event()
+
+        async def open_streams() -> None:
+            # Ten new streams a second, alternating between the processes.
+            number = 0
+            while not stop.is_set():
+                at = time.monotonic() - began
+                opens.append(await open_latency_ns((publishing, other)[number % 2]))
+                if opens[-1] > 50_000_000:
+                    slow_opens.append((round(at, 2), ms(opens[-1])))
+                number += 1
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 0.1)
+
+        opener = asyncio.ensure_future(open_streams())
+        try:
+            log = await publish_elsewhere(
+                publishing,
+                PHASE_STEADY,
+                sizes.steady_messages,
+                sizes.steady_rate,
+                lambda: progress(
+                    f"(h) steady: {sum(t.deliveries for t in tallies):,}/"
+                    f"{sum(t.expected for t in tallies):,} deliveries, {len(opens)} opens"
+                ),
+                # Four connections, so the publisher keeps the rate when one
+                # answer takes longer than 1/rate on a busy machine.
+                connections=STEADY_PUBLISH_CONNECTIONS,
+            )
+        finally:
+            stop.set()
+            await opener
+        complete = True
+        for tally in tallies:
+            complete = await wait_for(tally, sizes, progress, "(h) steady") and complete
+        latencies = [value for tally in tallies for value in tally.latencies_ns]
+        lost = sum(crowd.missing(sizes.steady_messages) for crowd in crowds)
+        return {
+            "subscribers": sizes.steady_subscribers,
+            "messages": sizes.steady_messages,
+            "rate_per_s": sizes.steady_rate,
+            # What the publisher achieved: a paced publisher falls behind when
+            # each answer takes longer than 1/rate.
+            "achieved_rate_per_s": round(
+                sizes.steady_messages / max(1e-9, (log.finished_ns - log.started_ns) / 1e9), 1
+            ),
+            "publish_p50_ms": ms(percentile(log.round_trips_ns, 0.5)),
+            "publish_p99_ms": ms(percentile(log.round_trips_ns, 0.99)),
+            "opens": len(opens),
+            "open_p50_ms": ms(percentile(opens, 0.5)),
+            "open_p99_ms": ms(percentile(opens, 0.99)),
+            "open_max_ms": ms(max(opens)) if opens else None,
+            "slow_opens_at_s_ms": slow_opens,
+            **latency_summary(latencies),
+            "deliveries": sum(tally.deliveries for tally in tallies),
+            "expected": sum(tally.expected for tally in tallies),
+            "lost": lost,
+            "duplicates": sum(tally.duplicates for tally in tallies),
+            # Overlapping publishes store messages in another order than their
+            # numbers: not a delivery fault (ids are in order), so not "reordered".
+            "numbers_out_of_publish_order": sum(tally.reordered for tally in tallies),
+            "stale": sum(tally.stale for tally in tallies),
+            "disconnected": sum(crowd.lost_connections() for crowd in crowds),
+            "complete": complete,
+        }
+    finally:
+        for crowd in crowds:
+            await crowd.close()

@@ -45,7 +45,13 @@ class DeliveryStats:
     connections_opened: int = 0
     deliveries: int = 0
     replayed: int = 0
+    # Messages read from the database because of a gap in the layer's frames or
+    # the poll found a feed behind: reordering and in-flight frames count too.
     dropped_by_layer: int = 0
+    # Of those, the ones whose layer frame came later after all (not lost).
+    layer_late: int = 0
+    # Of those, the ones whose layer frame never came (LAYER_LOSS_SECONDS): lost by the layer.
+    lost_by_layer: int = 0
     slow_reader_evictions: int = 0
     resets: int = 0
 

@@ -175,17 +175,24 @@ DATABASES = {
     "default": dj_database_url.config(default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}", conn_max_age=0)
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Django's backend, with a checkout that replaces a killed connection at
+    # once instead of sleeping through the pool's back-off (pushsite/postgresql/).
+    DATABASES["default"]["ENGINE"] = "pushsite.postgresql"
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": 1,
         "max_size": env_int("DATABASE_POOL_SIZE", 10),
         # How long a request waits for a connection before it fails with 503:
         # also how long a publish takes to fail while the database is down.
         "timeout": env_int("DATABASE_POOL_TIMEOUT", 3),
+        # A background reconnect that keeps failing backs off (1 s, 2 s, ...)
+        # and gives up after this long; the next request then starts a fresh
+        # attempt, so recovery after an outage is not paced by a long back-off.
+        "reconnect_timeout": env_int("DATABASE_POOL_RECONNECT_TIMEOUT", 5),
     }
-    # With a pool, Django turns this into one empty round trip per checkout, so
-    # a connection killed by a database restart is replaced instead of failing
-    # the next request.
-    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    # Off: the pool's own check sleeps between attempts (1 s, 2 s, ...) when
+    # connections were killed; pushsite.postgresql checks every checkout
+    # itself (one empty round trip) and replaces a dead one without sleeping.
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = False
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # IMMEDIATE transactions take the write lock up front, so concurrent
     # publishers queue on busy_timeout instead of failing with "database is

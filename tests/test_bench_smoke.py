@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.servers import ROOT
+from tests.support.services import redis_binary
 
 pytestmark = pytest.mark.system
 
@@ -56,3 +57,34 @@ def test_bench_quick_path_delivers_everything_once(tmp_path: Path) -> None:
             assert faults == dict.fromkeys(faults, 0), (target, scenario)
         assert measured["publish"]["publishes"] == 10
     assert "| (b) fan-out deliveries/s |" in results["table"]
+
+
+def test_bench_steady_scenario_delivers_everything_once(tmp_path: Path) -> None:
+    """(h) two processes on Redis, paced publishes, new streams opening: tiny sizes, correctness only."""
+    redis_binary()  # skips when there is no redis-server
+    output = tmp_path / "results.json"
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--quick",
+            "--no-pin",
+            "--servers=pushsite",
+            "--scenarios=steady",
+            "--steady-subscribers=4",
+            "--steady-messages=60",
+            "--steady-rate=60",
+            f"--output={output}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    steady = json.loads(output.read_text())["targets"]["pushsite"]["steady"]
+    assert "error" not in steady, steady["error"]
+    assert (steady["deliveries"], steady["lost"], steady["duplicates"]) == (4 * 60, 0, 0), steady
+    assert steady["opens"] >= 1
+    assert "| (h) steady: stream open p99 ms |" in json.loads(output.read_text())["table"]

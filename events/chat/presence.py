@@ -3,8 +3,8 @@
 Each open chat stream of a known person (a user, or a guest with a nickname)
 is a ``ChatPresence`` row, written when the stream opens and deleted when it
 closes (a closed browser closes its TCP connection: ``http.disconnect``). Each
-process refreshes its own rows every ``PRESENCE_REFRESH_SECONDS`` from the
-relay's housekeeping tick; rows not refreshed for three intervals belong to a
+process refreshes its own rows every ``PRESENCE_REFRESH_SECONDS`` on the
+tick; all writes go in batches, off the data path's database thread (Tracker); rows not refreshed for three intervals belong to a
 process that died, and any process serving the room deletes them. Every change
 sends an ephemeral ``presence`` event with the room's list of people, counted
 once per person however many connections they have.
@@ -19,10 +19,10 @@ import socket
 import time
 import uuid
 from collections import Counter
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from channels.db import database_sync_to_async
 from django.dispatch import receiver
 from django.utils import timezone
 
@@ -33,7 +33,7 @@ from events.conf import conf
 from events.deliver.stream import StreamChannel
 from events.models import Channel
 from events.publish.store import fan_out_ephemeral
-from events.runtime.tasks import detached
+from events.runtime.bookkeeping import Job, off_path
 from events.signals import stream_authorized, tick
 
 logger = logging.getLogger(__name__)
@@ -99,16 +99,86 @@ def _refresh(connections: dict[str, tuple[int, Author]], channel_ids: list[int])
     return sorted(changed | dead)
 
 
+def _people_by_room(channel_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
+    """``people()`` for several rooms in one query."""
+    rows = (
+        ChatPresence.objects.filter(channel_id__in=channel_ids, last_seen__gte=cutoff())
+        .values_list("channel_id", "author", "name", "guest")
+        .distinct()
+    )
+    unique: dict[int, dict[str, dict[str, Any]]] = {channel_id: {} for channel_id in channel_ids}
+    for channel_id, author, name, guest in rows:
+        unique[channel_id][author] = {"name": name, "guest": guest}
+    return {
+        channel_id: sorted(found.values(), key=lambda person: (person["name"].lower(), person["guest"]))
+        for channel_id, found in unique.items()
+    }
+
+
+@dataclass
+class Batch:
+    """What one flush writes: a few statements whatever the number of streams."""
+
+    joined: dict[str, tuple[int, Author]] = field(default_factory=dict)
+    left: set[str] = field(default_factory=set)
+    # Rooms whose people may have changed: announced after the flush.
+    changed: dict[int, StreamChannel] = field(default_factory=dict)
+    # Set when a refresh is due: this process's rows, and the rooms to expire dead rows in.
+    refresh: dict[str, tuple[int, Author]] | None = None
+    rooms: list[int] = field(default_factory=list)
+
+
+def _write(batch: Batch) -> dict[int, dict[str, Any]]:
+    """Apply one batch (bulk insert, one delete, the refresh); the snapshots of the rooms that changed."""
+    changed = set(batch.changed)
+    if batch.joined:
+        now = timezone.now()
+        ChatPresence.objects.bulk_create(
+            [
+                ChatPresence(
+                    channel_id=channel_id,
+                    connection=connection,
+                    author=author.label,
+                    name=author.name,
+                    guest=author.guest,
+                    process=PROCESS_ID,
+                    last_seen=now,
+                )
+                for connection, (channel_id, author) in batch.joined.items()
+            ]
+        )
+    if batch.left:
+        ChatPresence.objects.filter(connection__in=list(batch.left)).delete()
+    if batch.refresh is not None:
+        changed.update(_refresh(batch.refresh, batch.rooms))
+    if not changed:
+        return {}
+    return {
+        channel_id: {"people": present, "count": len(present)}
+        for channel_id, present in _people_by_room(sorted(changed)).items()
+    }
+
+
 class Tracker:
-    """This process's presence rows, refreshed from the relay's housekeeping tick."""
+    """This process's presence rows, written in batches off the data path (issue 15).
+
+    A stream that opens or closes changes only memory here; one flush at a
+    time, in a bookkeeping thread with its own database connection, writes
+    what changed (one bulk insert, one delete, the refresh when it is due) and
+    announces each changed room once, however many readers came or went: a
+    reconnect storm into a room costs a few statements, not a few per reader.
+    """
 
     def __init__(self) -> None:
-        # Rows this process wrote: connection id -> room and person.
+        # Rows this process wrote (or is about to): connection id -> room and person.
         self.connections: dict[str, tuple[StreamChannel, Author]] = {}
         # Rooms with local streams (anonymous readers too): stream count, and the room.
         self.watchers: Counter[int] = Counter()
         self.rooms: dict[int, StreamChannel] = {}
         self._last_refresh = time.monotonic()
+        self._pending = Batch()
+        self._refresh_due = False
+        self.job = Job("Chat presence")
 
     def watch(self, channel: StreamChannel) -> None:
         self.watchers[channel.id] += 1
@@ -120,36 +190,55 @@ class Tracker:
             del self.watchers[channel.id]
             self.rooms.pop(channel.id, None)
 
-    async def join(self, channel: StreamChannel, author: Author) -> str:
+    def join(self, channel: StreamChannel, author: Author) -> str:
         connection = uuid.uuid4().hex
         self.connections[connection] = (channel, author)
-        await database_sync_to_async(_insert)(connection, channel.id, author)
-        await self.announce(channel)
+        self._pending.joined[connection] = (channel.id, author)
+        self._pending.changed[channel.id] = channel
+        self._kick()
         return connection
 
-    async def leave(self, connection: str) -> None:
+    def leave(self, connection: str) -> None:
         entry = self.connections.pop(connection, None)
-        await database_sync_to_async(_delete)(connection)
+        if self._pending.joined.pop(connection, None) is None:
+            self._pending.left.add(connection)
         if entry is not None:
-            await self.announce(entry[0])
+            # Announced even if this was the process's last reader there.
+            self._pending.changed[entry[0].id] = entry[0]
+        self._kick()
 
-    async def announce(self, channel: StreamChannel) -> None:
-        """Send the room's current list to every subscriber, in every process."""
-        payload = await database_sync_to_async(snapshot)(channel.id)
-        await fan_out_ephemeral(Channel(pk=channel.id, slug=channel.slug), payload, event=PRESENCE_EVENT)
-
-    async def tick(self, now: float) -> None:
+    def tick(self, now: float) -> None:
         if now - self._last_refresh < conf.PRESENCE_REFRESH_SECONDS or not self.rooms:
             return
         self._last_refresh = now
-        # Any process with readers in a room expires a dead process's rows
-        # there, so the people still reading see it.
-        mine = {connection: (room.id, author) for connection, (room, author) in self.connections.items()}
-        changed = await database_sync_to_async(_refresh)(mine, list(self.rooms))
-        for channel_id in changed:
-            room = self.rooms.get(channel_id)
-            if room is not None:
-                await self.announce(room)
+        self._refresh_due = True
+        self._kick()
+
+    def _kick(self) -> None:
+        # One flush at a time; what arrives meanwhile is picked up by its loop.
+        if not self.job.busy:
+            self.job.start(self._flush)
+
+    async def _flush(self) -> None:
+        while self._pending.joined or self._pending.left or self._pending.changed or self._refresh_due:
+            batch, self._pending = self._pending, Batch()
+            if self._refresh_due:
+                self._refresh_due = False
+                # Any process with readers in a room expires a dead process's
+                # rows there, so the people still reading see it.
+                batch.refresh = {
+                    connection: (room.id, author)
+                    for connection, (room, author) in self.connections.items()
+                    if connection not in batch.joined
+                }
+                batch.rooms = list(self.rooms)
+            snapshots = await off_path(_write, batch)
+            for channel_id, payload in snapshots.items():
+                room = batch.changed.get(channel_id) or self.rooms.get(channel_id)
+                if room is not None:
+                    await fan_out_ephemeral(
+                        Channel(pk=room.id, slug=room.slug), payload, event=PRESENCE_EVENT
+                    )
 
 
 _tracker: Tracker | None = None
@@ -174,10 +263,7 @@ async def refresh_on_tick(sender: Any, now: float, **kwargs: Any) -> None:
     except RuntimeError:
         return
     if _tracker is not None and _tracker_loop is loop:
-        await _tracker.tick(now)
-
-
-_leaving: set[asyncio.Task[None]] = set()
+        _tracker.tick(now)
 
 
 class Membership:
@@ -187,29 +273,13 @@ class Membership:
         self.channel = channel
         tracker = get_tracker()
         tracker.watch(channel)
-        self._joining = detached(tracker.join(channel, author)) if author is not None else None
+        self.connection = tracker.join(channel, author) if author is not None else None
 
     def leave(self) -> None:
-        get_tracker().unwatch(self.channel)
-        if self._joining is None:
-            return
-        task = detached(self._leave())
-        # The loop keeps only weak references to tasks: hold this one to its end.
-        _leaving.add(task)
-        task.add_done_callback(_leaving.discard)
-
-    async def _leave(self) -> None:
-        assert self._joining is not None
-        try:
-            connection = await self._joining
-        except Exception:
-            logger.warning("Joining a room's presence failed; nothing to leave.", exc_info=True)
-            return
-        try:
-            await get_tracker().leave(connection)
-        except Exception:
-            # The row expires after three refresh intervals anyway.
-            logger.warning("Leaving a room's presence failed.", exc_info=True)
+        tracker = get_tracker()
+        tracker.unwatch(self.channel)
+        if self.connection is not None:
+            tracker.leave(self.connection)
 
 
 class RoomPresence:

@@ -33,6 +33,7 @@ from events.deliver.stream import Stream
 from events.metrics import stats
 from events.publish.store import FRAME_MESSAGE_TYPE, group_name
 from events.runtime import tick
+from events.runtime.bookkeeping import Job
 from events.runtime.shutdown import close_streams_on_signals
 from events.runtime.tasks import detached
 from events.wire import cursors
@@ -40,6 +41,13 @@ from events.wire import cursors
 logger = logging.getLogger(__name__)
 
 PING_MESSAGE_TYPE = "pushsite.ping"
+# A message read from the database whose layer frame has not come this long
+# after is counted as lost by the layer (pushsite_layer_lost_total): long
+# enough for a frame still in flight or overtaken by a later one to arrive.
+LAYER_LOSS_SECONDS = 5.0
+# At most this many such messages are watched per feed; past it, the oldest
+# are counted as lost at once (a layer that delivers nothing, e.g. Redis down).
+MAX_AWAITED_FRAMES = 10_000
 
 
 class Feed:
@@ -48,6 +56,8 @@ class Feed:
     __slots__ = (
         "_id_suffix",
         "_task",
+        "arrived",
+        "awaited",
         "catching_up",
         "channel_id",
         "empty_since",
@@ -66,6 +76,11 @@ class Feed:
         # Highest sequence seen while reading from the database, or None when live.
         self.catching_up: int | None = None
         self.empty_since: float | None = None
+        # Loss accounting (pushsite_layer_lost_total): sequences dispatched from
+        # the database whose layer frame has not arrived, with when; and frames
+        # that arrived while the feed was reading from the database.
+        self.awaited: dict[int, float] = {}
+        self.arrived: set[int] = set()
         # Updated by the relay's database poll; non-public feeds have their
         # readers' access re-checked (events/access/revocation.py).
         self.visibility = "public"
@@ -85,13 +100,18 @@ class Feed:
             for stream in tuple(self.streams):
                 stream.deliver_ephemeral(fields)
             return
+        if sequence <= self.position:
+            if self.awaited.pop(sequence, None) is not None:
+                # Read from the database first, but the layer did deliver it: late, not lost.
+                stats.layer_late += 1
+            return
         if self.catching_up is not None:
             self.catching_up = max(self.catching_up, sequence)
-            return
-        if sequence <= self.position:
+            self.arrived.add(sequence)
             return
         if sequence != self.position + 1:
             stats.dropped_by_layer += sequence - self.position - 1
+            self.arrived.add(sequence)
             logger.info(
                 "Channel %s: the layer skipped %s..%s; reading them from the database.",
                 self.slug,
@@ -132,8 +152,13 @@ class Feed:
         batch = conf.REPLAY_BATCH_SIZE
         while True:
             stored = await history.afetch_frames_after(self.channel_id, self.slug, self.position, batch)
+            now = time.monotonic()
             for frame in stored:
                 self.position = frame.sequence
+                if frame.sequence in self.arrived:
+                    self.arrived.discard(frame.sequence)
+                else:
+                    self.awaited[frame.sequence] = now
                 self._dispatch(frame.sequence, frame.fields, replayed=True)
             assert self.catching_up is not None
             if len(stored) < batch:
@@ -142,6 +167,8 @@ class Feed:
                     self.position = self.catching_up
                 if self.position >= self.catching_up:
                     self.catching_up = None
+                    self.arrived = {sequence for sequence in self.arrived if sequence > self.position}
+                    self._bound_awaited()
                     return
 
     def _catch_up_done(self, task: asyncio.Task[None]) -> None:
@@ -152,6 +179,21 @@ class Feed:
             # Leave the feed live at its position; the next poll retries.
             logger.error("Channel %s: gap fill failed.", self.slug, exc_info=task.exception())
             self.catching_up = None
+
+    def _bound_awaited(self) -> None:
+        excess = len(self.awaited) - MAX_AWAITED_FRAMES
+        if excess > 0:
+            for sequence in sorted(self.awaited)[:excess]:
+                del self.awaited[sequence]
+            stats.lost_by_layer += excess
+
+    def count_lost(self, now: float) -> int:
+        """Messages whose layer frame has not come LAYER_LOSS_SECONDS after the database gave them."""
+        lost = [sequence for sequence, since in self.awaited.items() if now - since > LAYER_LOSS_SECONDS]
+        for sequence in lost:
+            del self.awaited[sequence]
+        stats.lost_by_layer += len(lost)
+        return len(lost)
 
     def stop(self) -> None:
         if self._task is not None:
@@ -176,6 +218,8 @@ class Relay:
         self._tasks: list[asyncio.Task[None]] = []
         self._last_poll = 0.0
         self._last_join = time.monotonic()
+        # The database poll and group re-joins: started by the tick, never awaited by it.
+        self.housekeeping_job = Job("Relay housekeeping")
         # Set on SIGTERM/SIGINT: new streams are refused (events/runtime/shutdown.py).
         self.draining = False
 
@@ -247,6 +291,7 @@ class Relay:
             feed.set_epoch(states[channel_id].epoch if channel_id in states else "")
             target = max(feed.catching_up, feed.position)
             feed.catching_up = None
+            feed.arrived = {sequence for sequence in feed.arrived if sequence > feed.position}
             if target > feed.position:
                 feed.catch_up(target)
         except BaseException:
@@ -296,6 +341,12 @@ class Relay:
     async def housekeeping(self, now: float) -> None:
         """The relay's own share of the tick: idle feeds, the database poll, group re-joins."""
         self._drop_idle_feeds(now)
+        for feed in list(self.feeds.values()):
+            if feed.awaited and feed.count_lost(time.monotonic()):
+                logger.warning(
+                    "Channel %s: the channel layer never delivered some messages (filled from the database).",
+                    feed.slug,
+                )
         if now - self._last_poll >= conf.RELAY_POLL_SECONDS:
             self._last_poll = now
             await self._poll_database()
@@ -351,6 +402,9 @@ class Relay:
                 feed.stop()
                 feed.catching_up = None
                 feed.position = state.last_sequence
+                # The old epoch's sequences are not the layer's to deliver any more.
+                feed.awaited.clear()
+                feed.arrived.clear()
                 feed.set_epoch(state.epoch)
                 continue
             if feed.catching_up is None and state.last_sequence > feed.position:
@@ -366,7 +420,9 @@ class Relay:
         self._last_join = time.monotonic()
         for channel_id in list(self.feeds):
             try:
-                await self.layer.group_add(group_name(channel_id), self.channel_name)
+                # Bounded: a hung Redis must not hold the housekeeping forever.
+                async with asyncio.timeout(conf.LAYER_TIMEOUT_SECONDS):
+                    await self.layer.group_add(group_name(channel_id), self.channel_name)
             except Exception:
                 logger.warning("Could not rejoin the group of channel %s.", channel_id, exc_info=True)
                 return
@@ -387,6 +443,8 @@ class Relay:
         self.close_all("server shutting down")
         for task in self._tasks:
             task.cancel()
+        if self.housekeeping_job.running is not None:
+            self.housekeeping_job.running.cancel()
         for feed in self.feeds.values():
             feed.stop()
         for channel_id in list(self.feeds):
@@ -435,4 +493,6 @@ def describe(relay: Relay | None) -> dict[str, Any]:
 
 @receiver(signals.tick, dispatch_uid="pushsite-relay-housekeeping")
 async def relay_housekeeping(sender: Relay, now: float, **kwargs: Any) -> None:
-    await sender.housekeeping(now)
+    # Started, not awaited: a slow poll or a hung layer never delays the
+    # heartbeats on the same tick; a run still going skips this turn (issue 15).
+    sender.housekeeping_job.start(lambda: sender.housekeeping(now))

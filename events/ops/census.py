@@ -14,7 +14,6 @@ import socket
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from asgiref.sync import sync_to_async
 from django.db import connection as db_connection
 from django.db import transaction
 from django.dispatch import receiver
@@ -23,6 +22,7 @@ from django.utils import timezone
 from events import metrics
 from events.models import Message
 from events.ops.models import ServerCensus
+from events.runtime.bookkeeping import Job, off_path
 from events.runtime.tick import Every
 from events.signals import tick
 
@@ -41,17 +41,23 @@ MAX_MESSAGES_PER_FLUSH = 20_000
 ROWS_PER_STATEMENT = 500
 
 _pace = Every(CENSUS_SECONDS)
-_flushing = False
+job = Job("Census")
 
 
-def report(connections: int, per_channel: dict[str, int]) -> None:
+def report(
+    connections: int,
+    per_channel: dict[str, int],
+    counts: tuple[Counts, Counts] | None = None,
+) -> None:
     """Write this process's census and the delivery counts gathered since the last call.
 
-    Runs in a worker thread of its own with its own database connection, never
-    the thread that stream admission and gap filling use (issue 15): a slow
-    write here delays nothing but the admin's numbers.
+    On the tick it runs in a bookkeeping thread with its own database
+    connection (events/runtime/bookkeeping.py), never the thread that stream
+    admission and gap filling use (issue 15): a slow write here delays nothing
+    but the admin's numbers. ``counts`` are taken on the event loop, where the
+    hot path adds to them, so none is lost between the copy and the reset.
     """
-    live, replayed = metrics.take_delivery_counts()
+    live, replayed = counts if counts is not None else metrics.take_delivery_counts()
     now = timezone.now()
     try:
         with transaction.atomic():
@@ -129,14 +135,15 @@ def fresh_since(moment: datetime) -> list[ServerCensus]:
 @receiver(tick, dispatch_uid="pushsite-census")
 async def report_on_tick(sender: Relay, now: float, **kwargs: Any) -> None:
     """Every CENSUS_SECONDS: this process's connections and the deliveries counted since."""
-    if not _pace.due(now):
+    if not _pace.due(now) or job.busy:
+        # The last flush is still writing: skip a turn rather than queue up;
+        # the counts wait in memory for the next one.
         return
-    global _flushing
-    if _flushing:
-        return  # the last flush is still writing: skip a turn rather than queue up
     per_channel = {feed.slug: len(feed.streams) for feed in sender.feeds.values()}
-    _flushing = True
-    try:
-        await sync_to_async(report, thread_sensitive=False)(len(sender.streams), per_channel)
-    finally:
-        _flushing = False
+    connections = len(sender.streams)
+    counts = metrics.take_delivery_counts()
+
+    async def flush() -> None:
+        await off_path(report, connections, per_channel, counts)
+
+    job.start(flush)

@@ -90,8 +90,21 @@ class DeliveryCollector(Collector):
         )
         yield CounterMetricFamily(
             "pushsite_layer_gaps",
-            "Messages the channel layer did not deliver and the relay fetched from the database.",
+            "Messages the relay read from the database because the layer's frames had a gap "
+            "(a later message came first) or the poll found a feed behind: reordering between "
+            "publishing processes and frames still in flight count too.",
             value=stats.dropped_by_layer,
+        )
+        yield CounterMetricFamily(
+            "pushsite_layer_late",
+            "Messages read from the database whose layer frame arrived afterwards (reordered or slow, not lost).",
+            value=stats.layer_late,
+        )
+        yield CounterMetricFamily(
+            "pushsite_layer_lost",
+            "Messages the channel layer never delivered to this process: read from the database and "
+            "still not delivered by the layer 5 s later.",
+            value=stats.lost_by_layer,
         )
         yield CounterMetricFamily(
             "pushsite_slow_reader_evictions",

@@ -4,53 +4,98 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from asgiref.sync import sync_to_async
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from events.deliver.relay import get_relay
+from events.deliver.relay import current_relay, get_relay
 
 logger = logging.getLogger(__name__)
 
-HEALTH_TIMEOUT_SECONDS = 2.0
+# Each check has its own bound and they run side by side, so /healthz answers
+# within about this long whatever hangs (a frozen Redis, a stuck database).
+HEALTH_CHECK_SECONDS = 0.8
+HEALTH_RETRY_AFTER_SECONDS = 5
+
+# The database check runs in a thread of its own: not the data path's database
+# thread (a probe must not queue behind stream admission, nor delay it), and
+# while an earlier check is still stuck in it, a new one does not queue up.
+_database_executor = ThreadPoolExecutor(1, thread_name_prefix="pushsite-health")
+_database_check: asyncio.Future[None] | None = None
 
 
 def _database_answers() -> None:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT 1")
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    finally:
+        connection.close()
+
+
+async def check_database() -> None:
+    global _database_check
+    previous = _database_check
+    if previous is not None and not previous.done() and previous.get_loop() is asyncio.get_running_loop():
+        raise TimeoutError("the previous check has not come back")
+    _database_check = asyncio.ensure_future(
+        sync_to_async(_database_answers, thread_sensitive=False, executor=_database_executor)()
+    )
+    await asyncio.shield(_database_check)
+
+
+async def check_channel_layer() -> None:
+    await get_relay().ping()
+
+
+async def _bounded(name: str, check: Callable[[], Awaitable[None]]) -> str:
+    started = time.monotonic()
+    try:
+        async with asyncio.timeout(HEALTH_CHECK_SECONDS):
+            await check()
+    except Exception as exc:
+        kind = "no answer" if isinstance(exc, TimeoutError) else type(exc).__name__
+        logger.warning(
+            "Health check: %s failed after %.0f ms: %r", name, (time.monotonic() - started) * 1000, exc
+        )
+        return f"error: {kind}"
+    return "ok"
+
+
+HEALTH_CHECKS: dict[str, Callable[[], Awaitable[None]]] = {
+    "database": check_database,
+    "channel_layer": check_channel_layer,
+}
 
 
 async def healthz(request: HttpRequest) -> JsonResponse:
-    """200 when the database and the channel layer answer; 503 naming the part that does not."""
-    checks: dict[str, str] = {}
-    try:
-        await asyncio.wait_for(sync_to_async(_database_answers)(), HEALTH_TIMEOUT_SECONDS)
-        checks["database"] = "ok"
-    except Exception as exc:
-        logger.warning("Health check: database failed: %s", exc)
-        checks["database"] = f"error: {type(exc).__name__}"
-    relay = get_relay()
-    try:
-        async with asyncio.timeout(HEALTH_TIMEOUT_SECONDS):
-            await relay.ping()
-        checks["channel_layer"] = "ok"
-    except Exception as exc:
-        logger.warning("Health check: channel layer failed: %r", exc)
-        checks["channel_layer"] = f"error: {type(exc).__name__}"
+    """200 when the database and the channel layer answer; 503 naming the part that does not.
+
+    Each check is bounded by HEALTH_CHECK_SECONDS and they run concurrently, so
+    a hung service costs the probe that bound once, not once per check (issue 15).
+    """
+    names = list(HEALTH_CHECKS)
+    results = await asyncio.gather(*(_bounded(name, HEALTH_CHECKS[name]) for name in names))
+    checks = dict(zip(names, results, strict=True))
     failing = [name for name, result in checks.items() if result != "ok"]
     if failing:
         body = {
             "error": "unavailable",
-            "detail": f"Not answering: {', '.join(failing)}.",
+            "detail": f"Not answering within {HEALTH_CHECK_SECONDS:g} s: {', '.join(failing)}.",
             "status": "unavailable",
+            "sick": failing,
             **checks,
         }
         response = JsonResponse(body, status=503)
-        response["Retry-After"] = "5"
+        response["Retry-After"] = str(HEALTH_RETRY_AFTER_SECONDS)
     else:
-        response = JsonResponse({"status": "ok", **checks, "connections": len(relay.streams)})
+        relay = current_relay()
+        connections = len(relay.streams) if relay is not None else 0
+        response = JsonResponse({"status": "ok", **checks, "connections": connections})
     response["Cache-Control"] = "no-store"
     return response
 

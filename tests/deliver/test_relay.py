@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -10,8 +11,9 @@ from asgiref.sync import sync_to_async
 from asgiref.typing import ASGISendEvent
 from django.test import override_settings
 
-from events.deliver.relay import Relay, get_relay
+from events.deliver.relay import LAYER_LOSS_SECONDS, Relay, get_relay
 from events.deliver.stream import Stream, StreamChannel
+from events.metrics import stats
 from events.models import Channel
 from events.provisioning import upsert_channel
 from events.publish.store import apublish, fan_out, fan_out_ephemeral, store_message
@@ -103,6 +105,35 @@ async def test_frames_arriving_out_of_order_are_written_in_order_once(relay: Rel
     last = await apublish(channel.slug, "last")
     await client.wait_for(5)
     assert [sequence_of(e.id) for e in client.events] == [m.sequence for m in [*messages, last]]
+
+
+async def test_reordered_frames_are_not_counted_as_lost_but_a_dropped_one_is(
+    relay: Relay, channel: Channel
+) -> None:
+    client = Client()
+    await open_stream(relay, channel, client)
+    feed = relay.feeds[channel.pk]
+    lost_before, late_before = stats.lost_by_layer, stats.layer_late
+    messages = [await sync_to_async(store_message)(channel.slug, n) for n in range(3)]
+    # Reordered: 1 and 2 first (a gap: both read from the database), then 0 late.
+    for message in (messages[1], messages[2], messages[0]):
+        await fan_out(message)
+    last = await apublish(channel.slug, "in order")
+    await client.wait_for(4)
+    later = time.monotonic() + LAYER_LOSS_SECONDS + 1
+    assert feed.count_lost(later) == 0
+    # 0 came during the read from the database or after it (then it is "late"): never lost.
+    assert stats.lost_by_layer == lost_before
+    assert stats.layer_late - late_before in (0, 1)
+
+    # Dropped: stored, never fanned out; the next message exposes the gap.
+    await sync_to_async(store_message)(channel.slug, "never sent")
+    await apublish(channel.slug, "after the drop")
+    await client.wait_for(6)
+    assert feed.count_lost(time.monotonic()) == 0  # not yet: its frame may still come
+    assert feed.count_lost(time.monotonic() + LAYER_LOSS_SECONDS + 1) == 1
+    assert stats.lost_by_layer == lost_before + 1
+    assert last.sequence == messages[2].sequence + 1
 
 
 async def test_ephemeral_frames_have_no_id_and_leave_the_position(relay: Relay, channel: Channel) -> None:

@@ -1,0 +1,1 @@
+"""Django's PostgreSQL backend, with a pool checkout that replaces killed connections at once."""

@@ -1,0 +1,362 @@
+"""Faults against two real processes, real PostgreSQL and a Redis this test controls (issue 15).
+
+Each test prints what it measured and asserts what Pushsite guarantees: no
+loss, no duplicates, and the bound the issue sets for that fault.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import signal
+import statistics
+import time
+from collections import Counter
+from collections.abc import Iterator
+
+import httpx
+import psycopg
+import pytest
+
+from tests.support.services import PostgresDatabase
+from tests.support.sse_client import Subscriber, follow
+from tests.support.waiting import eventually
+from tests.system.conftest import Cluster, start_cluster
+
+pytestmark = pytest.mark.system
+
+HEALTH_BOUND_SECONDS = 1.5  # /healthz's own bound is 0.8 s per check, run side by side
+
+
+@pytest.fixture(scope="module")
+def faults(
+    tmp_path_factory: pytest.TempPathFactory, prepared_database: PostgresDatabase
+) -> Iterator[Cluster]:
+    running = start_cluster(tmp_path_factory.mktemp("faults"), prepared_database)
+    yield running
+    running.stop()
+    if running.redis.process is not None and running.redis.process.poll() is None:
+        os.kill(running.redis.process.pid, signal.SIGCONT)
+    running.redis.stop()
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def check_exactly_once(
+    name: str, acknowledged: list[int], received: list[int], unacknowledged: int = 0
+) -> None:
+    """Every acknowledged message once and in order; nothing twice. Print the counts."""
+    counts = Counter(received)
+    lost = sorted(set(acknowledged) - set(received))
+    duplicated = sorted(seq for seq, n in counts.items() if n > 1)
+    extra = sorted(set(received) - set(acknowledged))
+    print(
+        f"{name}: acknowledged={len(acknowledged)} received={len(received)} lost={len(lost)} "
+        f"duplicated={len(duplicated)} unacknowledged-but-stored={len(extra)} in_order={received == sorted(received)}"
+    )
+    assert lost == [], f"{name} lost {lost[:10]}"
+    assert duplicated == [], f"{name} duplicated {duplicated[:10]}"
+    assert received == sorted(received), f"{name} out of order"
+    # A publish that failed may still have committed (its answer was lost): only then.
+    assert len(extra) <= unacknowledged, f"{name} received unannounced ids {extra[:10]}"
+
+
+async def open_latency(url: str) -> float:
+    """Seconds from asking for a stream to its pushsite.open event."""
+    started = time.monotonic()
+    async with Subscriber(url) as subscriber:
+        assert subscriber.status == 200
+        await subscriber.opened(timeout=10)
+        return time.monotonic() - started
+
+
+async def last_id(cluster: Cluster, slug: str) -> int:
+    async with httpx.AsyncClient(timeout=10) as client:
+        response = await client.get(f"{cluster.a.url}/api/channels/{slug}/messages?after=0&limit=1000")
+    messages = response.json()["messages"]
+    return int(messages[-1]["id"]) if messages else 0
+
+
+async def test_steady_200_per_second_stream_opens_stay_fast(faults: Cluster) -> None:
+    """10 s at 200 msg/s across both processes with subscribers on both: opens stay fast, nothing lost."""
+    cluster = faults
+    slug = "faults-steady"
+    cluster.site.create_channels(slug)
+    rate, seconds = 200, 10
+    total = rate * seconds
+    urls = [f"{server.url}/events/{slug}/" for server in (cluster.a, cluster.b) for _ in range(5)]
+    connected = [asyncio.Event() for _ in urls]
+    followers = [
+        asyncio.create_task(follow([url], expect=total, timeout=60, connected=ready))
+        for url, ready in zip(urls, connected, strict=True)
+    ]
+    async with asyncio.timeout(10):
+        for ready in connected:
+            await ready.wait()
+
+    acknowledged: list[int] = []
+    opens: list[float] = []
+    publish_seconds: list[float] = []
+
+    async def publisher(index: int, client: httpx.AsyncClient) -> None:
+        # Eight publishers, each paced to rate/8 on its own schedule (no drift).
+        server = (cluster.a, cluster.b)[index % 2]
+        start = time.monotonic()
+        for n in range(total // 8):
+            delay = start + n * 8 / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)  # pacing, not synchronisation
+            began = time.monotonic()
+            response = await client.post(
+                f"{server.url}/api/channels/{slug}/messages",
+                json={"data": {"p": index, "n": n}},
+                headers={"Authorization": f"Bearer {cluster.key}"},
+            )
+            publish_seconds.append(time.monotonic() - began)
+            assert response.status_code == 201, response.text
+            acknowledged.append(int(response.json()["id"]))
+
+    async def opener() -> None:
+        deadline = time.monotonic() + seconds - 0.5
+        n = 0
+        while time.monotonic() < deadline:
+            server = (cluster.a, cluster.b)[n % 2]
+            n += 1
+            opens.append(await open_latency(f"{server.url}/events/{slug}/"))
+            await asyncio.sleep(0.1)  # pacing: ten opens a second
+
+    async with httpx.AsyncClient(timeout=10, limits=httpx.Limits(max_connections=12)) as client:
+        began = time.monotonic()
+        await asyncio.gather(*(publisher(i, client) for i in range(8)), opener())
+        elapsed = time.monotonic() - began
+    received = await asyncio.gather(*followers)
+    print(
+        f"steady: {len(acknowledged)} messages in {elapsed:.1f} s ({len(acknowledged) / elapsed:.0f}/s), "
+        f"{len(urls)} subscribers; stream opens n={len(opens)} p50={statistics.median(opens) * 1000:.1f} ms "
+        f"p99={percentile(opens, 0.99) * 1000:.1f} ms max={max(opens) * 1000:.1f} ms; "
+        f"publish p50={statistics.median(publish_seconds) * 1000:.1f} ms "
+        f"p99={percentile(publish_seconds, 0.99) * 1000:.1f} ms"
+    )
+    for index, ids in enumerate(received):
+        check_exactly_once(f"subscriber {index}", sorted(acknowledged), ids)
+    for server in (cluster.a, cluster.b):
+        metrics = await asyncio.to_thread(server.metrics)
+        print(
+            f"{server.name}: layer gaps filled from the database {metrics.get('pushsite_layer_gaps_total', 0):.0f}, "
+            f"late {metrics.get('pushsite_layer_late_total', 0):.0f}, lost {metrics.get('pushsite_layer_lost_total', 0):.0f}"
+        )
+        # A healthy Redis loses nothing: the alertable counter stays at zero
+        # whatever reordering between the two publishing processes did.
+        assert metrics.get("pushsite_layer_lost_total", 0) == 0
+    # The issue's target is 50 ms on a quiet machine (bench: steady); a test on a
+    # shared 2-core machine running the load itself allows more (measured 120-300 ms
+    # at load average 5-6), and still fails on the stalls the issue found (about
+    # 2 s every ~5 s at 200 msg/s).
+    assert percentile(opens, 0.99) < 0.5
+
+
+async def churn(
+    cluster: Cluster, database: PostgresDatabase, slug: str, *, idle_only: bool
+) -> tuple[Counter[int], list[int], list[int]]:
+    """4 publishers on both processes while PostgreSQL backends are killed every 0.3 s for 3 s.
+
+    The statuses, the acknowledged ids, and the number of backends each kill ended.
+    """
+    stop = asyncio.Event()
+    acknowledged: list[int] = []
+    statuses: Counter[int] = Counter()
+    kills: list[int] = []
+    which = "AND state = 'idle'" if idle_only else ""
+
+    def kill_backends() -> int:
+        with psycopg.connect(database.admin_url, autocommit=True) as admin:
+            rows = admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                f"WHERE datname = %s AND pid <> pg_backend_pid() {which}",
+                (database.name,),
+            ).fetchall()
+        return len(rows)
+
+    async def killer() -> None:
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            kills.append(await asyncio.to_thread(kill_backends))
+            await asyncio.sleep(0.3)  # pacing of the fault
+        stop.set()
+
+    async def publisher(index: int, client: httpx.AsyncClient) -> None:
+        server = (cluster.a, cluster.b)[index % 2]
+        n = 0
+        while not stop.is_set():
+            n += 1
+            response = await client.post(
+                f"{server.url}/api/channels/{slug}/messages",
+                json={"data": {"p": index, "n": n}},
+                headers={"Authorization": f"Bearer {cluster.key}"},
+            )
+            statuses[response.status_code] += 1
+            if response.status_code == 201:
+                acknowledged.append(int(response.json()["id"]))
+            else:
+                await asyncio.sleep(0.05)  # a publisher's retry delay
+
+    async with httpx.AsyncClient(timeout=10) as client:
+        await asyncio.gather(killer(), *(publisher(i, client) for i in range(PUBLISHERS)))
+    print(
+        f"database churn ({'idle' if idle_only else 'all'} backends killed): {len(kills)} kills "
+        f"({sum(kills)} backends), {sum(statuses.values())} publishes in 3 s: {dict(sorted(statuses.items()))}"
+    )
+    return statuses, acknowledged, kills
+
+
+PUBLISHERS = 4
+
+
+async def test_killed_database_connections_heal_without_503s(
+    faults: Cluster, prepared_database: PostgresDatabase
+) -> None:
+    """Killed PostgreSQL backends are replaced on the next use, without sleeping: no outage, nothing lost."""
+    cluster = faults
+    slug = "faults-churn"
+    cluster.site.create_channels(slug)
+    urls = [f"{cluster.a.url}/events/{slug}/", f"{cluster.b.url}/events/{slug}/"]
+    connected = [asyncio.Event() for _ in urls]
+    followers = [
+        asyncio.create_task(follow([url], expect=10**9, timeout=30, connected=ready))
+        for url, ready in zip(urls, connected, strict=True)
+    ]
+    async with asyncio.timeout(10):
+        for ready in connected:
+            await ready.wait()
+    # Idle pooled connections killed (a failover, a proxy, idle_session_timeout):
+    # the next checkout replaces each one at once, so no publish fails.
+    idle_statuses, idle_acknowledged, _ = await churn(cluster, prepared_database, slug, idle_only=True)
+    # Every backend killed, in use or not: a publish whose own connection dies
+    # mid-transaction fails (503, stored or rolled back, never twice); the rest go on.
+    all_statuses, all_acknowledged, kills = await churn(cluster, prepared_database, slug, idle_only=False)
+    acknowledged = idle_acknowledged + all_acknowledged
+    failed = sum(all_statuses.values()) - all_statuses[201] + sum(idle_statuses.values()) - idle_statuses[201]
+
+    expected = max(acknowledged)
+    for follower in followers:
+        follower.cancel()
+    await asyncio.gather(*followers, return_exceptions=True)
+    for url in urls:
+        received: list[int] = []
+        async with Subscriber(url, headers={"Last-Event-ID": "0"}) as subscriber:
+            await subscriber.opened()
+            while not received or received[-1] < expected:
+                event = await subscriber.next_event(timeout=10)
+                if event.event == "message":
+                    received.append(json.loads(event.data)["id"])
+        check_exactly_once(f"replay on {url}", sorted(acknowledged), received, failed)
+    # Idle kills: a statement that finds its connection dead runs again on a
+    # fresh one when that is safe (a SELECT, or a transaction's first
+    # statement). Not an autocommit write, such as the API key's last-used
+    # stamp (once a minute per process): at most one such 503 per process.
+    assert set(idle_statuses) <= {201, 503}, idle_statuses
+    assert idle_statuses[503] <= 2, idle_statuses
+    assert set(all_statuses) <= {201, 503}, all_statuses
+    # At most the publishes in flight when each kill landed, not an outage:
+    # before the fix each killed pooled connection cost a 1-2 s sleep, and the
+    # publishers managed ~10-20 publishes a second instead of hundreds.
+    assert all_statuses[503] <= PUBLISHERS * len(kills), all_statuses
+    assert all_statuses[201] >= 10 * all_statuses[503], all_statuses
+
+
+async def test_frozen_redis_healthz_stays_within_its_bound(faults: Cluster) -> None:
+    """Redis stopped with SIGSTOP: /healthz answers 503 naming the channel layer within its bound."""
+    cluster = faults
+    slug = "faults-frozen"
+    cluster.site.create_channels(slug)
+    assert cluster.redis.process is not None
+    urls = [f"{cluster.a.url}/events/{slug}/", f"{cluster.b.url}/events/{slug}/"]
+    connected = [asyncio.Event() for _ in urls]
+    acknowledged: list[int] = []
+    followers = [
+        asyncio.create_task(follow([url], expect=9, timeout=60, connected=ready))
+        for url, ready in zip(urls, connected, strict=True)
+    ]
+    async with asyncio.timeout(10):
+        for ready in connected:
+            await ready.wait()
+    health_seconds: list[float] = []
+    publish_seconds: list[float] = []
+    # An open stream on A, read all along: when each chunk came (heartbeats every 1 s).
+    writes: list[float] = []
+    watcher = await Subscriber(f"{cluster.a.url}/events/{slug}/").__aenter__()
+    await watcher.opened()
+
+    async def record_writes() -> None:
+        while await watcher._read_more():
+            writes.append(time.monotonic())
+
+    reading = asyncio.create_task(record_writes())
+    async with httpx.AsyncClient(timeout=10) as client:
+
+        async def publish(n: int) -> None:
+            began = time.monotonic()
+            response = await client.post(
+                f"{(cluster.a, cluster.b)[n % 2].url}/api/channels/{slug}/messages",
+                json={"data": n},
+                headers={"Authorization": f"Bearer {cluster.key}"},
+            )
+            publish_seconds.append(time.monotonic() - began)
+            assert response.status_code == 201, response.text
+            acknowledged.append(int(response.json()["id"]))
+
+        for n in range(3):
+            await publish(n)
+        os.kill(cluster.redis.process.pid, signal.SIGSTOP)
+        frozen_at = time.monotonic()
+        try:
+            for server in (cluster.a, cluster.b, cluster.a):
+                began = time.monotonic()
+                health = await client.get(f"{server.url}/healthz")
+                health_seconds.append(time.monotonic() - began)
+                assert health.status_code == 503, health.text
+                assert health.headers["retry-after"]
+                body = health.json()
+                assert body["sick"] == ["channel_layer"], body
+                assert body["database"] == "ok"
+                assert body["channel_layer"].startswith("error"), body
+            for n in range(3, 6):
+                await publish(n)
+        finally:
+            os.kill(cluster.redis.process.pid, signal.SIGCONT)
+            thawed_at = time.monotonic()
+        for n in range(6, 9):
+            await publish(n)
+    print(
+        f"frozen Redis: /healthz took {', '.join(f'{s * 1000:.0f}' for s in health_seconds)} ms; "
+        f"publishes took {', '.join(f'{s * 1000:.0f}' for s in publish_seconds)} ms "
+        "(before, during and after the freeze; the frozen ones wait on the layer until the "
+        "publish path stops waiting on the broker)"
+    )
+    assert max(health_seconds) < HEALTH_BOUND_SECONDS
+    reading.cancel()
+    await asyncio.gather(reading, return_exceptions=True)
+    await watcher.close()
+    # Nothing on the tick waits on the frozen layer: the open stream kept
+    # heart-beating (the relay's group re-join used to hold the tick).
+    during = [frozen_at, *(t for t in writes if frozen_at < t < thawed_at), thawed_at]
+    longest = max(later - earlier for earlier, later in itertools.pairwise(during))
+    print(f"frozen for {thawed_at - frozen_at:.1f} s: the open stream's longest silence {longest:.2f} s")
+    assert longest < 3.0  # heartbeats every 1 s, checked on the 1 s tick: 2 s at worst, plus load
+    # The publishes during the freeze never went through the layer: each process's
+    # relay filled them from the database, and counts them as lost by the layer
+    # once their frames have not come for 5 s (the alertable signal).
+    lost = await eventually(
+        lambda: asyncio.to_thread(lambda: cluster.a.metrics().get("pushsite_layer_lost_total", 0)),
+        lambda value: value >= 1,
+        within=15,
+        what="pushsite_layer_lost_total on A",
+    )
+    print(f"pushsite_layer_lost_total on A after the freeze: {lost:.0f}")
+    for url, received in zip(urls, await asyncio.gather(*followers), strict=True):
+        check_exactly_once(f"subscriber on {url}", sorted(acknowledged), received)
