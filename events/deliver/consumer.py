@@ -38,6 +38,7 @@ from events.access.auth import (
 from events.access.revocation import Access
 from events.conf import conf
 from events.deliver import history
+from events.deliver.direct import claim_direct_writer
 from events.deliver.relay import get_relay
 from events.deliver.stream import AsgiSend, Reset, Stream, StreamChannel
 from events.exceptions import (
@@ -395,6 +396,12 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
         if authorized.allow_origin is not None:
             headers.append((b"access-control-allow-origin", authorized.allow_origin.encode()))
         await self.send_headers(status=200, headers=headers)
+        # Below ASGI where the server offers it (SSE only: NDJSON rewrites every frame in send).
+        direct = (
+            claim_direct_writer(self.scope, high_water=max(1, conf.MAX_BACKLOG_BYTES // 4))
+            if output == SSE_FORMAT and self.scope["method"] != "HEAD"
+            else None
+        )
 
         stream = Stream(
             channels=authorized.channels,
@@ -404,6 +411,7 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
             expires_at=authorized.expires_at,
             access=authorized.access,
             resets=authorized.resets,
+            direct=direct,
         )
         self.stream = stream
         get_relay().streams_per_ip[client_address(self.scope)] += 1
