@@ -44,6 +44,10 @@ class Sizes:
     # (g) publish roads: interleaved rounds of sequential publishes per road.
     path_rounds: int = 5
     path_publishes: int = 300
+    # (h) reconnect storm (bench/storm.py): clients back at once, messages missed meanwhile.
+    storm_clients: int = 10_000
+    storm_messages: int = 20
+    storm_concurrency: int = 1000
     # Seconds without a new delivery after which a phase gives up on the rest.
     quiet_seconds: float = 5.0
     # Hard cap on waiting for one phase's deliveries after its last publish.
@@ -59,6 +63,8 @@ QUICK = Sizes(
     cross_messages=60,
     path_rounds=3,
     path_publishes=100,
+    storm_clients=500,
+    storm_messages=5,
     quiet_seconds=3.0,
     max_wait_seconds=30.0,
 )
