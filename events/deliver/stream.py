@@ -309,7 +309,7 @@ class Stream:
         """Queue ``data`` for the client without waiting; evict the reader if it cannot keep up.
 
         It goes out when this loop turn ends, in one write with anything else
-        written to this stream meanwhile.
+        written to this stream meanwhile (sooner past the low-water mark).
         """
         if self.closed:
             return
@@ -323,12 +323,10 @@ class Stream:
                 flush_now = True
         self._pending.append(data)
         self._pending_bytes += len(data)
-        if flush_now:
+        if flush_now or self._pending_bytes > self._low_water:
+            # A turn that writes a lot goes out in parts: the bound applies to what
+            # the socket has not taken (flush), never to a healthy reader's big turn.
             self.flush()
-            return
-        if self._pending_bytes + self._backlog_bytes > self._max_backlog:
-            stats.slow_reader_evictions += 1
-            self.close("slow reader: backlog over limit")
 
     def unsent(self) -> int:
         """Bytes written to this stream that the socket has not taken yet."""

@@ -105,3 +105,15 @@ async def test_a_direct_reader_over_the_bound_is_evicted_and_aborted() -> None:
     assert stream.finish(b"bye") is False
     assert connection.aborted
     assert recorder.bodies == []  # no graceful end queued behind what the reader never took
+
+
+@override_settings(PUSHSITE={"MAX_BACKLOG_BYTES": 1000})
+async def test_a_reader_that_keeps_up_is_not_evicted_for_a_turn_bigger_than_the_bound() -> None:
+    recorder = Recorder()
+    stream, reasons = make_stream(recorder)
+    for sequence in range(1, 41):  # 4,000 bytes in one turn, four times the bound
+        stream.deliver(1, sequence, b"", b"y" * 100)
+    await one_turn()
+    assert reasons == []
+    assert b"".join(recorder.bodies) == b"y" * 4000
+    assert len(recorder.bodies) == 14  # still coalesced: parts of 300 bytes, just past the low-water mark
