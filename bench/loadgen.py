@@ -190,6 +190,8 @@ class Crowd:
         ).encode()
         self.subscribers: list[Subscriber] = []
         self.failures: list[str] = []
+        # The phase new subscribers count from their first frame (a reconnect storm's replay).
+        self.tally: Tally | None = None
 
     async def open(
         self,
@@ -207,7 +209,7 @@ class Crowd:
 
         async def one() -> None:
             async with gate:
-                subscriber = Subscriber(self.request, None)
+                subscriber = Subscriber(self.request, self.tally)
                 try:
                     async with asyncio.timeout(timeout):
                         if receive_buffer is None:

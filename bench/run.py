@@ -28,7 +28,7 @@ from typing import Any
 
 from tests.support.servers import ROOT
 
-from . import report, scenarios
+from . import report, scenarios, storm
 from .scenarios import QUICK, Sizes
 from .servers import (
     SERVER_CPU,
@@ -345,6 +345,10 @@ async def run_all(options: argparse.Namespace, sizes: Sizes, workdir: Path) -> d
         results["targets"]["pushsite"]["steady"] = await measure_steady(
             deployment, workdir, sizes, progress, cpu
         )
+    if "storm" in wanted:
+        progress.target = "pushsite"
+        results["storm"] = await storm.reconnect_storm(deployment, sizes, progress, cpu)
+        progress.note(f"pushsite: reconnect storm: {results['storm']}")
     if "pushsite" in results["targets"] and "slow_reader" in wanted:
         results["design"] = {"slow_reader": await measure_slow_reader(deployment, sizes, progress, cpu)}
     results.setdefault("design", {})["encode_once"] = encode_once_cost()

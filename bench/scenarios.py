@@ -53,6 +53,10 @@ class Sizes:
     steady_subscribers: int = 40
     steady_messages: int = 2000
     steady_rate: float = 200.0
+    # (i) reconnect storm (bench/storm.py): clients back at once, messages missed meanwhile.
+    storm_clients: int = 10_000
+    storm_messages: int = 20
+    storm_concurrency: int = 1000
     # Seconds without a new delivery after which a phase gives up on the rest.
     quiet_seconds: float = 5.0
     # Hard cap on waiting for one phase's deliveries after its last publish.
@@ -69,6 +73,8 @@ QUICK = Sizes(
     path_rounds=3,
     path_publishes=100,
     steady_messages=600,
+    storm_clients=500,
+    storm_messages=5,
     quiet_seconds=3.0,
     max_wait_seconds=30.0,
 )

@@ -11,15 +11,22 @@ from typing import Any
 
 import uvicorn
 
+# uvicorn's httptools protocol plus direct writes for streams (pushsite/protocol.py).
+DIRECT_PROTOCOL = "pushsite.protocol:PushsiteHttpProtocol"
 
-def serve(host: str, port: int, *, workers: int = 1, **overrides: Any) -> None:
-    """Run until SIGTERM/SIGINT; with ``workers`` > 1, that many processes share the socket."""
+
+def serve(host: str, port: int, *, workers: int = 1, portable: bool = False, **overrides: Any) -> None:
+    """Run until SIGTERM/SIGINT; with ``workers`` > 1, that many processes share the socket.
+
+    ``portable``: stock httptools, so streams write through plain ASGI ``send``
+    (what every other server gets; the test suite runs the stream tests both ways).
+    """
     options: dict[str, Any] = {
         "host": host,
         "port": port,
         "workers": workers,
         "loop": "uvloop",
-        "http": "httptools",
+        "http": "httptools" if portable else DIRECT_PROTOCOL,
         "lifespan": "on",
         # Access lines would contain query strings (subscribe tokens); the
         # application logs each stream and publish itself.

@@ -64,7 +64,16 @@ def api_key(site: Site) -> str:
 
 @pytest.fixture(scope="session")
 def server(site: Site) -> Iterator[ServerProcess]:
+    """``manage.py serve`` as deployed: streams write directly to the connection (pushsite/protocol.py)."""
     process = ServerProcess(site, name="server").start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def portable_server(site: Site) -> Iterator[ServerProcess]:
+    """``manage.py serve --portable``: streams write through plain ASGI send, as under any other server."""
+    process = ServerProcess(site, name="portable", args=("--portable",)).start()
     yield process
     process.stop()
 

@@ -29,8 +29,10 @@ from django.dispatch import receiver
 from events import metrics, signals
 from events.conf import conf
 from events.deliver import history
+from events.deliver.directory import ChannelDirectory
 from events.deliver.stream import Stream
 from events.metrics import stats
+from events.models import Channel, Visibility
 from events.publish.store import FRAME_MESSAGE_TYPE, group_name
 from events.runtime import tick
 from events.runtime.bookkeeping import Job
@@ -222,6 +224,8 @@ class Relay:
         self.housekeeping_job = Job("Relay housekeeping")
         # Set on SIGTERM/SIGINT: new streams are refused (events/runtime/shutdown.py).
         self.draining = False
+        # Public channels as the database last admitted them (events/deliver/directory.py).
+        self.directory = ChannelDirectory()
 
     async def _start(self) -> None:
         self.channel_name = await self.layer.new_channel("pushsite.relay.")
@@ -299,6 +303,16 @@ class Relay:
             raise
         finally:
             self._feeds_ready.pop(channel_id, None)
+
+    def live_position(self, channel: Channel) -> int | None:
+        """Where a new live reader of ``channel`` starts, from its feed; None unless the feed is
+        open, live, public as of the last poll, and of the same epoch as ``channel``."""
+        feed = self.feeds.get(channel.pk)
+        if feed is None or channel.pk in self._feeds_ready or feed.catching_up is not None:
+            return None
+        if feed.visibility != Visibility.PUBLIC or feed.epoch != channel.epoch:
+            return None
+        return feed.position
 
     def unsubscribe(self, stream: Stream) -> None:
         self.streams.discard(stream)
@@ -380,9 +394,12 @@ class Relay:
         for channel_id, feed in list(self.feeds.items()):
             state = states.get(channel_id)
             if state is None or not state.is_active:
+                self.directory.forget(feed.slug)
                 self.close_channel(channel_id, "channel deactivated")
                 continue
             feed.visibility = state.visibility
+            if state.visibility != Visibility.PUBLIC or state.epoch != feed.epoch:
+                self.directory.forget(feed.slug)
             went_back = state.last_sequence < positions_before.get(channel_id, 0)
             if went_back and state.epoch == feed.epoch:
                 # The database went back (restored from a backup?): positions

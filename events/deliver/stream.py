@@ -15,6 +15,12 @@ of the bound) before writing the next frame, and a frame from the relay's gap
 fill that finds the backlog above that mark makes the stream read the rest from
 the database itself, at its own pace. So a reader that keeps up receives any
 amount of history without eviction; the bound is for readers that do not read.
+
+Frames written to one stream within one loop turn go out as one write when the
+turn ends (:class:`Coalescer`): a burst costs a connection one syscall, not one
+per frame. Where the server offers it (events/deliver/direct.py), the stream
+writes straight to the connection's transport instead of through ASGI
+``send``, and aborts the socket of a reader it evicts.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from events import metrics
 from events.access.revocation import Access
 from events.conf import conf
 from events.deliver import history
+from events.deliver.direct import DirectWriter
 from events.deliver.eager import start_eagerly
 from events.metrics import stats
 from events.runtime.tasks import detached
@@ -42,6 +49,41 @@ logger = logging.getLogger(__name__)
 # asgiref's ASGISendCallable, narrowed to what every server's send is (uvicorn's,
 # daphne's, Channels'): a coroutine function. Writes drive it eagerly (events/deliver/eager.py).
 AsgiSend = Callable[[ASGISendEvent], Coroutine[Any, Any, None]]
+
+
+class Coalescer:
+    """The streams written to in this loop turn; each is flushed once, when the turn ends."""
+
+    __slots__ = ("_dirty", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._dirty: list[Stream] = []
+
+    def add(self, stream: Stream) -> None:
+        if not self._dirty:
+            self.loop.call_soon(self._flush)
+        self._dirty.append(stream)
+
+    def _flush(self) -> None:
+        dirty, self._dirty = self._dirty, []
+        for stream in dirty:
+            stream.flush()
+
+
+_coalescer: Coalescer | None = None
+
+
+def coalescer() -> Coalescer | None:
+    """The running loop's coalescer; None outside a loop (then writes go out at once)."""
+    global _coalescer
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+    if _coalescer is None or _coalescer.loop is not loop:
+        _coalescer = Coalescer(loop)
+    return _coalescer
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,11 +113,15 @@ class Stream:
         "_backlog",
         "_backlog_bytes",
         "_catch_up_tasks",
+        "_coalescer",
+        "_direct",
         "_inflight",
         "_inflight_since",
         "_low_water",
         "_max_backlog",
         "_on_close",
+        "_pending",
+        "_pending_bytes",
         "_unresolved",
         "access",
         "catching_up",
@@ -97,6 +143,7 @@ class Stream:
         expires_at: float | None = None,
         access: Access | None = None,
         resets: dict[int, Reset] | None = None,
+        direct: DirectWriter | None = None,
     ) -> None:
         self.channels = channels
         # What let this reader in; re-checked while it stays (events/access/revocation.py).
@@ -110,6 +157,12 @@ class Stream:
         self.last_write = time.monotonic()
         self.wrote_event = False
         self._asgi_send = asgi_send
+        # The connection itself, when the server offers it (events/deliver/direct.py).
+        self._direct = direct
+        # Written this loop turn, not yet handed on (Coalescer).
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._coalescer: Coalescer | None = None
         self._on_close = on_close
         self._inflight: asyncio.Future[None] | None = None
         self._inflight_since = 0.0
@@ -150,7 +203,7 @@ class Stream:
 
         False when this stream will read it from the database itself.
         """
-        if channel_id not in self.catching_up and self._backlog_bytes > self._low_water:
+        if channel_id not in self.catching_up and self.unsent() > self._low_water:
             # Why: a gap fill after an outage hands every stream a long run of
             # frames at once; queueing them would evict healthy readers en masse.
             self.catch_up(channel_id, target=sequence)
@@ -253,9 +306,55 @@ class Stream:
     # --- writing ----------------------------------------------------------------
 
     def write(self, data: bytes) -> None:
-        """Queue ``data`` for the client without waiting; evict the reader if it cannot keep up."""
+        """Queue ``data`` for the client without waiting; evict the reader if it cannot keep up.
+
+        It goes out when this loop turn ends, in one write with anything else
+        written to this stream meanwhile (sooner past the low-water mark).
+        """
         if self.closed:
             return
+        flush_now = False
+        if not self._pending:
+            if self._coalescer is None:
+                self._coalescer = coalescer()
+            if self._coalescer is not None:
+                self._coalescer.add(self)
+            else:
+                flush_now = True
+        self._pending.append(data)
+        self._pending_bytes += len(data)
+        if flush_now or self._pending_bytes > self._low_water:
+            # A turn that writes a lot goes out in parts: the bound applies to what
+            # the socket has not taken (flush), never to a healthy reader's big turn.
+            self.flush()
+
+    def unsent(self) -> int:
+        """Bytes written to this stream that the socket has not taken yet."""
+        buffered = self._direct.buffered() if self._direct is not None else self._backlog_bytes
+        return self._pending_bytes + buffered
+
+    def flush(self) -> None:
+        """Hand what this loop turn wrote to the connection, as one write."""
+        if not self._pending or self.closed:
+            return
+        pending = self._pending
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        pending.clear()
+        self._pending_bytes = 0
+        if self._direct is not None:
+            self._write_direct(self._direct, data)
+        else:
+            self._send(data)
+
+    def _write_direct(self, direct: DirectWriter, data: bytes) -> None:
+        self.last_write = time.monotonic()
+        if not direct.write(data):
+            self.close("write failed")
+        elif direct.buffered() > self._max_backlog:
+            stats.slow_reader_evictions += 1
+            self.close("slow reader: backlog over limit")
+
+    def _send(self, data: bytes) -> None:
         if self._inflight is not None:
             self._backlog.append(data)
             self._backlog_bytes += len(data)
@@ -285,15 +384,29 @@ class Stream:
             data = b"".join(self._backlog)
             self._backlog.clear()
             self._backlog_bytes = 0
-            self.write(data)
+            self._send(data)
 
     async def _paced(self) -> None:
         """Wait while the unsent backlog is above the low-water mark: the socket sets the pace."""
+        if self._pending_bytes > self._low_water:
+            self.flush()
+        direct = self._direct
+        if direct is not None:
+            # The writer pauses above the low-water mark (claimed with it as its high water).
+            while direct.paused and not self.closed:
+                await direct.drain()
+            return
         while self._inflight is not None and self._backlog_bytes > self._low_water and not self.closed:
             await asyncio.wait([self._inflight])
 
     async def drained(self) -> None:
         """Wait until everything written so far has been handed to the socket."""
+        self.flush()
+        direct = self._direct
+        if direct is not None:
+            while direct.paused and not self.closed:
+                await direct.drain()
+            return
         while self._inflight is not None and not self.closed:
             await asyncio.wait([self._inflight])
 
@@ -303,6 +416,13 @@ class Stream:
             return
         if self.expires_at is not None and wall_clock >= self.expires_at:
             self.close("token expired")
+        elif self._direct is not None:
+            paused_since = self._direct.paused_since()
+            if paused_since is not None and now - paused_since > send_timeout:
+                stats.slow_reader_evictions += 1
+                self.close("slow reader: write timed out")
+            elif now - self.last_write >= heartbeat and not self._pending:
+                self.write(sse.KEEPALIVE)
         elif self._inflight is not None:
             if now - self._inflight_since > send_timeout:
                 stats.slow_reader_evictions += 1
@@ -314,15 +434,30 @@ class Stream:
         """End the stream from the server side (idempotent)."""
         if self.closed:
             return
+        if self._pending and self._pending_bytes + self._backlog_bytes <= self._max_backlog:
+            # What this turn wrote before the close still goes out (it may fail: then
+            # that failure closed the stream already).
+            self.flush()
+            if self.closed:
+                return
         self.closed = True
         for task in list(self._catch_up_tasks):
             task.cancel()
         self._backlog.clear()
         self._backlog_bytes = 0
+        self._pending.clear()
+        self._pending_bytes = 0
         self._on_close(reason)
 
     def finish(self, last_words: bytes = b"") -> bool:
-        """Try to end the HTTP response cleanly, after ``last_words``; False if the socket is full."""
+        """Try to end the HTTP response cleanly, after ``last_words``; False if the socket is full.
+
+        On a direct connection a full socket is aborted at once (issue 15: an
+        evicted reader must not hold its connection and kernel buffers).
+        """
+        if self._direct is not None and self._direct.paused:
+            self._direct.abort()
+            return False
         if self._inflight is not None:
             self._inflight.cancel()
             return False

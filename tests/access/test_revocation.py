@@ -12,6 +12,9 @@ import pytest
 
 from tests.support.servers import ServerProcess, Site
 from tests.support.sse_client import Subscriber
+from tests.support.write_paths import server_on_each_write_path
+
+__all__ = ["server_on_each_write_path"]  # revocation and token expiry, on both write paths
 
 BOUND = 4.0  # REVOCATION_SECONDS (1) + the housekeeping tick (1) + slack for a loaded machine
 _names = itertools.count()

@@ -36,15 +36,19 @@ def store_history(site: Site, slug: str, count: int) -> None:
     )
 
 
-@pytest.fixture(scope="module")
-def server(site: Site) -> Iterator[ServerProcess]:
-    """A second process on the same database that replays in large batches and evicts stuck writes in 3 s."""
+@pytest.fixture(scope="module", params=["direct", "asgi-send"])
+def server(request: pytest.FixtureRequest, site: Site) -> Iterator[ServerProcess]:
+    """A second process on the same database that replays in large batches and evicts stuck writes in 3 s.
+
+    Once per write path (tests/deliver/conftest.py).
+    """
     paced = Site(
         workdir=site.workdir,
         database_url=site.database_url,
         settings={**SERVER_SETTINGS, "REPLAY_BATCH_SIZE": str(MESSAGES), "SEND_TIMEOUT_SECONDS": "3"},
     )
-    process = ServerProcess(paced, name="replay-pacing").start()
+    args = ("--portable",) if request.param == "asgi-send" else ()
+    process = ServerProcess(paced, name=f"replay-pacing-{request.param}", args=args).start()
     yield process
     process.stop()
 

@@ -25,6 +25,11 @@ class Command(BaseCommand):
             default="127.0.0.1",
             help="Proxies whose X-Forwarded-* headers are trusted.",
         )
+        parser.add_argument(
+            "--portable",
+            action="store_true",
+            help="Streams write through plain ASGI send, not directly to the connection.",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         workers = options["workers"]
@@ -40,4 +45,5 @@ class Command(BaseCommand):
             options["port"],
             workers=workers,
             forwarded_allow_ips=options["forwarded_allow_ips"],
+            portable=options["portable"],
         )

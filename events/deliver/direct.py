@@ -1,0 +1,62 @@
+"""Direct writes: a stream's body written straight to the connection, below ASGI.
+
+A server that offers the ``pushsite.transport`` extension in the request's
+scope (Pushsite's own uvicorn protocol, pushsite/protocol.py, under
+``manage.py serve``) lets a stream claim its connection once the response head
+has gone out through ASGI ``send``. From then on the stream writes frames
+without a coroutine, a ``send`` call or a message dict per frame, reads the
+transport's write buffer for flow control and eviction, and aborts the socket
+of a reader it evicts instead of waiting for the kernel to drain it (issue 15).
+The end of the response still goes through ``send``, so the server's own
+bookkeeping (keep-alive, the chunked terminator) stays the server's.
+
+Every other server (daphne, ``runserver``) offers nothing, and the stream uses
+plain ASGI ``send`` (events/deliver/stream.py): the portable path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+# The scope extension's name: scope["extensions"][DIRECT_WRITES]["claim"](high_water=...).
+DIRECT_WRITES = "pushsite.transport"
+
+
+class DirectWriter(Protocol):
+    """The connection of one started, chunked response, as a stream writes to it."""
+
+    def write(self, data: bytes) -> bool:
+        """Write ``data`` as one body chunk without waiting; False when the connection is gone."""
+
+    def buffered(self) -> int:
+        """Bytes written but not yet taken by the socket."""
+
+    @property
+    def paused(self) -> bool:
+        """True while the buffer is above the high-water mark given to ``claim``."""
+
+    def paused_since(self) -> float | None:
+        """``time.monotonic()`` when the buffer last went above the mark; None when it is below."""
+
+    async def drain(self) -> None:
+        """Wait until the buffer is below the mark again (or the connection is gone)."""
+
+    def abort(self) -> None:
+        """Drop the connection now, with whatever is still buffered."""
+
+
+Claim = Callable[..., DirectWriter | None]
+
+
+def claim_direct_writer(scope: Mapping[str, Any], *, high_water: int) -> DirectWriter | None:
+    """The connection's direct writer, if the server offers one for this response; else None.
+
+    Call after ``http.response.start`` has been sent. ``high_water``: above it
+    the writer reports ``paused`` (the stream's replay pacing mark).
+    """
+    offer = (scope.get("extensions") or {}).get(DIRECT_WRITES)
+    if not offer:
+        return None
+    claim: Claim = offer["claim"]
+    return claim(high_water=high_water)
