@@ -11,7 +11,7 @@ from channels.layers import channel_layers
 
 from tests.support.servers import ServerProcess, Site
 
-POOL_SIZE = 60
+POOL_SIZE = 160
 SERVER_SETTINGS = {
     "HEARTBEAT_SECONDS": "1",
     "FEED_LINGER_SECONDS": "0.5",
