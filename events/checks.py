@@ -8,7 +8,7 @@ from typing import Any
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Info, Warning, register
 
-from events.conf import DEFAULTS, conf
+from events.conf import SettingsGroup, conf
 
 
 @register()
@@ -29,8 +29,9 @@ def check_channel_layer(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
 def check_pushsite_settings(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
     messages: list[CheckMessage] = []
     overrides = getattr(settings, "PUSHSITE", {}) or {}
+    known = SettingsGroup.every_setting()
     for name in overrides:
-        if name not in DEFAULTS:
+        if name not in known:
             messages.append(
                 Warning(
                     f"PUSHSITE_{name} is not a Pushsite setting and is ignored.",
@@ -38,16 +39,15 @@ def check_pushsite_settings(app_configs: Any, **kwargs: Any) -> list[CheckMessag
                     id="events.W001",
                 )
             )
-    for name in DEFAULTS:
+    for name, setting in known.items():
         try:
-            value = getattr(conf, name)
+            value = setting.current()
         except Exception as exc:
             messages.append(Error(str(exc), id="events.E002"))
             continue
-        if isinstance(value, int | float) and value <= 0:
-            messages.append(
-                Error(f"PUSHSITE_{name} must be greater than zero, not {value}.", id="events.E003")
-            )
+        if not setting.allows(value):
+            least = "greater than zero" if setting.minimum is None else f"at least {setting.minimum}"
+            messages.append(Error(f"PUSHSITE_{name} must be {least}, not {value}.", id="events.E003"))
     heartbeat = _number(conf, "HEARTBEAT_SECONDS")
     timeout = _number(conf, "SEND_TIMEOUT_SECONDS")
     if heartbeat is not None and heartbeat > 55:

@@ -19,9 +19,15 @@ T = TypeVar("T", int, float)
 class Setting(Generic[T]):
     """One Pushsite setting: its default, and its current value converted to the default's type."""
 
-    def __init__(self, default: T) -> None:
+    def __init__(self, default: T, *, minimum: T | None = None) -> None:
         self.default: T = default
+        # The smallest value that makes sense; None: anything above zero
+        # (system check events.E003 refuses the rest).
+        self.minimum: T | None = minimum
         self.name = ""
+
+    def allows(self, value: T) -> bool:
+        return value >= self.minimum if self.minimum is not None else value > 0
 
     def __set_name__(self, owner: type[Any], name: str) -> None:
         self.name = name
@@ -30,11 +36,15 @@ class Setting(Generic[T]):
     def __get__(self, instance: None, owner: type[Any]) -> Setting[T]: ...
 
     @overload
-    def __get__(self, instance: PushsiteSettings, owner: type[Any]) -> T: ...
+    def __get__(self, instance: SettingsGroup, owner: type[Any]) -> T: ...
 
-    def __get__(self, instance: PushsiteSettings | None, owner: type[Any]) -> Setting[T] | T:
+    def __get__(self, instance: SettingsGroup | None, owner: type[Any]) -> Setting[T] | T:
         if instance is None:
             return self
+        return self.current()
+
+    def current(self) -> T:
+        """The value now: the override in ``settings.PUSHSITE`` converted to the default's type, or the default."""
         overrides: dict[str, Any] = getattr(settings, "PUSHSITE", {}) or {}
         if self.name not in overrides:
             return self.default
@@ -48,8 +58,33 @@ class Setting(Generic[T]):
             ) from exc
 
 
-class PushsiteSettings:
-    """Attribute access to Pushsite settings with defaults, read on each access."""
+class SettingsGroup:
+    """A set of Pushsite settings: the core's below, and each feature app's own.
+
+    Every group reads the same ``settings.PUSHSITE`` overrides (``PUSHSITE_<NAME>``);
+    defining a subclass registers it, so the system checks and the documentation
+    see a feature's settings without the core naming them.
+    """
+
+    groups: list[type[SettingsGroup]] = []
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        SettingsGroup.groups.append(cls)
+
+    @staticmethod
+    def every_setting() -> dict[str, Setting[Any]]:
+        """Every registered setting by name, the core's first, each group in its own order."""
+        found: dict[str, Setting[Any]] = {}
+        for group in SettingsGroup.groups:
+            for name, setting in vars(group).items():
+                if isinstance(setting, Setting):
+                    found[name] = setting
+        return found
+
+
+class PushsiteSettings(SettingsGroup):
+    """Attribute access to the core's settings with defaults, read on each access."""
 
     # Seconds of silence after which a stream gets a ": keep-alive" comment.
     HEARTBEAT_SECONDS = Setting(15.0)
@@ -94,7 +129,7 @@ class PushsiteSettings:
     FEED_LINGER_SECONDS = Setting(30.0)
     # Most stored messages a new stream may ask to receive first (?rewind=N,
     # per channel); a larger N is refused with 400.
-    MAX_REWIND = Setting(100)
+    MAX_REWIND = Setting(100, minimum=0)
     # Messages read from the database per query when replaying history.
     REPLAY_BATCH_SIZE = Setting(500)
     # Default and largest lifetime of a subscribe token, in seconds.
@@ -113,24 +148,12 @@ class PushsiteSettings:
     # History API page size: default and maximum.
     HISTORY_DEFAULT_LIMIT = Setting(100)
     HISTORY_MAX_LIMIT = Setting(1000)
-    # Chat rooms: longest message in characters (a room may set its own).
-    CHAT_MAX_LENGTH = Setting(500)
-    # Chat rooms: messages one participant may post per window, and the window.
-    CHAT_RATE_MESSAGES = Setting(5)
-    CHAT_RATE_SECONDS = Setting(10.0)
-    # Chat rooms: messages one client IP address may post per window (people
-    # behind one NAT share it, so it is higher).
-    CHAT_IP_RATE_MESSAGES = Setting(30)
-    # Messages a room page renders before it goes live.
-    CHAT_HISTORY = Setting(50)
-    # How often each process marks its chat streams as present; a row not
-    # refreshed for three intervals (its process died) is dropped.
-    PRESENCE_REFRESH_SECONDS = Setting(5.0)
 
 
 conf = PushsiteSettings()
 
-# Every setting and its default, in the order above (system checks, documentation).
+# The core's settings and their defaults, in the order above (feature apps'
+# settings: SettingsGroup.every_setting()).
 DEFAULTS: dict[str, int | float] = {
     name: setting.default for name, setting in vars(PushsiteSettings).items() if isinstance(setting, Setting)
 }

@@ -50,3 +50,15 @@ def test_a_value_of_another_kind_is_a_configuration_error(override: object) -> N
 def test_unknown_names_are_attribute_errors() -> None:
     with pytest.raises(AttributeError):
         _ = conf.NOT_A_SETTING  # type: ignore[attr-defined]  # the point of the test
+
+
+def test_feature_settings_are_registered_beside_the_cores() -> None:
+    from events.chat.conf import chat_conf
+    from events.conf import SettingsGroup
+
+    every = SettingsGroup.every_setting()
+    assert list(every)[: len(DEFAULTS)] == list(DEFAULTS)  # the core's first, in order
+    assert every["CHAT_HISTORY"].default == 50
+    assert "CHAT_HISTORY" not in DEFAULTS  # the core names no feature's setting
+    with override_settings(PUSHSITE={"CHAT_HISTORY": "20"}):
+        assert chat_conf.CHAT_HISTORY == 20

@@ -135,3 +135,10 @@ def test_runserver_says_at_start_that_streamed_publishes_arrive_whole(tmp_path: 
     assert "(events.I001) manage.py runserver (daphne) hands a request body over only when it ends" in output
     checked = _manage(tmp_path, "", "check")  # other commands do not say it
     assert "events.I001" not in checked.stdout + checked.stderr
+
+
+def test_the_readme_documents_every_setting_of_every_settings_group() -> None:
+    from events.conf import SettingsGroup
+
+    documented = set(re.findall(r"`PUSHSITE_([A-Z0-9_]+)`", README))
+    assert sorted(set(SettingsGroup.every_setting()) - documented) == []

@@ -12,4 +12,4 @@ class ChatConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from events.chat import presence  # noqa: F401  (connects its signal receivers)
+        from events.chat import nicknames, presence  # noqa: F401  (connects their signal receivers)

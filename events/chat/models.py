@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 from events.models import Channel
 
@@ -42,6 +43,10 @@ class ChatNickname(models.Model):
     name_key = models.CharField(max_length=150, editable=False)
     person = models.CharField(max_length=200)
     claimed_at = models.DateTimeField(auto_now_add=True)
+    # Moved forward (at most hourly) when the guest posts under the name; a claim
+    # idle for PUSHSITE_CHAT_NICKNAME_HOLD_DAYS that no kept message carries is
+    # released (events/chat/nicknames.py), so the table does not grow for ever.
+    last_used_at = models.DateTimeField(default=timezone.now, db_index=True)
 
     class Meta:
         constraints = [

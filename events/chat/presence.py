@@ -27,9 +27,9 @@ from django.dispatch import receiver
 from django.utils import timezone
 
 from events.chat import rules
+from events.chat.conf import chat_conf
 from events.chat.models import ChatPresence
 from events.chat.rules import Author
-from events.conf import conf
 from events.deliver.stream import StreamChannel
 from events.models import Channel
 from events.publish.store import fan_out_ephemeral
@@ -44,7 +44,7 @@ PROCESS_ID = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 def cutoff() -> Any:
-    return timezone.now() - timedelta(seconds=EXPIRY_INTERVALS * conf.PRESENCE_REFRESH_SECONDS)
+    return timezone.now() - timedelta(seconds=EXPIRY_INTERVALS * chat_conf.PRESENCE_REFRESH_SECONDS)
 
 
 def people(channel_id: int) -> list[dict[str, Any]]:
@@ -208,7 +208,7 @@ class Tracker:
         self._kick()
 
     def tick(self, now: float) -> None:
-        if now - self._last_refresh < conf.PRESENCE_REFRESH_SECONDS or not self.rooms:
+        if now - self._last_refresh < chat_conf.PRESENCE_REFRESH_SECONDS or not self.rooms:
             return
         self._last_refresh = now
         self._refresh_due = True

@@ -21,8 +21,8 @@ from django.utils import timezone
 
 from events.access import ratelimit
 from events.access.auth import Reader, check_read, unknown_channel
+from events.chat.conf import chat_conf
 from events.chat.models import ChatMute, ChatNickname
-from events.conf import conf
 from events.exceptions import (
     InvalidInput,
     Muted,
@@ -47,17 +47,19 @@ _NICKNAME = re.compile(r"[^\W_][\w .-]*")
 _AUTHOR = re.compile(r"(user|guest):.{1,150}")
 MAX_BODY_BYTES = 16 * 1024
 TYPING_EVERY_SECONDS = 2
+# A nickname claim's last use moves forward at most this often.
+NICKNAME_TOUCH_EVERY = timedelta(hours=1)
 POSTS_BY_AUTHOR = ratelimit.Rate(
     "chat-author",
-    lambda: conf.CHAT_RATE_MESSAGES,
-    lambda: conf.CHAT_RATE_SECONDS,
+    lambda: chat_conf.CHAT_RATE_MESSAGES,
+    lambda: chat_conf.CHAT_RATE_SECONDS,
     "You are sending messages too fast.",
 )
 # People behind one NAT share an address, so its limit is higher.
 POSTS_BY_ADDRESS = ratelimit.Rate(
     "chat-ip",
-    lambda: conf.CHAT_IP_RATE_MESSAGES,
-    lambda: conf.CHAT_RATE_SECONDS,
+    lambda: chat_conf.CHAT_IP_RATE_MESSAGES,
+    lambda: chat_conf.CHAT_RATE_SECONDS,
     "Too many messages from your network.",
 )
 
@@ -135,7 +137,7 @@ def json_body(request: HttpRequest, fields: set[str]) -> dict[str, Any]:
 
 
 def max_length(channel: Channel) -> int:
-    return channel.chat_max_length or conf.CHAT_MAX_LENGTH
+    return channel.chat_max_length or chat_conf.CHAT_MAX_LENGTH
 
 
 def clean_text(channel: Channel, text: Any) -> str:
@@ -234,14 +236,20 @@ def claim_nickname(channel: Channel, author: Author) -> None:
     """Hold the guest's nickname in ``channel`` for that guest; refused when someone else holds it.
 
     A claim is kept when the guest moves on to another name, so an old
-    message's name never passes to someone else.
+    message's name never passes to someone else; a claim long out of use is
+    released (events/chat/nicknames.py).
     """
-    key = author.name.casefold()
-    claimed, _created = ChatNickname.objects.get_or_create(
-        channel=channel, name_key=key, defaults={"name": author.name, "person": author.person}
+    now = timezone.now()
+    claimed, created = ChatNickname.objects.get_or_create(
+        channel=channel,
+        name_key=author.name.casefold(),
+        defaults={"name": author.name, "person": author.person, "last_used_at": now},
     )
     if claimed.person != author.person:
         raise InvalidInput(f"The nickname {author.name!r} is in use in this room; choose another.")
+    if not created and now - claimed.last_used_at > NICKNAME_TOUCH_EVERY:
+        # At most hourly: one UPDATE per post would be waste.
+        ChatNickname.objects.filter(pk=claimed.pk).update(last_used_at=now)
 
 
 def set_nickname(channel: Channel, session: SessionBase, nickname: Any) -> Author:
@@ -270,8 +278,9 @@ def set_nickname(channel: Channel, session: SessionBase, nickname: Any) -> Autho
 
 
 def may_type(author: Author) -> bool:
-    """At most one "is typing" event per author every few seconds: True when this one may go."""
-    digest = hashlib.sha256(author.label.encode()).hexdigest()[:32]
+    """At most one "is typing" event per person every few seconds: True when this one may go."""
+    # Keyed by the person, not the label: a guest switching nicknames is still one typist.
+    digest = hashlib.sha256((author.person or author.label).encode()).hexdigest()[:32]
     return bool(cache.add(f"pushsite:typing:{digest}", 1, timeout=TYPING_EVERY_SECONDS))
 
 

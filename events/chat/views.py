@@ -18,7 +18,7 @@ from django.views.decorators.csrf import csrf_exempt, ensure_csrf_cookie
 from events.access.auth import Reader, check_read
 from events.chat import presence
 from events.chat import rules as chat
-from events.conf import conf
+from events.chat.conf import chat_conf
 from events.exceptions import (
     ChannelNotFound,
     MethodNotAllowed,
@@ -81,7 +81,7 @@ def room_page(request: HttpRequest, slug: str) -> HttpResponse:
         return redirect_to_login(request.get_full_path())
     except PermissionDenied as exc:
         return render(request, "events/room_forbidden.html", {"detail": exc.detail}, status=403)
-    rows, last_id = chat.recent(channel, conf.CHAT_HISTORY)
+    rows, last_id = chat.recent(channel, chat_conf.CHAT_HISTORY)
     author = chat.identity(request.user, request.session)
     may_post = author is not None and (not author.guest or channel.guests_may_post)
     context = {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -12,10 +13,11 @@ from django.contrib.auth.models import User
 from django.core.cache import cache
 from django.core.management import call_command
 from django.db import connection
-from django.test import AsyncClient
+from django.test import AsyncClient, override_settings
 from django.utils import timezone
 
-from events.chat.models import ChatMute
+from events.chat.models import ChatMute, ChatNickname
+from events.chat.nicknames import release_idle
 from events.models import Channel, Kind
 from events.provisioning import upsert_channel
 
@@ -144,3 +146,43 @@ async def test_staff_see_held_nicknames_in_the_admin(lobby: Channel, moderator: 
     page = await staff.get("/admin/chat/chatnickname/")
     assert page.status_code == 200
     assert "Frank" in page.content.decode()
+
+
+async def test_a_nickname_long_out_of_use_is_released_once_no_kept_message_carries_it(lobby: Channel) -> None:
+    first = await guest("Zed")
+    assert (await post(first, "/rooms/lobby/messages", {"text": "hi"})).status_code == 201
+    await guest("Quiet")  # claimed, never posted
+    long_ago = timezone.now() - timedelta(days=31)
+    await ChatNickname.objects.aupdate(last_used_at=long_ago)
+
+    with override_settings(PUSHSITE={"CHAT_NICKNAME_HOLD_DAYS": 30}):
+        released = await sync_to_async(release_idle)()
+    # "Zed" is still on a kept message, so it stays with its guest; "Quiet" is free.
+    assert released == 1
+    assert [name async for name in ChatNickname.objects.values_list("name", flat=True)] == ["Zed"]
+    assert (await post(AsyncClient(), "/rooms/lobby/guest", {"nickname": "quiet"})).status_code == 200
+    assert (await post(AsyncClient(), "/rooms/lobby/guest", {"nickname": "zed"})).status_code == 400
+
+    # Once the room no longer keeps Zed's message, the name is released too.
+    await sync_to_async(lambda: lobby.messages.all().delete())()
+    with override_settings(PUSHSITE={"CHAT_NICKNAME_HOLD_DAYS": 30}):
+        assert await sync_to_async(release_idle)() == 1
+
+
+async def test_posting_keeps_a_nickname_in_use(lobby: Channel) -> None:
+    first = await guest("Busy")
+    await ChatNickname.objects.aupdate(last_used_at=timezone.now() - timedelta(days=31))
+    assert (await post(first, "/rooms/lobby/messages", {"text": "still here"})).status_code == 201
+    claim = await ChatNickname.objects.aget(name="Busy")
+    assert timezone.now() - claim.last_used_at < timedelta(minutes=1)
+    await sync_to_async(lambda: lobby.messages.all().delete())()
+    assert await sync_to_async(release_idle)() == 0
+
+
+async def test_switching_nicknames_does_not_reset_the_typing_limit(lobby: Channel) -> None:
+    typist = await guest("Typist")
+    assert (await post(typist, "/rooms/lobby/typing", {})).json() == {"sent": True}
+    await guest("Another name", typist)
+    assert (await post(typist, "/rooms/lobby/typing", {})).json() == {"sent": False}
+    # Someone else is not held back by it.
+    assert (await post(await guest("Other"), "/rooms/lobby/typing", {})).json() == {"sent": True}

@@ -68,11 +68,27 @@ def test_metrics_on_a_real_server(server: ServerProcess, api_key: str) -> None:
         ({"MAX_BACKLOG_BYTES": "lots"}, "events.E002"),
         ({"NOT_A_SETTING": 1}, "events.W001"),
         ({"HEARTBEAT_SECONDS": 90}, "events.W002"),
+        ({"MAX_REWIND": -1}, "events.E003"),
+        ({"CHAT_RATE_MESSAGES": 0}, "events.E003"),
+        ({"CHAT_HISTORY": "many"}, "events.E002"),
     ],
 )
 def test_system_checks_catch_bad_settings(override: dict[str, object], check_id: str) -> None:
     with override_settings(PUSHSITE=override):
         assert check_id in {message.id for message in run_checks()}
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        {"MAX_REWIND": 0},  # "no rewind" is a choice, not a mistake
+        {"CHAT_HISTORY": 20, "PRESENCE_REFRESH_SECONDS": 2, "CHAT_NICKNAME_HOLD_DAYS": 7},
+    ],
+)
+def test_system_checks_accept_good_settings_of_the_core_and_of_features(override: dict[str, object]) -> None:
+    with override_settings(PUSHSITE=override):
+        found = {message.id for message in run_checks()}
+    assert not found & {"events.E002", "events.E003", "events.W001"}
 
 
 def test_no_channel_layer_is_a_system_check_error() -> None:
