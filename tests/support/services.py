@@ -19,7 +19,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import psycopg
-import pytest
 
 from tests.support.servers import free_port
 
@@ -28,6 +27,10 @@ DEFAULT_POSTGRES_URL = "postgres://postgres@127.0.0.1:5432/postgres"
 
 def unavailable(reason: str) -> None:
     """Skip (or, under CI, fail) a test whose service is missing."""
+    # Imported here: the benchmark (bench/servers.py) uses this module in an
+    # environment without pytest.
+    import pytest
+
     if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
         pytest.fail(f"CI requires it, but {reason}")
     pytest.skip(reason)
