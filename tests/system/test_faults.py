@@ -7,6 +7,7 @@ loss, no duplicates, and the bound the issue sets for that fault.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import json
 import os
@@ -407,7 +408,7 @@ async def test_a_publish_retried_with_its_idempotency_key_after_a_reset_is_store
             # Half the rounds: the answer was lost after the publish committed.
             # The others: the retry races the first attempt, or finds it never stored.
             if n % 2 == 0:
-                await eventually(lambda n=n: stored(n), bool, within=10, what=f"publish {n} stored")
+                await eventually(functools.partial(stored, n), bool, within=10, what=f"publish {n} stored")
             retry = await client.post(
                 f"{other.url}/api/channels/{slug}/messages",
                 content=body,
@@ -418,7 +419,7 @@ async def test_a_publish_retried_with_its_idempotency_key_after_a_reset_is_store
             outcomes["replayed" if replayed else "stored by the retry"] += 1
             if n % 2 == 0:
                 assert replayed, f"round {n}: the committed publish was not replayed"
-            ids = await eventually(lambda n=n: stored(n), bool, within=10, what=f"publish {n} stored")
+            ids = await eventually(functools.partial(stored, n), bool, within=10, what=f"publish {n} stored")
             assert ids == [retry.json()["id"]], (
                 f"round {n}: stored {ids}, retry answered {retry.json()['id']}"
             )
