@@ -16,5 +16,6 @@ class EventsConfig(AppConfig):
         from events import checks  # noqa: F401  (the checks register on import)
         from events.access import cors, stream_slots  # noqa: F401  (stream_slots renews leases on the tick)
         from events.deliver import access_sweep, heartbeat, relay  # noqa: F401  (tick receivers)
+        from events.publish import idempotency  # noqa: F401  (prunes receipts on the tick)
 
         check_request_enabled.connect(cors.allow_channel_origins, dispatch_uid="pushsite-channel-origins")

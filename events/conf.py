@@ -145,6 +145,9 @@ class PushsiteSettings(SettingsGroup):
     # carry (413 above; each line is also limited to MAX_MESSAGE_BYTES).
     STREAM_MAX_PARTS = Setting(10000)
     STREAM_MAX_BYTES = Setting(4 * 1024 * 1024)
+    # How long a publish's Idempotency-Key is remembered: a retry with the same
+    # key within this window gets the original answer and stores nothing.
+    IDEMPOTENCY_SECONDS = Setting(86400)
     # History API page size: default and maximum.
     HISTORY_DEFAULT_LIMIT = Setting(100)
     HISTORY_MAX_LIMIT = Setting(1000)

@@ -72,6 +72,20 @@ class RequestTimeout(PushsiteError):
     code = "timeout"
 
 
+class IdempotencyKeyInUse(PushsiteError):
+    """A streamed publish whose Idempotency-Key belongs to a stream that is still running."""
+
+    status = 409
+    code = "idempotency_key_in_use"
+
+
+class IdempotencyKeyReused(PushsiteError):
+    """An Idempotency-Key already used for a different request (another body, channel endpoint or format)."""
+
+    status = 422
+    code = "idempotency_key_reused"
+
+
 class UnsupportedMediaType(PushsiteError):
     """A request body in a format this endpoint does not read."""
 

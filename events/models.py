@@ -1,4 +1,4 @@
-"""The core's data: channels, their stored messages, and the API keys that may publish to them."""
+"""The core's data: channels, their stored messages, publish receipts, and the API keys that may publish to them."""
 
 from __future__ import annotations
 
@@ -217,6 +217,42 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"{self.channel_id}#{self.sequence} {self.event}"
+
+
+class PublishReceipt(models.Model):
+    """What a publish with an ``Idempotency-Key`` answered, so that a retry gets that answer (issue 15).
+
+    Written in the publishing transaction (events/publish/idempotency.py); the unique
+    constraint makes two racing retries store one message between them.
+    """
+
+    channel = models.ForeignKey(Channel, on_delete=models.CASCADE, related_name="+")
+    # Whose key it is: "key:<api key prefix>", "user:<pk>" or "code:<publisher>"
+    # (the Python API), so publishers never see or collide with each other's keys.
+    scope = models.CharField(max_length=210)
+    key = models.CharField(max_length=255)
+    # sha256 of what was asked (the message's event and data, or a stream's
+    # content type and body bytes); empty while a stream runs.
+    fingerprint = models.CharField(max_length=64, blank=True)
+    # The first answer: its status and JSON body (kept here, not read back from
+    # the message, which retention may prune within the window). Null while a stream runs.
+    status = models.PositiveSmallIntegerField(null=True)
+    response = models.JSONField(null=True)
+    # Plain ids, not foreign keys: pruning history never has to touch receipts.
+    message_id = models.BigIntegerField(null=True)
+    body_bytes = models.BigIntegerField(null=True)
+    # A running stream's lease: past it, the stream's process is presumed dead
+    # and a retry may take the key over.
+    running_until = models.DateTimeField(null=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["channel", "scope", "key"], name="unique_publish_receipt")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.scope} {self.key!r} on {self.channel_id}"
 
 
 KEY_PREFIX_LENGTH = 8

@@ -25,8 +25,10 @@ ERROR_CODES = {
     403: "Not allowed: the key's scope, a staff-only action, a failed CSRF check, a mute.",
     404: "Unknown or inactive channel (or room).",
     408: "The streamed body stopped arriving (PUSHSITE_STREAM_IDLE_SECONDS).",
+    409: "A stream with this `Idempotency-Key` is still running; retry once it has ended.",
     413: "Over a size limit.",
     415: "A body of another Content-Type than the ones listed.",
+    422: "This `Idempotency-Key` was already used for a different request (`idempotency_key_reused`).",
     429: "Rate limited; `Retry-After` says when to try again.",
     503: "The database or the channel layer is not available; `Retry-After: 5`.",
 }
@@ -47,8 +49,13 @@ def _json_body(schema: dict[str, Any], *, required: bool = True) -> dict[str, An
     return {"required": required, "content": {JSON: {"schema": schema}}}
 
 
-def _ok(status: int, description: str, schema: dict[str, Any]) -> dict[str, Any]:
-    return {str(status): {"description": description, "content": {JSON: {"schema": schema}}}}
+def _ok(
+    status: int, description: str, schema: dict[str, Any], headers: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    response: dict[str, Any] = {"description": description, "content": {JSON: {"schema": schema}}}
+    if headers:
+        response["headers"] = headers
+    return {str(status): response}
 
 
 SLUG = {
@@ -57,6 +64,24 @@ SLUG = {
     "required": True,
     "description": "The channel's slug.",
     "schema": {"type": "string", "pattern": SLUG_PATTERN},
+}
+IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": (
+        "Makes a retry safe: a request repeated with the same key (same publisher and channel) "
+        "within PUSHSITE_IDEMPOTENCY_SECONDS gets the first answer again, with "
+        "`Idempotent-Replayed: true`, and stores nothing; the same key with another body is a 422. "
+        "1 to 255 printable ASCII characters (400 otherwise); a UUID is a good key."
+    ),
+    "schema": {"type": "string", "pattern": "^[ -~]{1,255}$"},
+}
+REPLAYED = {
+    "Idempotent-Replayed": {
+        "description": "`true` when this is the stored answer to an earlier request with the same `Idempotency-Key`.",
+        "schema": {"type": "string", "enum": ["true"]},
+    }
 }
 ROOM = {**SLUG, "description": "The chat room's slug (a channel of kind `chat`)."}
 Security = list[dict[str, list[str]]]
@@ -204,10 +229,11 @@ def description() -> dict[str, Any]:
                     "operationId": "publish",
                     "summary": "Publish one message; 201 once it is stored.",
                     "security": KEY_OR_STAFF,
+                    "parameters": [IDEMPOTENCY_KEY],
                     "requestBody": _json_body(_ref("PublishBody")),
                     "responses": {
-                        **_ok(201, "Stored, then sent to subscribers.", _ref("Envelope")),
-                        **_errors(400, 401, 403, 404, 413, 429),
+                        **_ok(201, "Stored, then sent to subscribers.", _ref("Envelope"), REPLAYED),
+                        **_errors(400, 401, 403, 404, 413, 422, 429),
                     },
                 },
                 "get": {
@@ -242,6 +268,7 @@ def description() -> dict[str, Any]:
                     "operationId": "stream",
                     "summary": "Publish each line of the body as it arrives; one end event at the end.",
                     "security": KEY,
+                    "parameters": [IDEMPOTENCY_KEY],
                     "requestBody": {
                         "required": True,
                         "content": {
@@ -250,8 +277,10 @@ def description() -> dict[str, Any]:
                         },
                     },
                     "responses": {
-                        **_ok(201, "The body ended; every part is published.", _ref("StreamSummary")),
-                        **_errors(400, 401, 403, 404, 408, 413, 415, 429),
+                        **_ok(
+                            201, "The body ended; every part is published.", _ref("StreamSummary"), REPLAYED
+                        ),
+                        **_errors(400, 401, 403, 404, 408, 409, 413, 415, 422, 429),
                     },
                 },
             },

@@ -40,8 +40,8 @@ from events.exceptions import (
 )
 from events.http.responses import from_exception
 from events.models import Channel, Message
+from events.publish import idempotency, validate
 from events.publish import store as publishing
-from events.publish import validate
 from events.wire.frames import isoformat_utc
 
 logger = logging.getLogger(__name__)
@@ -78,10 +78,13 @@ async def channel_messages(request: HttpRequest, slug: str) -> HttpResponse:
         return database_unavailable()
 
 
-async def publish_response(store: Callable[[], Message], slug: str, path: str) -> HttpResponse:
+async def publish_response(
+    store: Callable[[], Message | idempotency.Replay], slug: str, path: str
+) -> HttpResponse:
     """Run ``store`` in a database thread, fan out, answer 201; errors as the contract says.
 
     Shared by the Django view and the ASGI fast path (events/publish/fast_path.py).
+    A repeated ``Idempotency-Key`` gets the first answer again, marked as replayed.
     """
     started = time.perf_counter()
     try:
@@ -94,11 +97,21 @@ async def publish_response(store: Callable[[], Message], slug: str, path: str) -
     except DatabaseError:
         logger.exception("Database error while handling POST %s", path)
         return database_unavailable()
+    if isinstance(message, idempotency.Replay):
+        # Stored (and fanned out, or replayed by the relays' poll) the first time.
+        response = JsonResponse(message.body, status=message.status)
+        response["Location"] = message_location(slug, message.body["id"])
+        response[idempotency.REPLAYED_HEADER] = "true"
+        return response
     await publishing.fan_out(message)
     publishing.record_published(message, started)
     response = JsonResponse(publishing.message_json(message, slug), status=201)
-    response["Location"] = f"/api/channels/{slug}/messages?after={message.sequence - 1}&limit=1"
+    response["Location"] = message_location(slug, message.sequence)
     return response
+
+
+def message_location(slug: str, sequence: int) -> str:
+    return f"/api/channels/{slug}/messages?after={sequence - 1}&limit=1"
 
 
 def database_unavailable() -> HttpResponse:
@@ -107,7 +120,7 @@ def database_unavailable() -> HttpResponse:
     )
 
 
-def store_from_request(request: HttpRequest, slug: str) -> Message:
+def store_from_request(request: HttpRequest, slug: str) -> Message | idempotency.Replay:
     """Authenticate, validate and store one publish request (runs in a worker thread)."""
     key = api_key_from(request.META.get("HTTP_AUTHORIZATION"))
     if key is not None:
@@ -116,22 +129,29 @@ def store_from_request(request: HttpRequest, slug: str) -> Message:
     else:
         publisher = _staff_publisher(request)
         ratelimit.count(ratelimit.PUBLISH_BY_USER, str(request.user.pk))
+    scope = idempotency.key_scope(key.prefix) if key is not None else idempotency.user_scope(request.user.pk)
+    claim = idempotency.claim(request.META.get(idempotency.META_NAME), scope)
     channel = active_channels([slug])[0]
     if key is not None:
         require_key_for(key, channel)
-    return store_body(channel, validate.request_body(request), publisher)
+    return store_body(channel, validate.request_body(request), publisher, claim)
 
 
-def store_with_key(authorization: str, slug: str, body: bytes) -> Message:
+def store_with_key(
+    authorization: str, slug: str, body: bytes, idempotency_key: str | None = None
+) -> Message | idempotency.Replay:
     """Authenticate ``Authorization: Bearer``, validate and store (runs in a worker thread)."""
     key, channel = key_for_publishing(authorization, slug, missing=PUBLISH_NEEDS)
     ratelimit.count(ratelimit.PUBLISH_BY_KEY, key.prefix)
-    return store_body(channel, body, key_publisher(key))
+    claim = idempotency.claim(idempotency_key, idempotency.key_scope(key.prefix))
+    return store_body(channel, body, key_publisher(key), claim)
 
 
-def store_body(channel: Channel, body: bytes, publisher: str) -> Message:
+def store_body(
+    channel: Channel, body: bytes, publisher: str, claim: idempotency.Claim | None = None
+) -> Message | idempotency.Replay:
     event, data = validate.read_message(body)
-    return publishing.store_message(channel, data, event=event, publisher=publisher)
+    return publishing.store_once(channel, data, event=event, publisher=publisher, claim=claim)
 
 
 def _staff_publisher(request: HttpRequest) -> str:

@@ -31,7 +31,7 @@ from django.utils.cache import patch_vary_headers
 from events.conf import conf
 from events.http.asgi import RoutedHTTPScope
 from events.http.hosts import host_allowed, is_secure
-from events.publish import api
+from events.publish import api, idempotency
 
 # Each middleware of settings.MIDDLEWARE, and what it would do to a request this
 # endpoint answers: POST, ``Authorization: Bearer``, no Cookie, no Origin, a URL
@@ -89,7 +89,9 @@ class KeyPublishEndpoint:
         if body is None:
             return  # the client left before sending its body
         slug = scope["url_route"]["kwargs"]["slug"]
-        store = functools.partial(api.store_with_key, headers["authorization"], slug, body)
+        store = functools.partial(
+            api.store_with_key, headers["authorization"], slug, body, headers.get(idempotency.ASGI_NAME)
+        )
         response = await api.publish_response(store, slug, scope["path"])
         patch_vary_headers(response, ("origin",))  # as CorsMiddleware does under CORS_URLS_REGEX
         await send(

@@ -49,8 +49,9 @@ from events.http.address import client_address
 from events.http.asgi import RoutedHTTPScope
 from events.http.hosts import check_host
 from events.http.responses import send_error
-from events.models import Channel
+from events.models import Channel, Message
 from events.publish import body_lines as lines
+from events.publish import idempotency
 from events.publish.stream_publication import DONE, FAILED, StreamPublication
 from events.wire import frames
 
@@ -89,6 +90,10 @@ class StreamPublishConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channel
         self.publication: StreamPublication | None = None
         self.parser: lines.BodyParser | None = None
         self.key_prefix = ""
+        # With an Idempotency-Key: the running stream's hold on it, or the replay
+        # of the stream that already ended with it (events/publish/idempotency.py).
+        self.claim: idempotency.StreamClaim | None = None
+        self.replaying: idempotency.StreamReplay | None = None
 
     async def __call__(
         self, scope: RoutedHTTPScope, receive: ASGIReceiveCallable, send: ASGISendCallable
@@ -137,7 +142,13 @@ class StreamPublishConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channel
         await self._guard(self._start())
 
     async def http_request(self, message: HTTPRequestEvent) -> None:
-        await self._guard(self._chunk(message.get("body", b""), more=bool(message.get("more_body"))))
+        body, more = message.get("body", b""), bool(message.get("more_body"))
+        if self.replaying is not None:
+            await self._guard(self._replay(body, more=more))
+            return
+        if self.claim is not None:
+            await self._guard(self._hold(body))
+        await self._guard(self._chunk(body, more=more))
 
     async def pushsite_stream_idle(self, message: dict[str, Any]) -> None:
         await self._fail(
@@ -174,11 +185,24 @@ class StreamPublishConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channel
         if bearer_secret(authorization) is None:
             raise NotAuthenticated(STREAM_NEEDS)  # before the body's format, and without the database
         self.parser = lines.body_parser(headers.get("content-type"), max_line_bytes=conf.MAX_MESSAGE_BYTES)
+        idempotency_key = headers.get(idempotency.ASGI_NAME)
+        if idempotency_key is not None:
+            idempotency.checked_key(idempotency_key)
         slug = self.scope["url_route"]["kwargs"]["slug"]
         channel, publisher, self.key_prefix = await database_sync_to_async(authorize_publisher)(
             authorization, slug
         )
+        if idempotency_key is not None:
+            claim = idempotency.Claim(idempotency_key, idempotency.key_scope(self.key_prefix))
+            held = await database_sync_to_async(idempotency.claim_stream)(
+                claim, channel, headers.get("content-type")
+            )
+            if isinstance(held, idempotency.StreamReplay):
+                self.replaying = held  # read the body, store nothing
+                return
+            self.claim = held
         self.publication = StreamPublication(channel, publisher=publisher)
+        self.publication.settle = self._settle
         logger.info(
             "Stream %s started on %s by %s from %s",
             self.publication.id,
@@ -211,6 +235,33 @@ class StreamPublishConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channel
             ratelimit.PUBLISH_BY_KEY, self.key_prefix
         )
         await self.publication.apart(part.data, event=part.event)
+
+    async def _hold(self, body: bytes) -> None:
+        """The Idempotency-Key's part of a chunk: into the body's fingerprint; renew the lease when due."""
+        assert self.claim is not None
+        self.claim.digest.feed(body)
+        if self.claim.renewal_due():
+            await database_sync_to_async(self.claim.renew)()
+
+    def _settle(self, end: Message) -> None:
+        """In the end event's transaction: a done stream keeps its key's summary, a failed one frees the key."""
+        if self.claim is None or self.publication is None:
+            return
+        done = self.publication.status == DONE
+        summary = {**self.publication.summary(), "end_id": end.sequence} if done else None
+        self.claim.settle(summary, end)
+
+    async def _replay(self, body: bytes, *, more: bool) -> None:
+        """A retry of a stream that ended: compare its body, then answer the first summary again."""
+        assert self.replaying is not None
+        self.replaying.feed(body)
+        if more:
+            return
+        replay = self.replaying.answer()
+        await self._send_json(
+            replay.status, replay.body, headers=[(idempotency.REPLAYED_HEADER.lower().encode(), b"true")]
+        )
+        raise StopConsumer()
 
     async def _fail(self, error: PushsiteError) -> None:
         """Tell subscribers (the failed end event) and the publisher (the error), then stop."""

@@ -23,6 +23,7 @@ from events import metrics
 from events.conf import conf
 from events.exceptions import ChannelNotFound
 from events.models import RESERVED_EVENT_PREFIX, Channel, Message
+from events.publish import idempotency
 from events.publish.validate import validate_event_type, validate_payload
 from events.wire import frames
 
@@ -42,6 +43,23 @@ def store_message(
     validate_event_type(event)
     validate_payload(data)
     return _store(channel, data, event=event, publisher=publisher)
+
+
+def store_once(
+    channel: Channel | str, data: Any, *, event: str, publisher: str, claim: idempotency.Claim | None
+) -> Message | idempotency.Replay:
+    """:func:`store_message`, once per idempotency claim: a repeated key gets the first answer's Replay."""
+    if claim is None:
+        return store_message(channel, data, event=event, publisher=publisher)
+    validate_event_type(event)
+    validate_payload(data)
+    return idempotency.once(
+        claim,
+        channel,
+        idempotency.message_fingerprint(event, data),
+        lambda: _store(channel, data, event=event, publisher=publisher),
+        lambda message: message_json(message, message.channel.slug),
+    )
 
 
 def store_platform_message(channel: Channel | str, data: Any, *, event: str, publisher: str = "") -> Message:
@@ -183,23 +201,47 @@ async def fan_out_ephemeral(channel: Channel, data: Any, *, event: str = "messag
         logger.warning("Live-only event on %s was not sent: the channel layer failed.", channel.slug)
 
 
-def publish(channel: Channel | str, data: Any, event: str = "message", *, publisher: str = "") -> Message:
-    """Store a message and fan it out once the surrounding transaction commits."""
+def publish(
+    channel: Channel | str,
+    data: Any,
+    event: str = "message",
+    *,
+    publisher: str = "",
+    idempotency_key: str | None = None,
+) -> Message:
+    """Store a message and fan it out once the surrounding transaction commits.
+
+    With ``idempotency_key``, a call repeated with the same key, ``publisher`` and
+    channel within ``PUSHSITE_IDEMPOTENCY_SECONDS`` returns the first call's message
+    and stores nothing (events/publish/idempotency.py).
+    """
     started = time.perf_counter()
-    message = store_message(channel, data, event=event, publisher=publisher)
+    claim = idempotency.claim(idempotency_key, idempotency.code_scope(publisher))
+    message = store_once(channel, data, event=event, publisher=publisher, claim=claim)
+    if isinstance(message, idempotency.Replay):
+        return idempotency.original_message(message)
     transaction.on_commit(lambda: async_to_sync(fan_out)(message))
     record_published(message, started)
     return message
 
 
 async def apublish(
-    channel: Channel | str, data: Any, event: str = "message", *, publisher: str = ""
+    channel: Channel | str,
+    data: Any,
+    event: str = "message",
+    *,
+    publisher: str = "",
+    idempotency_key: str | None = None,
 ) -> Message:
     """Async twin of :func:`publish`: stores in a worker thread, then fans out."""
     started = time.perf_counter()
-    message: Message = await database_sync_to_async(store_message)(
-        channel, data, event=event, publisher=publisher
+    claim = idempotency.claim(idempotency_key, idempotency.code_scope(publisher))
+    message: Message | idempotency.Replay = await database_sync_to_async(store_once)(
+        channel, data, event=event, publisher=publisher, claim=claim
     )
+    if isinstance(message, idempotency.Replay):
+        original: Message = await database_sync_to_async(idempotency.original_message)(message)
+        return original
     await fan_out(message)
     record_published(message, started)
     return message

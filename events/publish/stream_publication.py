@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -57,6 +58,9 @@ class StreamPublication:
         self.bytes = 0
         self.status: str | None = None
         self.end_message: Message | None = None
+        # Called with the end event's message inside the transaction that stores
+        # it (a streamed publish's Idempotency-Key is settled with its end).
+        self.settle: Callable[[Message], None] | None = None
         self._folded: list[dict[str, Any]] = []
         self._folded_bytes = 0
 
@@ -128,9 +132,7 @@ class StreamPublication:
         if not self._ending(status):
             return None
         started = time.perf_counter()
-        message: Message = await database_sync_to_async(publishing.store_platform_message)(
-            self.channel, self._end_payload(status, reason), event=STREAM_END_EVENT, publisher=self.publisher
-        )
+        message: Message = await database_sync_to_async(self._store_end)(status, reason)
         await publishing.fan_out(message)
         publishing.record_published(message, started)
         self.end_message = message
@@ -152,12 +154,22 @@ class StreamPublication:
         if not self._ending(status):
             return None
         started = time.perf_counter()
-        message = publishing.store_platform_message(
-            self.channel, self._end_payload(status, reason), event=STREAM_END_EVENT, publisher=self.publisher
-        )
+        message = self._store_end(status, reason)
         transaction.on_commit(lambda: async_to_sync(publishing.fan_out)(message))
         publishing.record_published(message, started)
         self.end_message = message
+        return message
+
+    def _store_end(self, status: str, reason: str | None) -> Message:
+        with transaction.atomic():
+            message = publishing.store_platform_message(
+                self.channel,
+                self._end_payload(status, reason),
+                event=STREAM_END_EVENT,
+                publisher=self.publisher,
+            )
+            if self.settle is not None:
+                self.settle(message)
         return message
 
     def summary(self) -> dict[str, Any]:

@@ -67,9 +67,10 @@ async def stream_publish(
     authorization: str | None,
     content_type: str = NDJSON,
     method: str = "POST",
+    extra_headers: dict[str, str] | None = None,
 ) -> Answer:
     """``POST /api/channels/<slug>/stream`` through the real consumer, one ASGI message per chunk."""
-    headers = {"content-type": content_type}
+    headers = {"content-type": content_type, **(extra_headers or {})}
     if authorization is not None:
         headers["authorization"] = authorization
     scope = http_scope(

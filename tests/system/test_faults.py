@@ -7,11 +7,14 @@ loss, no duplicates, and the bound the issue sets for that fault.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import json
 import os
 import signal
+import socket
 import statistics
+import struct
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -360,3 +363,91 @@ async def test_frozen_redis_healthz_stays_within_its_bound(faults: Cluster) -> N
     print(f"pushsite_layer_lost_total on A after the freeze: {lost:.0f}")
     for url, received in zip(urls, await asyncio.gather(*followers), strict=True):
         check_exactly_once(f"subscriber on {url}", sorted(acknowledged), received)
+
+
+async def send_and_reset(port: int, slug: str, key: str, idempotency_key: str, body: bytes) -> None:
+    """POST a whole publish, then reset the connection (linger 0) without reading the answer."""
+    _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        (
+            f"POST /api/channels/{slug}/messages HTTP/1.1\r\n"
+            f"Host: 127.0.0.1:{port}\r\n"
+            f"Authorization: Bearer {key}\r\n"
+            f"Idempotency-Key: {idempotency_key}\r\n"
+            "Content-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        + body
+    )
+    await writer.drain()
+    writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
+async def test_a_publish_retried_with_its_idempotency_key_after_a_reset_is_stored_once(
+    faults: Cluster,
+) -> None:
+    """The answer is lost to a connection reset; the retry (to the other process) gets the original."""
+    cluster = faults
+    slug = "faults-idempotent"
+    cluster.site.create_channels(slug)
+    auth = {"Authorization": f"Bearer {cluster.key}"}
+    rounds = 10
+    outcomes: Counter[str] = Counter()
+    async with httpx.AsyncClient(timeout=10) as client:
+
+        async def stored(n: int) -> list[int]:
+            response = await client.get(f"{cluster.a.url}/api/channels/{slug}/messages?after=0&limit=1000")
+            return [m["id"] for m in response.json()["messages"] if m["data"] == {"n": n}]
+
+        for n in range(rounds):
+            first, other = (cluster.a, cluster.b)[n % 2], (cluster.b, cluster.a)[n % 2]
+            key = f"reset-{n}"
+            body = json.dumps({"data": {"n": n}}).encode()
+            await send_and_reset(first.port, slug, cluster.key, key, body)
+            # Half the rounds: the answer was lost after the publish committed.
+            # The others: the retry races the first attempt, or finds it never stored.
+            if n % 2 == 0:
+                await eventually(functools.partial(stored, n), bool, within=10, what=f"publish {n} stored")
+            retry = await client.post(
+                f"{other.url}/api/channels/{slug}/messages",
+                content=body,
+                headers={**auth, "Content-Type": "application/json", "Idempotency-Key": key},
+            )
+            assert retry.status_code == 201, retry.text
+            replayed = retry.headers.get("idempotent-replayed") == "true"
+            outcomes["replayed" if replayed else "stored by the retry"] += 1
+            if n % 2 == 0:
+                assert replayed, f"round {n}: the committed publish was not replayed"
+            ids = await eventually(functools.partial(stored, n), bool, within=10, what=f"publish {n} stored")
+            assert ids == [retry.json()["id"]], (
+                f"round {n}: stored {ids}, retry answered {retry.json()['id']}"
+            )
+
+        # Racing retries on both processes at once (PostgreSQL, two connection pools).
+        racers = 16
+        body = json.dumps({"data": {"n": "race"}}).encode()
+        answers = await asyncio.gather(
+            *(
+                client.post(
+                    f"{(cluster.a, cluster.b)[i % 2].url}/api/channels/{slug}/messages",
+                    content=body,
+                    headers={**auth, "Content-Type": "application/json", "Idempotency-Key": "race"},
+                )
+                for i in range(racers)
+            )
+        )
+    statuses = Counter(answer.status_code for answer in answers)
+    replays = sum(answer.headers.get("idempotent-replayed") == "true" for answer in answers)
+    raced = await last_id(cluster, slug)
+    print(
+        f"idempotent retries after a reset: {rounds} rounds, {dict(outcomes)}; "
+        f"{racers} racing retries on two processes: statuses {dict(statuses)}, {replays} replayed"
+    )
+    assert statuses == {201: racers}
+    assert replays == racers - 1
+    assert {answer.json()["id"] for answer in answers} == {raced}
+    async with httpx.AsyncClient(timeout=10) as client:
+        response = await client.get(f"{cluster.a.url}/api/channels/{slug}/messages?after=0&limit=1000")
+    messages = response.json()["messages"]
+    assert len(messages) == rounds + 1, [m["data"] for m in messages]
