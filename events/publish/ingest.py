@@ -185,15 +185,12 @@ class StreamPublishConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channel
         if bearer_secret(authorization) is None:
             raise NotAuthenticated(STREAM_NEEDS)  # before the body's format, and without the database
         self.parser = lines.body_parser(headers.get("content-type"), max_line_bytes=conf.MAX_MESSAGE_BYTES)
-        idempotency_key = headers.get(idempotency.ASGI_NAME)
-        if idempotency_key is not None:
-            idempotency.checked_key(idempotency_key)
         slug = self.scope["url_route"]["kwargs"]["slug"]
         channel, publisher, self.key_prefix = await database_sync_to_async(authorize_publisher)(
             authorization, slug
         )
-        if idempotency_key is not None:
-            claim = idempotency.Claim(idempotency_key, idempotency.key_scope(self.key_prefix))
+        claim = idempotency.claim(headers.get(idempotency.ASGI_NAME), idempotency.key_scope(self.key_prefix))
+        if claim is not None:
             held = await database_sync_to_async(idempotency.claim_stream)(
                 claim, channel, headers.get("content-type")
             )

@@ -17,7 +17,7 @@ from django.db import connection
 from django.test import AsyncClient
 from django.utils import timezone
 
-from events.exceptions import IdempotencyKeyReused, InvalidInput
+from events.exceptions import IdempotencyKeyInUse, IdempotencyKeyReused, InvalidInput
 from events.models import Channel, Message, PublishReceipt
 from events.provisioning import create_api_key, upsert_channel
 from events.publish import api, idempotency
@@ -441,3 +441,18 @@ async def test_a_lapsed_lease_is_taken_over(secret: str, news: Channel) -> None:
     assert receipt.status == 201
     assert receipt.response == answer.json()
     assert receipt.running_until is None
+
+
+def test_a_running_stream_renews_its_lease(news: Channel) -> None:
+    claim = idempotency.Claim("long", "key:00000000")
+    held = idempotency.claim_stream(claim, news, "application/x-ndjson")
+    assert isinstance(held, idempotency.StreamClaim)
+    assert not held.renewal_due()  # not before half the lease has gone
+    lapsed = timezone.now() - timedelta(seconds=1)
+    PublishReceipt.objects.filter(pk=held.receipt_id).update(running_until=lapsed)
+    held.renew()
+    receipt = PublishReceipt.objects.get(pk=held.receipt_id)
+    assert receipt.running_until is not None
+    assert receipt.running_until > timezone.now() + idempotency.lease() / 2
+    with pytest.raises(IdempotencyKeyInUse):
+        idempotency.claim_stream(claim, news, "application/x-ndjson")
