@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from channels.layers import channel_layers
 
+from tests.support.fixtures import alice, empty_cache, key, news, room  # noqa: F401  (shared fixtures)
 from tests.support.servers import ServerProcess, Site
 
 POOL_SIZE = 160

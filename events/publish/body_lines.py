@@ -9,22 +9,35 @@ is read. Every buffer is bounded by the largest message.
 from __future__ import annotations
 
 import codecs
-import re
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from events.exceptions import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from events.publish.validate import data_or_text, read_message, validate_event_type
 from events.wire.sse import EVENT_STREAM, Decoder
 
-# At most this much of a body is parsed before the event loop gets a turn: a chunk of
-# nothing but line breaks is one line per byte (issue 13: other requests wait at most
-# a few milliseconds).
-SLICE_BYTES = 4096
+# Bytes of a body that publish nothing (blank lines, comments, fields of no event) are
+# read at most this fast per stream, after the first IDLE_BURST_BYTES. Parsing a line
+# break costs next to nothing now, but reading the body is uvicorn's work on the same
+# event loop (about 1.5 ms per MiB before any parsing): unpaced, a flood of line breaks
+# kept a third of a core busy and added 15-50 ms to a concurrent history read on a
+# loaded 2-core machine, paced at 4 MiB/s about nothing (issue 13). A keep-alive needs
+# a few bytes a minute; parts are paced by the publish rate instead.
+IDLE_BYTES_PER_SECOND = 4 * 1024 * 1024
+IDLE_BURST_BYTES = 1024 * 1024
+# And the time spent parsing them: a comment line costs a Python step per line where a
+# line break costs none, so after a slice of idle lines the stream waits this many
+# times as long as they took (parsing gets at most a twentieth of the event loop).
+IDLE_PARSE_WAIT = 19.0
 
-# A line of NDJSON that holds more than whitespace, without its LF.
-_FILLED_LINE = re.compile(rb"^[ \t\r\f\v]*[^\s][^\n]*", re.MULTILINE)
+# Every byte that is not whitespace becomes FILLED, every other stays (LF too): the
+# first byte of the next line that holds something is then one memchr away (a regex
+# tried at every blank position cost about 100 ns a byte, issue 13).
+_WHITESPACE = b" \t\n\r\f\v"  # what bytes.strip() strips, so a line of these is blank
+_FILLED = b"x"
+_FILLED_MASK = bytes(byte if byte in _WHITESPACE else _FILLED[0] for byte in range(256))
 
 NDJSON_TYPES = frozenset({"application/x-ndjson", "application/ndjson", "application/jsonl"})
 
@@ -33,9 +46,16 @@ NDJSON_TYPES = frozenset({"application/x-ndjson", "application/ndjson", "applica
 class Part:
     event: str
     data: Any
+    # The body bytes it was read from (an NDJSON line with its LF; an SSE event's field
+    # values): what the body sent that was not idle (IdlePace).
+    size: int = field(default=0, compare=False)
 
 
 class BodyParser(Protocol):
+    # At most this much of a body is parsed before the event loop gets a turn
+    # (issue 13: other requests wait at most a few milliseconds).
+    slice_bytes: int
+
     def feed(self, chunk: bytes) -> Iterator[Part]: ...
 
     def close(self) -> Iterator[Part]: ...
@@ -43,6 +63,10 @@ class BodyParser(Protocol):
 
 class NdjsonBody:
     """One message per line: ``{"event": "<type>", "data": <any JSON>}``, as POST .../messages takes."""
+
+    # Only a line that publishes (or ends the stream) costs Python: a slice of line
+    # breaks is a few C calls, about 0.1 ms for 64 KiB.
+    slice_bytes = 64 * 1024
 
     def __init__(self, max_line_bytes: int) -> None:
         self.max_line_bytes = max_line_bytes
@@ -66,14 +90,19 @@ class NdjsonBody:
         else:
             start = 0
         # Only lines with something in them cost Python; the blank ones between are
-        # counted at C speed (a body of line breaks is one line per byte).
-        for match in _FILLED_LINE.finditer(chunk, start, end):
-            self.line_number += chunk.count(b"\n", start, match.start())  # blank lines
-            start = match.end() + 1  # after the line's LF: _line counts the line
-            part = self._line(match.group())
+        # skipped and counted by C calls (a body of line breaks is one line per byte).
+        mask = chunk.translate(_FILLED_MASK) if start < end else b""
+        filled = mask.find(_FILLED, start, end)
+        while filled >= 0:
+            line_start = max(mask.rfind(b"\n", start, filled) + 1, start)
+            line_end = mask.index(b"\n", filled, end)
+            self.line_number += mask.count(b"\n", start, line_start)  # blank lines
+            start = line_end + 1  # after the line's LF: _line counts the line
+            part = self._line(chunk[line_start:line_end])
             if part is not None:
                 yield part
-        self.line_number += chunk.count(b"\n", start, end)
+            filled = mask.find(_FILLED, start, end)
+        self.line_number += mask.count(b"\n", start, end)
         rest = chunk[end:]
         if rest:
             self._pending.append(rest)
@@ -97,15 +126,20 @@ class NdjsonBody:
             raise PayloadTooLarge(
                 f"Line {self.line_number} is longer than the limit of {self.max_line_bytes} bytes."
             )
+        size = len(line) + 1  # with its LF (the last line may have none: near enough)
         line = line.strip()
         if not line:
             return None  # blank lines are allowed (a publisher's keep-alive)
         event, data = read_message(line, where=f"Line {self.line_number}")
-        return Part(event, data)
+        return Part(event, data, size)
 
 
 class EventStreamBody:
     """A ``text/event-stream`` body: each event is a part (its type, its data as JSON if it parses, else text)."""
+
+    # Every comment and ignored field is a Python step: a slice of ":\n" is 2,048 of
+    # them, 1-3 ms.
+    slice_bytes = 4096
 
     def __init__(self, max_event_bytes: int) -> None:
         self.max_event_bytes = max_event_bytes
@@ -114,6 +148,12 @@ class EventStreamBody:
         self._utf8 = codecs.getincrementaldecoder("utf-8")()
 
     def feed(self, chunk: bytes) -> Iterator[Part]:
+        if len(chunk) > 4 and chunk.count(b"\n") + chunk.count(b"\r") == len(chunk):
+            # Nothing but line breaks: to the decoder as good as the first two and the
+            # last two (the line before ends, a blank line follows, a CR at the very end
+            # may pair with an LF next), and counted at C speed (its regex took about
+            # 15 ns a byte, issue 13).
+            chunk = chunk[:2] + chunk[-2:]
         try:
             text = self._utf8.decode(chunk)
         except UnicodeDecodeError as exc:
@@ -135,7 +175,55 @@ class EventStreamBody:
             validate_event_type(event)
         except InvalidInput as exc:
             raise InvalidInput(f"Event {self.event_number}: {exc.detail}") from None
-        return Part(event, data_or_text(data, subject=f"Event {self.event_number}'s data"))
+        data_value = data_or_text(data, subject=f"Event {self.event_number}'s data")
+        return Part(event, data_value, len(event) + len(data))
+
+
+class IdlePace:
+    """How long a stream waits before reading on, once its idle bytes outrun their pace.
+
+    Bytes: a token bucket holding up to ``burst`` bytes, refilled at ``rate`` per
+    second. Time: IDLE_PARSE_WAIT times what parsing them took.
+    """
+
+    def __init__(
+        self,
+        rate: float = IDLE_BYTES_PER_SECOND,
+        burst: float = IDLE_BURST_BYTES,
+        now: float | None = None,
+    ) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._tokens = burst
+        self._at = time.monotonic() if now is None else now
+        self.wait = 0.0
+
+    def read(self, parts: Iterator[Part], length: int) -> Iterator[Part]:
+        """The parts of a slice of ``length`` bytes; after the last, ``wait`` is the pause before the next slice.
+
+        Only the parser's own steps are timed, not what the caller does with each part.
+        """
+        idle, parsing = length, 0.0
+        while True:
+            started = time.perf_counter()
+            part = next(parts, None)
+            parsing += time.perf_counter() - started
+            if part is None:
+                break
+            idle -= part.size
+            yield part
+        self.wait = self.charge(idle, parsing * max(idle, 0) / length if length else 0.0)
+
+    def charge(self, idle_bytes: int, parse_seconds: float = 0.0, now: float | None = None) -> float:
+        """Seconds to wait after ``idle_bytes`` more that published nothing (0: read on at once).
+
+        ``parse_seconds``: the time parsing them took. A part read across slices makes
+        a later slice's count negative: a credit.
+        """
+        now = time.monotonic() if now is None else now
+        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate) - idle_bytes
+        self._at = now
+        return max(0.0, -self._tokens / self.rate, parse_seconds * IDLE_PARSE_WAIT)
 
 
 def body_parser(content_type: str | None, *, max_line_bytes: int) -> BodyParser:

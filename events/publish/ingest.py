@@ -89,6 +89,7 @@ class StreamPublishConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channel
         super().__init__(*args, **kwargs)
         self.publication: StreamPublication | None = None
         self.parser: lines.BodyParser | None = None
+        self.pace = lines.IdlePace()
         self.key_prefix = ""
         # With an Idempotency-Key: the running stream's hold on it, or the replay
         # of the stream that already ended with it (events/publish/idempotency.py).
@@ -211,11 +212,14 @@ class StreamPublishConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channel
     async def _chunk(self, body: bytes, *, more: bool) -> None:
         assert self.parser is not None
         assert self.publication is not None
-        for offset in range(0, len(body), lines.SLICE_BYTES):
-            if offset:
-                await asyncio.sleep(0)  # a turn for other requests between slices (issue 13)
-            for part in self.parser.feed(body[offset : offset + lines.SLICE_BYTES]):
+        step = self.parser.slice_bytes
+        for offset in range(0, len(body), step):
+            piece = body[offset : offset + step]
+            for part in self.pace.read(self.parser.feed(piece), len(piece)):
                 await self._publish(part)
+            # A turn for other requests after each slice, and a pause once the body's
+            # bytes that publish nothing outrun their pace (issue 13).
+            await asyncio.sleep(self.pace.wait)
         if more:
             return
         for part in self.parser.close():

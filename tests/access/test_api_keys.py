@@ -2,49 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
-
 import pytest
 from asgiref.testing import ApplicationCommunicator
 from django.contrib.auth.models import User
-from django.core.cache import cache
 from django.test import AsyncClient
 
 from events.deliver.consumer import EventStreamConsumer
-from events.models import Channel, Kind, Message
-from events.provisioning import upsert_channel
+from events.models import Channel
 from tests.support.asgi import django_answer, http_scope, stream_publish, subscribe_refused
+from tests.support.fixtures import messages
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("empty_cache")]
 
 BASIC = "Basic dXNlcjpwYXNzd29yZA=="  # what a password-protected proxy in front of the site sends
-
-
-@pytest.fixture(autouse=True)
-def _empty_cache() -> Iterator[None]:
-    cache.clear()  # rate-limit counters
-    yield
-    cache.clear()
-
-
-@pytest.fixture
-def news() -> Channel:
-    return upsert_channel("news")[0]
-
-
-@pytest.fixture
-def room() -> Channel:
-    return upsert_channel("room", kind=Kind.CHAT)[0]
-
-
-@pytest.fixture
-def alice(room: Channel) -> User:
-    return User.objects.create_user("alice", password="pw")
-
-
-async def messages() -> list[tuple[str, Any]]:
-    return [row async for row in Message.objects.order_by("pk").values_list("event", "data")]
 
 
 # --- API keys: one bearer parser; other schemes are not credentials --------------------

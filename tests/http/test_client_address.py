@@ -2,38 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
-from django.core.cache import cache
 from django.test import Client, RequestFactory
 
 from events.deliver.relay import get_relay
 from events.http.address import client_address
-from events.models import Channel, Kind
-from events.provisioning import upsert_channel
+from events.models import Channel
 from tests.support.asgi import CLIENT, subscribe_refused
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def _empty_cache() -> Iterator[None]:
-    cache.clear()  # rate-limit counters
-    yield
-    cache.clear()
-
-
-@pytest.fixture
-def news() -> Channel:
-    return upsert_channel("news")[0]
-
-
-@pytest.fixture
-def room() -> Channel:
-    return upsert_channel("room", kind=Kind.CHAT)[0]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("empty_cache")]
 
 
 # --- the client's address ------------------------------------------------------------------------

@@ -2,55 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 from unittest import mock
 
 import pytest
 from django.contrib.auth.models import User
-from django.core.cache import cache
 from django.db import OperationalError
 from django.test import AsyncClient
 
 from events.exceptions import MethodNotAllowed, RateLimited, ServiceUnavailable
 from events.http.responses import from_exception, send_error
-from events.models import Channel, Kind, Message
-from events.provisioning import create_api_key, upsert_channel
+from events.models import Channel
 from events.publish.stream_publication import StreamPublication
 from tests.support.asgi import django_answer, stream_publish, subscribe_refused
+from tests.support.fixtures import messages
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def _empty_cache() -> Iterator[None]:
-    cache.clear()  # rate-limit counters
-    yield
-    cache.clear()
-
-
-@pytest.fixture
-def news() -> Channel:
-    return upsert_channel("news")[0]
-
-
-@pytest.fixture
-def room() -> Channel:
-    return upsert_channel("room", kind=Kind.CHAT)[0]
-
-
-@pytest.fixture
-def key(news: Channel) -> str:
-    return create_api_key("publisher", all_channels=True)[1]
-
-
-@pytest.fixture
-def alice(room: Channel) -> User:
-    return User.objects.create_user("alice", password="pw")
-
-
-async def messages() -> list[tuple[str, Any]]:
-    return [row async for row in Message.objects.order_by("pk").values_list("event", "data")]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("empty_cache")]
 
 
 # --- one error shape, the same bytes from views and ASGI consumers ----------------------

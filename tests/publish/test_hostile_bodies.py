@@ -12,23 +12,22 @@ from __future__ import annotations
 import functools
 import json
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
-from django.core.cache import cache
 from django.test import AsyncClient
 
 from events.exceptions import InvalidInput
-from events.models import Channel, Kind, Message
-from events.provisioning import create_api_key, upsert_channel
+from events.models import Channel, Message
+from events.provisioning import upsert_channel
 from events.publish import api, validate
 from events.publish import store as publishing
 from tests.support.asgi import EVENT_STREAM, NDJSON, stream_publish
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("empty_cache")]
 
 DEEP = "[" * 1000 + "]" * 1000
 
@@ -60,31 +59,9 @@ VALUES = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _empty_cache() -> Iterator[None]:
-    cache.clear()  # rate-limit counters
-    yield
-    cache.clear()
-
-
 @pytest.fixture
 def channel() -> Channel:
     return upsert_channel("hostile")[0]
-
-
-@pytest.fixture
-def room() -> Channel:
-    return upsert_channel("hostile-room", kind=Kind.CHAT)[0]
-
-
-@pytest.fixture
-def key(channel: Channel) -> str:
-    return create_api_key("hostile", all_channels=True)[1]
-
-
-@pytest.fixture
-def alice(room: Channel) -> User:
-    return User.objects.create_user("alice", password="pw")
 
 
 @dataclass
@@ -134,9 +111,7 @@ async def mint_token(body: str, key: str, alice: User) -> Refusal:
 async def chat_post(body: str, key: str, alice: User) -> Refusal:
     client = AsyncClient()
     await client.aforce_login(alice)
-    return await _django(
-        await client.post("/rooms/hostile-room/messages", body, content_type="application/json")
-    )
+    return await _django(await client.post("/rooms/room/messages", body, content_type="application/json"))
 
 
 # Each family puts the hostile value where the field would otherwise take it.

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from events.publish.body_lines import IDLE_BURST_BYTES
 from events.wire.sse import ServerSentEvent
 from tests.support.servers import ServerProcess, Site
 from tests.support.sse_client import Subscriber, sequence_of
@@ -374,17 +375,17 @@ async def test_fold_channel_sends_parts_live_only_and_stores_one_message(
     assert envelope(replayed)["data"]["folded"][0] == {"event": "token", "data": "Hel"}
 
 
-async def latencies(
-    client: httpx.AsyncClient,
-    url: str,
-    *,
-    until: asyncio.Event | None,
-    count: int,
-    taken: list[float] | None = None,
-) -> list[float]:
-    """Seconds per GET of ``url``: ``count`` of them, or as many as fit before ``until`` is set."""
-    taken = [] if taken is None else taken
-    while len(taken) < count if until is None else not until.is_set():
+# Quiet rounds and flooded rounds in turns, so a change in the machine's own load
+# weighs on both alike.
+ROUNDS = 6
+PER_ROUND = 15
+FLOOD_CHUNK = b"\n" * 256 * 1024
+
+
+async def latencies(client: httpx.AsyncClient, url: str, count: int) -> list[float]:
+    """Seconds per GET of ``url``, ``count`` of them one after another."""
+    taken = []
+    for _ in range(count):
         started = time.perf_counter()
         response = await client.get(url)
         taken.append(time.perf_counter() - started)
@@ -392,42 +393,60 @@ async def latencies(
     return taken
 
 
+def quantile(values: list[float], fraction: float) -> float:
+    return sorted(values)[min(len(values) - 1, int(fraction * len(values)))]
+
+
+async def flooded_latencies(
+    client: httpx.AsyncClient, url: str, request: RawRequest, count: int
+) -> list[float]:
+    """``count`` GETs of ``url`` while ``request`` sends line breaks, past the pace's burst."""
+    past_burst, stop = asyncio.Event(), asyncio.Event()
+
+    async def flood() -> None:
+        sent = 0
+        while not stop.is_set():
+            await request.send(FLOOD_CHUNK)
+            sent += len(FLOOD_CHUNK)
+            if sent > 2 * IDLE_BURST_BYTES:
+                past_burst.set()
+
+    flooding = asyncio.create_task(flood())
+    try:
+        async with asyncio.timeout(10):
+            await past_burst.wait()
+        return await latencies(client, url, count)
+    finally:
+        stop.set()
+        await flooding
+
+
 async def test_a_body_of_line_breaks_does_not_hold_up_other_requests(
     server: ServerProcess, api_key: str, slug: str
 ) -> None:
-    # Issue 13: a body of nothing but line breaks is one line per byte; the server
-    # parses it in slices and lets other requests run in between.
+    # Issue 13: a body of nothing but line breaks, however long, delays other requests
+    # on the same process by a few milliseconds at most. Parsing it costs next to
+    # nothing, and it is read no faster than IDLE_BYTES_PER_SECOND: the reading itself
+    # is the server's work on the same event loop. Compared with the same request on
+    # the same server, in the same run.
     url = f"{server.url}/api/channels/{slug}/messages?limit=1"
+    quiet: list[float] = []
+    flooded: list[float] = []
     async with httpx.AsyncClient(timeout=10) as client:
-        baseline = await latencies(client, url, until=None, count=40)
-        request = await RawRequest(server, slug, api_key).open()
-        flooded = asyncio.Event()
-        during: list[float] = []
-
-        async def flood() -> None:
-            # At least 32 MiB, and on until 20 requests were measured against it
-            # (a loaded machine answers fewer per second), bounded at 256 MiB.
-            try:
-                for chunk in range(1024):
-                    if chunk >= 128 and len(during) >= 20:
-                        break
-                    await request.send(b"\n" * 256 * 1024)
-                await request.send(ndjson_line("after the flood"))
-                await request.send(b"")  # the last chunk
-            finally:
-                flooded.set()
-
-        flooding = asyncio.create_task(flood())
-        await latencies(client, url, until=flooded, count=0, taken=during)
-        await flooding
-        status, body = await request.response()
-    assert (status, body["parts"], body["status"]) == (201, 1, "done")
-    assert len(during) >= 10, "the flood ended before it could be measured against"
-    # Against the same request on the same server just before, in the same run: the
-    # flood must not stall the process. Measured on 2 cores shared by this client,
-    # its flood and the server: about 0.12-0.15 s added to a history read (the view's
-    # thread waits for the GIL while the event loop parses); issue 13's "a few
-    # milliseconds" is not reached yet (docs/security.md). A parser that is not
-    # linear, or one that parses a chunk in one go, adds seconds.
-    added = statistics.median(during) - statistics.median(baseline)
-    assert added < 0.5, (sorted(baseline), sorted(during))
+        await latencies(client, url, 5)  # connections and caches warm
+        for _ in range(ROUNDS):
+            quiet += await latencies(client, url, PER_ROUND)
+            request = await RawRequest(server, slug, api_key).open()
+            flooded += await flooded_latencies(client, url, request, PER_ROUND)
+            await request.send(ndjson_line("after the flood"))
+            await request.send(b"")  # the last chunk: the server reads what is still buffered
+            status, body = await request.response()
+            assert (status, body["parts"], body["status"]) == (201, 1, "done")
+    # Measured on 2 cores shared by this client, the server and other work (load 5-9):
+    # the median 0-6 ms above the quiet rounds' and the 90th percentile within their
+    # noise (up to 30 ms either way); unpaced, the same flood added 11-50 ms to the
+    # median and up to 120 ms to the 90th percentile.
+    added = statistics.median(flooded) - statistics.median(quiet)
+    tail = quantile(flooded, 0.9) - quantile(quiet, 0.9)
+    assert added < 0.010, (sorted(quiet), sorted(flooded))
+    assert tail < 0.050, (sorted(quiet), sorted(flooded))

@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from events.exceptions import PayloadTooLarge, PushsiteError
-from events.publish.body_lines import BodyParser, EventStreamBody, NdjsonBody, Part
+from events.publish.body_lines import IDLE_PARSE_WAIT, BodyParser, EventStreamBody, IdlePace, NdjsonBody, Part
 from events.wire import sse
 
 RUNS: Counter[str] = Counter()
@@ -204,3 +204,66 @@ def test_any_event_stream_body_parses_the_same_however_it_is_cut(body: bytes, cu
 def test_any_ndjson_body_parses_the_same_however_it_is_cut(body: bytes, cuts: list[int]) -> None:
     RUNS["ndjson"] += 1
     assert_same_however_cut(lambda: NdjsonBody(100_000), body, cuts)
+
+
+# --- a run of line breaks is a few C calls, whatever the decoder's state -------------------
+
+LINE_BREAK_RUNS = st.text(alphabet="\r\n", min_size=5, max_size=40)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    body=event_stream_bodies(),
+    unended=SSE_LINES | st.sampled_from(["data: x\r", "\r"]),
+    run=LINE_BREAK_RUNS,
+)
+def test_a_chunk_of_line_breaks_parses_as_the_decoder_reads_it(body: bytes, unended: str, run: str) -> None:
+    # EventStreamBody shortens a chunk of nothing but line breaks to four of them: the
+    # same events come out of it, at the same point, as from the decoder fed it whole.
+    # The chunk before may end inside a line, or in a CR whose LF opens the run.
+    before = body + unended.encode("utf-8", "surrogatepass")
+    try:
+        text = before.decode()
+        decoder = sse.Decoder()
+        expected = [(event.event, event.data) for event in decoder.feed(text)]
+        expected_then = [(event.event, event.data) for event in decoder.feed(run)]
+        parser = EventStreamBody(100_000)
+        parts = [(part.event, part.data) for part in parser.feed(before)]
+        parts_then = [(part.event, part.data) for part in parser.feed(run.encode())]
+    except (UnicodeDecodeError, PushsiteError):
+        return  # not UTF-8, or a refused event: a 4xx either way
+    assert [event for event, _ in parts] == [event or "message" for event, _ in expected]
+    assert [event for event, _ in parts_then] == [event or "message" for event, _ in expected_then]
+
+
+# --- a body's idle bytes are paced ---------------------------------------------------------
+
+
+def test_idle_bytes_pass_at_once_within_the_burst_then_at_the_rate() -> None:
+    pace = IdlePace(rate=1000, burst=500, now=0.0)
+    assert pace.charge(500, now=0.0) == 0.0
+    assert pace.charge(100, now=0.0) == 0.1  # 100 bytes over, at 1000 a second
+    assert pace.charge(0, now=0.1) == 0.0  # paid off
+    assert pace.charge(0, now=60.0) == 0.0
+    assert pace.charge(600, now=60.0) == 0.1  # an hour idle still refills only the burst
+
+
+def test_a_part_read_across_slices_is_credited_back() -> None:
+    pace = IdlePace(rate=1000, burst=500, now=0.0)
+    assert pace.charge(600, now=0.0) == 0.1  # a long line, not ended in this slice
+    assert pace.charge(-600, now=0.0) == 0.0  # ended in the next: its bytes published
+
+
+def test_parsing_time_of_idle_lines_is_paid_for_in_waiting() -> None:
+    pace = IdlePace(rate=1000, burst=500, now=0.0)
+    assert pace.charge(10, parse_seconds=0.002, now=0.0) == pytest.approx(0.002 * IDLE_PARSE_WAIT)
+
+
+def test_read_passes_the_parts_and_charges_only_the_idle_bytes() -> None:
+    pace = IdlePace(rate=1000, burst=10)
+    body = b'{"data": 1}\n' + b"\n" * 40  # 12 bytes of part, 40 idle
+    assert list(pace.read(NdjsonBody(100).feed(body), len(body))) == [Part("message", 1)]
+    assert 0.025 <= pace.wait < 0.05  # 30 idle bytes over the burst at 1000 a second
+    slow = IdlePace()
+    assert list(slow.read(NdjsonBody(100).feed(b'{"data": 1}\n'), 12)) == [Part("message", 1)]
+    assert slow.wait == 0.0  # a part is not idle
