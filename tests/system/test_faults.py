@@ -475,11 +475,12 @@ async def test_frozen_redis_costs_publishers_milliseconds_and_loses_nothing(faul
         assert str(body["channel_layer"]).startswith("error"), body
         assert seconds < HEALTH_BOUND_SECONDS, (name, seconds)
     assert longest < 3.0  # heartbeats every 1 s, checked on the 1 s tick: 2 s at worst, plus load
-    # Before, each publish waited on the layer (2-3 s each: ~8 publishes in 5 s).
-    # The bounds are relative because the machine running the test is shared and
-    # loaded (publishes take 30-150 ms even with Redis healthy).
-    assert frozen_rate >= 0.5 * healthy_rate
-    assert percentile(frozen, 0.99) < max(0.1, 2 * percentile(healthy, 0.99))
+    # Before this change, each publish waited on the layer: 2 publishes/s in this test
+    # (47/s before the freeze), p99 1.9 s. The bounds follow the healthy phase because
+    # the machine running the test is shared and loaded (publishes take 30-400 ms
+    # with Redis healthy); on a quiet one the p99 bound is 100 ms.
+    assert frozen_rate >= 0.3 * healthy_rate
+    assert percentile(frozen, 0.99) < min(1.0, max(0.1, 3 * percentile(healthy, 0.99)))
     # At the onset, at most one publish per publisher waits out the cache's timeout.
     assert sum(1 for seconds in onset if seconds > 0.5) <= FROZEN_PUBLISHERS
     assert max(onset) < 2.0
