@@ -113,10 +113,14 @@ class PushsiteSettings(SettingsGroup):
     MAX_STREAMS_PER_IP = Setting(200)
     # Longest accepted Last-Event-ID / lastEventId, in characters.
     MAX_CURSOR_LENGTH = Setting(1024)
-    # Longest wait for the channel layer when publishing or opening a stream;
-    # past it a publish still succeeds (relays replay it from the database)
-    # and a new stream gets 503.
+    # Longest wait for the channel layer when fanning a message out (after the
+    # publish has been answered) or opening a stream; past it the frame is
+    # dropped (relays read it from the database) and a new stream gets 503.
     LAYER_TIMEOUT_SECONDS = Setting(2.0)
+    # Frames each server process holds for its background fan-out
+    # (events/publish/fanout.py); past it the oldest is dropped and the relays
+    # read it from the database.
+    FANOUT_QUEUE_SIZE = Setting(1000)
     # How often each server process compares its channels' last sequence with
     # the database, to notice a message the channel layer dropped.
     RELAY_POLL_SECONDS = Setting(2.0)

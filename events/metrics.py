@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 RESTRICTED_CHANNEL = "(restricted)"
 PUBLISH_SECONDS = Histogram(
     "pushsite_publish_seconds",
-    "Time to validate, store and fan out one message.",
+    "Time to validate and store one message (its fan-out follows in the background).",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
 DELIVERY_LAG_SECONDS = Histogram(
@@ -33,6 +33,12 @@ DELIVERY_LAG_SECONDS = Histogram(
 FANOUT_FAILURES = Counter(
     "pushsite_fanout_failures_total",
     "Channel-layer sends that failed (the relays replay those messages from the database).",
+)
+FANOUT_DROPPED = Counter(
+    "pushsite_fanout_dropped_total",
+    "Frames the background fan-out never sent: its queue was full, the frame waited longer than "
+    "the layer timeout, or the process shut down (the relays read those messages from the database).",
+    ["reason"],
 )
 REJECTED_REQUESTS = Counter("pushsite_rejected_requests_total", "API and stream requests refused.", ["code"])
 

@@ -5,16 +5,24 @@ counting, with :func:`check`). Publishing has two: each API key and each staff u
 may publish ``PUSHSITE_PUBLISH_RATE_MESSAGES`` per ``PUSHSITE_PUBLISH_RATE_SECONDS``,
 whichever way they publish (the JSON API, its fast path, each part of a streamed
 publish); chat rooms define theirs (events/chat/rules.py) and count them here too.
+
+When the cache does not answer, limits fail open, and quickly (issue 15): while
+one cache call has been waiting longer than ``CACHE_SLOW_SECONDS``, and for
+``CACHE_RETRY_SECONDS`` after a call failed, the others skip the cache instead of
+each waiting out its socket timeout on a hung Redis; then one request tries again.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from django.core.cache import cache
 
@@ -23,7 +31,12 @@ from events.exceptions import RateLimited
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 KEY_PREFIX = "pushsite:ratelimit"
+# A healthy cache answers in about a millisecond.
+CACHE_SLOW_SECONDS = 0.1
+CACHE_RETRY_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -61,12 +74,10 @@ def check(rate: Rate, ident: str) -> None:
     if limit <= 0 or window <= 0:
         return
     now = time.time()
-    try:
-        used = int(cache.get(_key(rate.scope, ident, int(now // window))) or 0)
-    except Exception:
-        logger.warning("Rate limit %s not checked: the cache is unavailable.", rate.scope, exc_info=True)
+    stored = _breaker.call(rate.scope, lambda: cache.get(_key(rate.scope, ident, int(now // window))))
+    if isinstance(stored, Skipped):
         return
-    if used >= limit:
+    if int(stored or 0) >= limit:
         raise _refusal(rate.detail, now, window)
 
 
@@ -81,15 +92,70 @@ def hit(scope: str, ident: str, *, limit: int, window: float, detail: str) -> No
         return
     now = time.time()
     key = _key(scope, ident, int(now // window))
-    try:
-        used = _count(key, math.ceil(window) + 1)
-    except Exception:
-        # The shared cache (Redis) is down: let the request through rather
-        # than refuse every publish and post while it is away.
-        logger.warning("Rate limit %s not checked: the cache is unavailable.", scope, exc_info=True)
+    used = _breaker.call(scope, lambda: _count(key, math.ceil(window) + 1))
+    if isinstance(used, Skipped):
         return
     if used > limit:
         raise _refusal(detail, now, window)
+
+
+class Skipped:
+    """What :meth:`CacheBreaker.call` returns instead of the cache's answer when the limit is not checked."""
+
+
+_SKIPPED = Skipped()
+
+
+class CacheBreaker:
+    """Calls the cache unless it is hung or down; then the limits fail open without waiting.
+
+    Called from many worker threads. The healthy path takes one uncontended lock
+    around each call, to know how long the calls in progress have been waiting.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        # clock() until which the cache is skipped; 0.0 while it answers.
+        self._down_until = 0.0
+        # When each call in progress started, by a number given to the call.
+        self._calls: dict[int, float] = {}
+        self._tokens = itertools.count()
+
+    def call(self, scope: str, operation: Callable[[], T]) -> T | Skipped:
+        """``operation()``'s result, or _SKIPPED when the cache is skipped or fails (fail open)."""
+        with self._lock:
+            now = self._clock()
+            # The first call in the dict is the oldest (insertion order).
+            if self._calls and now - next(iter(self._calls.values())) > CACHE_SLOW_SECONDS:
+                return _SKIPPED  # a call is stuck: do not queue up behind it
+            if self._down_until:
+                if now < self._down_until:
+                    return _SKIPPED
+                # This caller tries the cache; the others go on skipping until it is back.
+                self._down_until = now + CACHE_RETRY_SECONDS
+            token = next(self._tokens)
+            self._calls[token] = now
+        try:
+            result = operation()
+        except Exception:
+            # The shared cache (Redis) is down: let the request through rather
+            # than refuse every publish and post while it is away.
+            with self._lock:
+                self._down_until = self._clock() + CACHE_RETRY_SECONDS
+            logger.warning("Rate limit %s not checked: the cache is unavailable.", scope, exc_info=True)
+            return _SKIPPED
+        else:
+            if self._down_until:
+                with self._lock:
+                    self._down_until = 0.0
+            return result
+        finally:
+            with self._lock:
+                del self._calls[token]
+
+
+_breaker = CacheBreaker()
 
 
 def _key(scope: str, ident: str, window_index: int) -> str:

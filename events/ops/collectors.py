@@ -1,4 +1,4 @@
-"""Prometheus collector for the relay's state and the hot-path counters."""
+"""Prometheus collector for the relay's and the fan-out's state and the hot-path counters."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from prometheus_client.registry import Collector
 from events.deliver import relay as relay_module
 from events.metrics import RESTRICTED_CHANNEL, published_by_channel, stats
 from events.models import Channel, Visibility
+from events.publish import fanout
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +74,11 @@ class DeliveryCollector(Collector):
             "pushsite_asyncio_tasks",
             "Tasks alive in this process's event loop.",
             value=len(asyncio.all_tasks(relay.loop)) if relay is not None else 0,
+        )
+        yield GaugeMetricFamily(
+            "pushsite_fanout_queued",
+            "Frames waiting for this process's background fan-out to send them to the channel layer.",
+            value=fanout.queued(),
         )
         yield GaugeMetricFamily("pushsite_connections", "Open SSE connections.", value=stats.connections)
         yield CounterMetricFamily(

@@ -1,20 +1,19 @@
 """Publishing: validate, store (durably, with the next sequence number), then fan out.
 
-The fan-out sends the encoded frame once to the channel's group; in each server
-process one relay (events/deliver/relay.py) is the group's member and hands the bytes
-to its local connections.
+The fan-out sends the encoded frame once to the channel's group, in the
+background, after the publish has been answered (events/publish/fanout.py); in
+each server process one relay (events/deliver/relay.py) is the group's member
+and hands the bytes to its local connections.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
 from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
@@ -23,7 +22,7 @@ from events import metrics
 from events.conf import conf
 from events.exceptions import ChannelNotFound
 from events.models import RESERVED_EVENT_PREFIX, Channel, Message
-from events.publish import idempotency
+from events.publish import fanout, idempotency
 from events.publish.validate import validate_event_type, validate_payload
 from events.wire import frames
 
@@ -151,42 +150,36 @@ def message_fields(message: Message, slug: str) -> bytes:
     )
 
 
-async def _group_send(channel_id: int, message: dict[str, Any]) -> bool:
-    """Send to the channel's group within LAYER_TIMEOUT_SECONDS; False (counted) if the layer failed."""
-    layer = get_channel_layer()
-    if layer is None:
-        return True
-    try:
-        async with asyncio.timeout(conf.LAYER_TIMEOUT_SECONDS):
-            await layer.group_send(group_name(channel_id), message)
-    except Exception:
-        metrics.FANOUT_FAILURES.inc()
-        logger.warning("group_send to channel %s failed.", channel_id, exc_info=True)
-        return False
-    return True
-
-
 async def fan_out(message: Message) -> None:
-    """Send a stored message to every server process subscribed to its channel."""
-    slug = message.channel.slug
-    if not await _group_send(message.channel_id, frame_message(message, slug)):
+    """Hand a stored message to this process's background fan-out; returns at once.
+
+    The frame goes to every server process subscribed to the channel after the
+    publish has been answered (events/publish/fanout.py). Async for its callers'
+    sake: it never waits, on the layer or anything else.
+    """
+    fanout.submit(group_name(message.channel_id), frame_message(message, message.channel.slug))
+
+
+def fan_out_now(message: Message) -> None:
+    """Sync twin of :func:`fan_out` for code with no event loop of its own (management commands):
+    sends at once, waiting at most LAYER_TIMEOUT_SECONDS."""
+    if not async_to_sync(fanout.send_now)(
+        group_name(message.channel_id), frame_message(message, message.channel.slug)
+    ):
         # The message is stored; every relay compares its position with the
-        # database every RELAY_POLL_SECONDS and fills the gap from there, so a
-        # failed fan-out delays delivery but loses nothing.
+        # database every RELAY_POLL_SECONDS and fills the gap from there.
         logger.error(
-            "Fan-out of %s#%s failed; relays will replay it from the database.", slug, message.sequence
+            "Fan-out of %s#%s failed; relays will replay it from the database.",
+            message.channel.slug,
+            message.sequence,
         )
 
 
-async def fan_out_ephemeral(channel: Channel, data: Any, *, event: str = "message") -> None:
-    """Send an event to the channel's live subscribers only: never stored, no id, no replay.
-
-    For transient state ("is typing", the parts of a folded stream). Subscribers'
-    positions and Last-Event-ID are unaffected; a client that is away misses it.
-    """
+def ephemeral_message(channel: Channel, data: Any, *, event: str = "message") -> dict[str, Any]:
+    """The layer message of a live-only event (validated): no sequence, never stored."""
     validate_event_type(event)
     validate_payload(data)
-    message = {
+    return {
         "type": FRAME_MESSAGE_TYPE,
         "channel_id": channel.pk,
         # No sequence: relays hand it on at once, outside the gap-free order.
@@ -196,8 +189,24 @@ async def fan_out_ephemeral(channel: Channel, data: Any, *, event: str = "messag
         ),
         "published": time.time(),
     }
-    if not await _group_send(channel.pk, message):
-        # Nothing to replay it from: live-only events are lost when the layer is.
+
+
+async def fan_out_ephemeral(channel: Channel, data: Any, *, event: str = "message") -> None:
+    """Send an event to the channel's live subscribers only: never stored, no id, no replay.
+
+    For transient state ("is typing", the parts of a folded stream). Subscribers'
+    positions and Last-Event-ID are unaffected; a client that is away misses it.
+    It goes through the same background queue as stored messages, so it keeps
+    its place among them; when the layer fails it is lost (nothing to replay it from).
+    """
+    fanout.submit(group_name(channel.pk), ephemeral_message(channel, data, event=event))
+
+
+def fan_out_ephemeral_now(channel: Channel, data: Any, *, event: str = "message") -> None:
+    """Sync twin of :func:`fan_out_ephemeral` (management commands), sent at once."""
+    if not async_to_sync(fanout.send_now)(
+        group_name(channel.pk), ephemeral_message(channel, data, event=event)
+    ):
         logger.warning("Live-only event on %s was not sent: the channel layer failed.", channel.slug)
 
 
@@ -220,7 +229,7 @@ def publish(
     message = store_once(channel, data, event=event, publisher=publisher, claim=claim)
     if isinstance(message, idempotency.Replay):
         return idempotency.original_message(message)
-    transaction.on_commit(lambda: async_to_sync(fan_out)(message))
+    transaction.on_commit(lambda: fan_out_now(message))
     record_published(message, started)
     return message
 
@@ -233,7 +242,7 @@ async def apublish(
     publisher: str = "",
     idempotency_key: str | None = None,
 ) -> Message:
-    """Async twin of :func:`publish`: stores in a worker thread, then fans out."""
+    """Async twin of :func:`publish`: stores in a worker thread, then hands it to the fan-out."""
     started = time.perf_counter()
     claim = idempotency.claim(idempotency_key, idempotency.code_scope(publisher))
     message: Message | idempotency.Replay = await database_sync_to_async(store_once)(

@@ -20,7 +20,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from django.db import transaction
 
@@ -144,7 +143,7 @@ class StreamPublication:
         """Sync twin of :meth:`apart`."""
         payload, size = self._prepare(event, data)
         if self.fold:
-            async_to_sync(publishing.fan_out_ephemeral)(self.channel, payload, event=event)
+            publishing.fan_out_ephemeral_now(self.channel, payload, event=event)
         else:
             publishing.publish(self.channel, payload, event, publisher=self.publisher)
         self._count(event, data, size)
@@ -155,7 +154,7 @@ class StreamPublication:
             return None
         started = time.perf_counter()
         message = self._store_end(status, reason)
-        transaction.on_commit(lambda: async_to_sync(publishing.fan_out)(message))
+        transaction.on_commit(lambda: publishing.fan_out_now(message))
         publishing.record_published(message, started)
         self.end_message = message
         return message

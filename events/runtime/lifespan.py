@@ -1,4 +1,5 @@
-"""ASGI lifespan: start the relay (and its periodic work) at boot; on shutdown, leave the groups."""
+"""ASGI lifespan: start the relay (and its periodic work) at boot; on shutdown, send what the
+fan-out still holds (briefly) and leave the groups."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ import logging
 from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, LifespanScope
 
 from events.deliver.relay import current_relay, get_relay
+from events.publish import fanout
 
 logger = logging.getLogger(__name__)
 
 
 async def lifespan(scope: LifespanScope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
-    """ASGI lifespan: nothing to start; on shutdown leave the channel layer's groups."""
+    """ASGI lifespan: start the relay; on shutdown drain the fan-out and leave the layer's groups."""
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
@@ -24,6 +26,10 @@ async def lifespan(scope: LifespanScope, receive: ASGIReceiveCallable, send: ASG
                 logger.warning("Channel layer unavailable at startup; will retry.", exc_info=True)
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
+            # Publishes answered 201 before the signal: their frames go out now,
+            # within a short bound (the relays of other processes read whatever
+            # is left from the database).
+            await fanout.drain()
             relay = current_relay()
             if relay is not None:
                 await relay.stop()

@@ -16,6 +16,7 @@ from events.deliver.stream import Stream, StreamChannel
 from events.metrics import stats
 from events.models import Channel
 from events.provisioning import upsert_channel
+from events.publish import fanout
 from events.publish.store import apublish, fan_out, fan_out_ephemeral, store_message
 from events.wire import sse
 from tests.support.sse_client import sequence_of
@@ -118,7 +119,10 @@ async def test_reordered_frames_are_not_counted_as_lost_but_a_dropped_one_is(
     # Reordered: 1 and 2 first (a gap: both read from the database), then 0 late.
     for message in (messages[1], messages[2], messages[0]):
         await fan_out(message)
+    # Sent in the background: every frame is in the layer before the loss count is read.
+    await fanout.flush()
     last = await apublish(channel.slug, "in order")
+    await fanout.flush()
     await client.wait_for(4)
     later = time.monotonic() + LAYER_LOSS_SECONDS + 1
     assert feed.count_lost(later) == 0
@@ -129,6 +133,7 @@ async def test_reordered_frames_are_not_counted_as_lost_but_a_dropped_one_is(
     # Dropped: stored, never fanned out; the next message exposes the gap.
     await sync_to_async(store_message)(channel.slug, "never sent")
     await apublish(channel.slug, "after the drop")
+    await fanout.flush()
     await client.wait_for(6)
     assert feed.count_lost(time.monotonic()) == 0  # not yet: its frame may still come
     assert feed.count_lost(time.monotonic() + LAYER_LOSS_SECONDS + 1) == 1
