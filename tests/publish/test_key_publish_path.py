@@ -10,7 +10,7 @@ from django.test.utils import CaptureQueriesContext
 
 from events.access import auth
 from events.exceptions import ChannelNotFound, NotAuthenticated, PermissionDenied
-from events.models import ApiKey, Channel, Message
+from events.models import ApiKey, Channel, Message, hash_secret
 from events.provisioning import create_api_key, upsert_channel
 from events.publish.api import store_with_key
 
@@ -83,7 +83,7 @@ def test_a_wrong_secret_is_never_remembered(news: Channel) -> None:
     for _ in range(2):
         with pytest.raises(NotAuthenticated):
             store_with_key(bearer(secret + "x"), "news", BODY)
-    assert auth.verified_keys.get(auth.hash_secret(secret + "x")) is None
+    assert auth.verified_keys.get(hash_secret(secret + "x")) is None
 
 
 def test_a_remembered_key_is_looked_up_again_after_the_revocation_interval() -> None:
