@@ -68,43 +68,81 @@ def _store(
     channel: Channel | str, data: Any, *, event: str, publisher: str, key_id: int | None = None
 ) -> Message:
     slug = channel.slug if isinstance(channel, Channel) else channel
+    message = _new_message(slug, event, data, publisher[:200])
+    if connection.vendor == "postgresql":
+        # One statement, one round trip (issue 17): the sequence bump and the INSERT
+        # commit together (in autocommit, the statement is its own transaction),
+        # and the row lock the bump takes is held until that commit.
+        channel_id, sequence = _bump_and_insert(message, slug, key_id)
+        # Outside the statement: amortised housekeeping, not part of storing.
+        _prune_if_due(channel_id, sequence)
+        return message
     with transaction.atomic():
         # The UPDATE takes the channel row's write lock (on SQLite, the database
         # write lock) and holds it to commit, so concurrent publishers get
         # sequence numbers in commit order: "resume after N" can never skip a
         # message that commits later with a lower number.
         channel_id, sequence = _take_next_sequence(slug, key_id)
-        message = _insert(channel_id, slug, sequence, event, data, publisher[:200])
+        message.channel = Channel(pk=channel_id, slug=slug)
+        message.sequence = sequence
+        _insert(message)
         _prune_if_due(channel_id, sequence)
     return message
 
 
-def _insert(channel_id: int, slug: str, sequence: int, event: str, data: Any, publisher: str) -> Message:
-    # A partial channel instance: callers read message.channel.slug without another query.
-    message = Message(
-        channel=Channel(pk=channel_id, slug=slug),
-        sequence=sequence,
+def _new_message(slug: str, event: str, data: Any, publisher: str) -> Message:
+    # A partial channel instance (replaced by one with its pk once known):
+    # callers read message.channel.slug without another query.
+    return Message(
+        channel=Channel(slug=slug),
+        sequence=0,
         event=event,
         data=data,
         publisher=publisher,
         created_at=timezone.now(),
     )
-    if not connection.features.can_return_columns_from_insert:
-        message.save(force_insert=True)
-        return message
-    # why: one INSERT built once, with each value prepared by its own field, instead
-    # of the ORM's compiler on every publish (about 0.2 ms, docs/performance.md).
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _INSERT_SQL,
-            [field.get_db_prep_save(getattr(message, field.attname), connection) for field in _INSERTED],
-        )
-        row = cursor.fetchone()
-    assert row is not None
-    message.pk = row[0]
+
+
+def _prepared(message: Message, fields: list[Any]) -> list[Any]:
+    return [field.get_db_prep_save(getattr(message, field.attname), connection) for field in fields]
+
+
+def _stored(message: Message, pk: int) -> None:
+    message.pk = pk
     message._state.adding = False
     message._state.db = connection.alias
-    return message
+
+
+def _bump_and_insert(message: Message, slug: str, key_id: int | None) -> tuple[int, int]:
+    """PostgreSQL: bump the sequence and insert ``message`` in one statement; its channel id and sequence."""
+    with connection.cursor() as cursor:
+        if key_id is None:
+            cursor.execute(_BUMP_AND_INSERT_SQL, [slug, True, *_prepared(message, _CARRIED)])
+        else:
+            cursor.execute(
+                _BUMP_AND_INSERT_FOR_KEY_SQL,
+                [slug, True, *key_allows_channel_params(key_id), *_prepared(message, _CARRIED)],
+            )
+        row = cursor.fetchone()
+    if row is None:
+        raise ChannelNotFound(f"No active channel is called {slug!r}.")
+    message.channel = Channel(pk=int(row[1]), slug=slug)
+    message.sequence = int(row[2])
+    _stored(message, row[0])
+    return message.channel_id, message.sequence
+
+
+def _insert(message: Message) -> None:
+    if not connection.features.can_return_columns_from_insert:
+        message.save(force_insert=True)
+        return
+    # why: one INSERT built once, with each value prepared by its own field, instead
+    # of the ORM's compiler on every publish (docs/performance.md, issue 17).
+    with connection.cursor() as cursor:
+        cursor.execute(_INSERT_SQL, _prepared(message, _INSERTED))
+        row = cursor.fetchone()
+    assert row is not None
+    _stored(message, row[0])
 
 
 _INSERTED = [field for field in Message._meta.concrete_fields if not field.primary_key]
@@ -113,6 +151,26 @@ _INSERT_SQL = (
     f"INSERT INTO {Message._meta.db_table} ({_INSERTED_COLUMNS})"
     f" VALUES ({', '.join(['%s'] * len(_INSERTED))}) RETURNING {Message._meta.pk.column}"
 )
+# The columns the PostgreSQL statement takes from its parameters; the channel and
+# the sequence come from the bump.
+_BUMPED = {"channel_id", "sequence"}
+_CARRIED = [field for field in _INSERTED if field.attname not in _BUMPED]
+
+
+def _bump_and_insert_sql(condition: str) -> str:
+    channels = Channel._meta.db_table
+    return (
+        f"WITH bumped AS (UPDATE {channels} SET last_sequence = last_sequence + 1"
+        f" WHERE slug = %s AND is_active = %s{condition} RETURNING id, last_sequence)"
+        f" INSERT INTO {Message._meta.db_table} (channel_id, sequence, "
+        f"{', '.join(str(field.column) for field in _CARRIED)})"
+        f" SELECT bumped.id, bumped.last_sequence, {', '.join(['%s'] * len(_CARRIED))} FROM bumped"
+        f" RETURNING {Message._meta.pk.column}, channel_id, sequence"
+    )
+
+
+_BUMP_AND_INSERT_SQL = _bump_and_insert_sql("")
+_BUMP_AND_INSERT_FOR_KEY_SQL = _bump_and_insert_sql(f" AND {KEY_ALLOWS_CHANNEL_SQL}")
 
 
 def _take_next_sequence(slug: str, key_id: int | None = None) -> tuple[int, int]:
