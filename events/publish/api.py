@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from channels.db import database_sync_to_async
 from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
@@ -44,7 +43,7 @@ from events.exceptions import (
 from events.http.responses import from_exception
 from events.models import Channel, Message
 from events.publish import store as publishing
-from events.publish import validate
+from events.publish import validate, writers
 from events.wire.frames import isoformat_utc
 
 logger = logging.getLogger(__name__)
@@ -90,8 +89,8 @@ async def publish_response(store: Callable[[], Message], slug: str, path: str) -
     try:
         # Not thread-sensitive: Django's handler gives each request its own
         # thread for thread-sensitive calls, and so its own new database
-        # connection; the shared pool's threads keep theirs (docs/performance.md).
-        message = await database_sync_to_async(store, thread_sensitive=False)()
+        # connection; the publish threads keep theirs (events/publish/writers.py).
+        message = await writers.run(store)
     except PushsiteError as error:
         return from_exception(error)
     except DatabaseError:
