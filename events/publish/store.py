@@ -69,23 +69,22 @@ def _store(
 ) -> Message:
     slug = channel.slug if isinstance(channel, Channel) else channel
     message = _new_message(slug, event, data, publisher[:200])
-    if connection.vendor == "postgresql":
-        # One statement, one round trip (issue 17): the sequence bump and the INSERT
-        # commit together (in autocommit, the statement is its own transaction),
-        # and the row lock the bump takes is held until that commit.
-        channel_id, sequence = _bump_and_insert(message, slug, key_id)
-        # Outside the statement: amortised housekeeping, not part of storing.
-        _prune_if_due(channel_id, sequence)
-        return message
     with transaction.atomic():
         # The UPDATE takes the channel row's write lock (on SQLite, the database
         # write lock) and holds it to commit, so concurrent publishers get
         # sequence numbers in commit order: "resume after N" can never skip a
         # message that commits later with a lower number.
-        channel_id, sequence = _take_next_sequence(slug, key_id)
-        message.channel = Channel(pk=channel_id, slug=slug)
-        message.sequence = sequence
-        _insert(message)
+        if connection.vendor == "postgresql":
+            # One statement (issue 17): the bump and the INSERT in one round trip.
+            # In a transaction still, though it could commit alone: a statement that
+            # opens a transaction is run again when its connection turns out dead
+            # (pushsite/postgresql/base.py), an autocommit write is not.
+            channel_id, sequence = _bump_and_insert(message, slug, key_id)
+        else:
+            channel_id, sequence = _take_next_sequence(slug, key_id)
+            message.channel = Channel(pk=channel_id, slug=slug)
+            message.sequence = sequence
+            _insert(message)
         _prune_if_due(channel_id, sequence)
     return message
 

@@ -6,8 +6,9 @@ every call (``CONN_MAX_AGE=0``): for every publish a SQLite connection was opene
 PostgreSQL connection checked out and checked with a round trip of its own. Here a
 thread keeps its connection for its next publish when that comes within
 ``HOLD_SECONDS``; an older one is closed (given back to the pool) first, so a
-connection that sat idle, and may have been killed meanwhile, is checked again
-before use; and one that saw an error is never kept.
+connection that sat idle is checked again before use; a kept PostgreSQL connection
+whose backend was killed meanwhile is noticed without a round trip and replaced;
+one that saw an error is never kept.
 """
 
 from __future__ import annotations
@@ -45,6 +46,13 @@ def _holding_connection(func: Callable[[], T]) -> T:
     last_used: float | None = getattr(_local, "last_used", None)
     if last_used is None or time.monotonic() - last_used > HOLD_SECONDS:
         connections.close_all()
+    else:
+        for connection in connections.all(initialized_only=True):
+            # PostgreSQL (pushsite/postgresql/): a backend killed since the last
+            # publish is dropped here, so the publish checks out a live one.
+            discard = getattr(connection, "discard_if_closed_by_server", None)
+            if discard is not None:
+                discard()
     try:
         return func()
     finally:
