@@ -31,12 +31,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.support.servers import Site
+from tests.support.servers import ROOT, Site, free_port
 from tests.support.services import PostgresDatabase, postgres_admin_url
 
 from .publisher import Publisher
 from .scenarios import ms, percentile
-from .servers import SECRET, SERVER_CPU, SLUG, Server, reference_server
+from .servers import SECRET, SERVER_CPU, SLUG, Server, pinned, reference_server
 
 HOST = "127.0.0.1"
 CLIENT_CPU = 1
@@ -81,11 +81,8 @@ class LoadDeployment:
         if self.postgres is not None:
             self.postgres.drop()
 
-    def server(self, name: str, cpu: int | None, extra_env: dict[str, str] | None = None) -> Server:
-        from tests.support.servers import ROOT, free_port
-
-        from .servers import pinned
-
+    def server(self, name: str, cpu: int | None, root: Path = ROOT) -> Server:
+        """``manage.py serve`` of the checkout at ``root`` (another one for A/B runs) on this database."""
         port = free_port()
         env = self.site.env()
         env["DJANGO_SECRET_KEY"] = SECRET
@@ -93,8 +90,7 @@ class LoadDeployment:
         # One key publishes everything here: lift its rate (the limit is still
         # counted on every publish; tests/access/test_limits.py tests it).
         env["PUSHSITE_PUBLISH_RATE_MESSAGES"] = "100000000"
-        env.update(extra_env or {})
-        command = [sys.executable, str(ROOT / "manage.py"), "serve", "--port", str(port)]
+        command = [sys.executable, str(root / "manage.py"), "serve", "--port", str(port)]
         return Server(
             name=name,
             command=pinned(command, cpu),
@@ -102,6 +98,7 @@ class LoadDeployment:
             log=self.site.workdir / f"{name}-{port}.log",
             port=port,
             api_key=self.api_key,
+            cwd=root,
         )
 
     def stored(self) -> dict[str, int]:
@@ -221,12 +218,12 @@ def verify(
 
 
 async def measure_database(
-    database: str, workdir: Path, sizes: LoadSizes, cpu: int | None, extra_env: dict[str, str] | None = None
+    database: str, workdir: Path, sizes: LoadSizes, cpu: int | None, root: Path = ROOT
 ) -> dict[str, Any]:
-    deployment = LoadDeployment(workdir / database, database)
+    deployment = LoadDeployment(workdir / f"{database}-{len(list(workdir.glob('*')))}", database)
     deployment.site.workdir.mkdir(parents=True, exist_ok=True)
     deployment.prepare()
-    server = deployment.server(f"pushsite-{database}", cpu, extra_env)
+    server = deployment.server(f"pushsite-{database}", cpu, root)
     reference = reference_server(deployment.site.workdir, cpu)
     result: dict[str, Any] = {}
     try:
@@ -323,9 +320,15 @@ def render(results: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
-async def measure(workdir: Path, sizes: LoadSizes, cpu: int | None, databases: list[str]) -> dict[str, Any]:
+async def measure(
+    workdir: Path, sizes: LoadSizes, cpu: int | None, databases: list[str], baseline: Path | None = None
+) -> dict[str, Any]:
+    """Each database in turn; with ``baseline`` (another checkout), its code right before this one's."""
     results: dict[str, Any] = {}
     for database in databases:
+        if baseline is not None:
+            print(f"(j) publish load on {database}, baseline {baseline} ...", file=sys.stderr, flush=True)
+            results[f"{database} baseline"] = await measure_database(database, workdir, sizes, cpu, baseline)
         print(f"(j) publish load on {database} ...", file=sys.stderr, flush=True)
         results[database] = await measure_database(database, workdir, sizes, cpu)
     return results
@@ -337,6 +340,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--databases", default="postgresql,sqlite")
     parser.add_argument("--no-pin", action="store_true")
     parser.add_argument("--output", type=Path, default=None)
+    parser.add_argument(
+        "--baseline", type=Path, default=None, help="another checkout, measured right before this one (A/B)"
+    )
     for field in dataclasses.fields(LoadSizes):
         parser.add_argument(f"--{field.name.replace('_', '-')}", type=int, default=None)
     options = parser.parse_args(argv)
@@ -351,7 +357,9 @@ def main(argv: list[str] | None = None) -> int:
     import uvloop
 
     with tempfile.TemporaryDirectory(prefix="pushsite-publish-load-") as workdir:
-        results = uvloop.run(measure(Path(workdir), sizes, cpu, options.databases.split(",")))
+        results = uvloop.run(
+            measure(Path(workdir), sizes, cpu, options.databases.split(","), options.baseline)
+        )
     table = render(results)
     print(table)
     output = (
