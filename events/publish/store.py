@@ -8,12 +8,12 @@ to its local connections.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from typing import Any
 
 from asgiref.sync import async_to_sync
-from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.db import connection, transaction
 from django.db.models import F
@@ -24,6 +24,7 @@ from events.access.auth import KEY_ALLOWS_CHANNEL_SQL, key_allows_channel_params
 from events.conf import conf
 from events.exceptions import ChannelNotFound
 from events.models import RESERVED_EVENT_PREFIX, Channel, Message
+from events.publish import writers
 from events.publish.validate import validate_event_type, validate_payload
 from events.wire import frames
 
@@ -314,10 +315,12 @@ def publish(channel: Channel | str, data: Any, event: str = "message", *, publis
 async def apublish(
     channel: Channel | str, data: Any, event: str = "message", *, publisher: str = ""
 ) -> Message:
-    """Async twin of :func:`publish`: stores in a worker thread, then fans out."""
+    """Async twin of :func:`publish`: stores in a publish thread, then fans out."""
     started = time.perf_counter()
-    message: Message = await database_sync_to_async(store_message)(
-        channel, data, event=event, publisher=publisher
+    # A publish thread keeps its connection between calls (events/publish/writers.py):
+    # a streamed publish stores one part after another (issue 17).
+    message = await writers.run(
+        functools.partial(store_message, channel, data, event=event, publisher=publisher)
     )
     await fan_out(message)
     record_published(message, started)
