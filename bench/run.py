@@ -28,7 +28,7 @@ from typing import Any
 
 from tests.support.servers import ROOT
 
-from . import report, scenarios, storm
+from . import publish_load, report, scenarios, storm
 from .scenarios import QUICK, Sizes
 from .servers import (
     SERVER_CPU,
@@ -349,6 +349,13 @@ async def run_all(options: argparse.Namespace, sizes: Sizes, workdir: Path) -> d
         progress.target = "pushsite"
         results["storm"] = await storm.reconnect_storm(deployment, sizes, progress, cpu)
         progress.note(f"pushsite: reconnect storm: {results['storm']}")
+    if "publish_load" in wanted:
+        # (j) issue 17: its own deployments (PostgreSQL and SQLite) and reference server.
+        load_sizes = publish_load.QUICK if options.quick else publish_load.LoadSizes()
+        results["publish_load"] = await publish_load.measure(
+            workdir, load_sizes, cpu, ["postgresql", "sqlite"]
+        )
+        progress.note("publish load:\n" + publish_load.render(results["publish_load"]))
     if "pushsite" in results["targets"] and "slow_reader" in wanted:
         results["design"] = {"slow_reader": await measure_slow_reader(deployment, sizes, progress, cpu)}
     results.setdefault("design", {})["encode_once"] = encode_once_cost()
@@ -365,7 +372,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--scenarios",
         default="latency,fanout,connections,publish,cross_process,slow_reader,publish_paths,steady",
-        help="comma-separated subset",
+        help="comma-separated subset; publish_load (j) only when named",
     )
     for field in dataclasses.fields(Sizes):
         parser.add_argument(f"--{field.name.replace('_', '-')}", type=type(field.default), default=None)

@@ -88,3 +88,38 @@ def test_bench_steady_scenario_delivers_everything_once(tmp_path: Path) -> None:
     assert (steady["deliveries"], steady["lost"], steady["duplicates"]) == (4 * 60, 0, 0), steady
     assert steady["opens"] >= 1
     assert "| (h) steady: stream open p99 ms |" in json.loads(output.read_text())["table"]
+
+
+def test_bench_publish_load_counts_every_stored_row(tmp_path: Path) -> None:
+    """(j) issue 17, SQLite, tiny sizes: every 201 is a row, no id twice, the stream's parts stored."""
+    output = tmp_path / "load.json"
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.publish_load",
+            "--no-pin",
+            "--databases=sqlite",
+            "--publishers=4",
+            "--publishes=40",
+            "--single=10",
+            "--stream-parts=20",
+            "--warmup=5",
+            f"--output={output}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    measured = json.loads(output.read_text())["results"]["sqlite"]
+    assert measured["concurrent"]["stored"] == {
+        "acknowledged": 40,
+        "rows_added": 40,
+        "distinct_ids_acknowledged": 40,
+        "sequence_contiguous": True,
+        "ok": True,
+    }
+    assert measured["streaming"]["parts"] == 20
+    assert measured["streaming"]["rows_added"] == 21  # the parts and the end event

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
@@ -19,7 +21,7 @@ from django.utils.module_loading import import_string
 
 from events.conf import conf
 from events.exceptions import ChannelHidden, ChannelNotFound, NotAuthenticated, PermissionDenied, TokenExpired
-from events.models import ApiKey, Channel, Visibility
+from events.models import ApiKey, Channel, Visibility, hash_secret
 
 TOKEN_SALT = "pushsite.subscribe-token"
 BEARER = "bearer"
@@ -69,6 +71,78 @@ def key_for_publishing(authorization: str | None, slug: str, *, missing: str) ->
     return key, channel
 
 
+# --- API keys already verified for publishing (issue 17) ---------------------------
+
+# Most keys one process remembers; past it the oldest is forgotten (and looked up again).
+MAX_VERIFIED_KEYS = 1024
+
+
+class VerifiedKeys:
+    """Which API key a secret is, remembered per process for at most ``PUSHSITE_REVOCATION_SECONDS``.
+
+    Only the secret's identity is remembered (the key, found by the hash of the
+    secret). Whether that key is still active and may use the channel is checked
+    again on every publish, in the statement that takes the sequence number
+    (events/publish/store.py), so a revoked or narrowed key is refused at once; a
+    renamed key keeps its old name in ``publisher`` for at most the TTL.
+    Thread-safe: the database threads share one instance.
+    """
+
+    def __init__(self, clock: Any = time.monotonic) -> None:
+        self.clock = clock
+        self._keys: OrderedDict[str, tuple[float, ApiKey]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, digest: str) -> ApiKey | None:
+        with self._lock:
+            entry = self._keys.get(digest)
+            if entry is None:
+                return None
+            if self.clock() - entry[0] >= conf.REVOCATION_SECONDS:
+                del self._keys[digest]
+                return None
+            return entry[1]
+
+    def put(self, digest: str, key: ApiKey) -> None:
+        if conf.REVOCATION_SECONDS <= 0:
+            return
+        with self._lock:
+            self._keys[digest] = (self.clock(), key)
+            self._keys.move_to_end(digest)
+            while len(self._keys) > MAX_VERIFIED_KEYS:
+                self._keys.popitem(last=False)
+
+    def forget(self, digest: str) -> None:
+        with self._lock:
+            self._keys.pop(digest, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._keys.clear()
+
+
+verified_keys = VerifiedKeys()
+
+
+def publishing_key(authorization: str | None, slug: str, *, missing: str) -> tuple[ApiKey, str]:
+    """The key an API-key publisher presents and the digest it is remembered by.
+
+    A key verified recently (:class:`VerifiedKeys`) costs no query; its authority
+    over ``slug`` is then checked when storing (``key_id`` of
+    events/publish/store.py's ``store_message``). Otherwise the full check of
+    :func:`key_for_publishing` runs first (401, 404, 403).
+    """
+    secret = bearer_secret(authorization)
+    if secret is None:
+        raise NotAuthenticated(missing)
+    digest = hash_secret(secret)
+    key = verified_keys.get(digest)
+    if key is None:
+        key, _channel = key_for_publishing(authorization, slug, missing=missing)
+        verified_keys.put(digest, key)
+    return key, digest
+
+
 def key_publisher(key: ApiKey) -> str:
     """How a key is named in a message's ``publisher`` and in the logs."""
     return f"key:{key.name} ({key.prefix})"
@@ -98,6 +172,30 @@ def key_allows(key: ApiKey, channel: Channel) -> bool:
     if not key.is_active:
         return False
     return key.all_channels or any(scoped.pk == channel.pk for scoped in key.channels.all())
+
+
+def key_id_allows(key_id: int, channel: Channel) -> bool:
+    """:func:`key_allows` for a key known by its id, read afresh."""
+    key = ApiKey.objects.filter(pk=key_id).prefetch_related("channels").first()
+    return key is not None and key_allows(key, channel)
+
+
+# key_allows as SQL, for a statement on the channel table: publishing checks the
+# key's authority in the statement that takes the sequence number (issue 17), so
+# a revoked or narrowed key is refused at once at no extra query. Must say what
+# key_allows says (tests/access/test_key_scope.py compares them).
+_KEY_CHANNELS = ApiKey._meta.get_field("channels")
+KEY_ALLOWS_CHANNEL_SQL = (
+    f"EXISTS (SELECT 1 FROM {ApiKey._meta.db_table} k WHERE k.id = %s AND k.is_active = %s"
+    f" AND (k.all_channels = %s OR EXISTS (SELECT 1 FROM {_KEY_CHANNELS.m2m_db_table()} s"
+    f" WHERE s.{_KEY_CHANNELS.m2m_column_name()} = k.id"
+    f" AND s.{_KEY_CHANNELS.m2m_reverse_name()} = {Channel._meta.db_table}.id)))"
+)
+
+
+def key_allows_channel_params(key_id: int) -> list[Any]:
+    """The parameters of :data:`KEY_ALLOWS_CHANNEL_SQL`, in order."""
+    return [key_id, True, True]
 
 
 def require_key_for(key: ApiKey, channel: Channel) -> None:

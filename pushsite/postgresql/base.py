@@ -22,6 +22,7 @@ tell whether to try again.
 from __future__ import annotations
 
 import logging
+import select
 from contextlib import suppress
 from typing import Any
 
@@ -57,6 +58,28 @@ class DatabaseWrapper(base.DatabaseWrapper):
                 return connection
         ConnectionPool.check_connection(connection)
         return connection
+
+    def discard_if_closed_by_server(self) -> None:
+        """Drop a kept idle connection the server has closed (or written to), without a round trip.
+
+        An idle connection has nothing to read: a readable socket means the backend
+        sent its last words (terminated, timed out) or the peer closed it. Used by
+        the publish threads (events/publish/writers.py), which keep a connection
+        between publishes and store each in one autocommit statement that is not
+        run again on a dead connection.
+        """
+        connection = self.connection
+        if connection is None:
+            return
+        try:
+            readable, _, _ = select.select([connection.fileno()], [], [], 0)
+        except (OSError, ValueError, psycopg.Error):
+            readable = [True]
+        if readable:
+            logger.info("Discarding a kept database connection the server closed.")
+            with suppress(Exception):
+                connection.close()
+            self.close()
 
     def _set_autocommit(self, autocommit: bool) -> None:
         super()._set_autocommit(autocommit)  # type: ignore[misc]  # not in django-stubs

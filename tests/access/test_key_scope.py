@@ -191,3 +191,39 @@ def test_the_access_sweep_checks_many_token_streams_of_a_key_in_a_few_queries(
     lost = revoked(checks)
     assert {next(iter(ids)) for _access, ids in lost} == {vaults[0].pk}
     assert len(lost) == 20
+
+
+def _sql_allows(key: ApiKey, channel: Channel) -> bool:
+    from events.access.auth import KEY_ALLOWS_CHANNEL_SQL, key_allows_channel_params
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT 1 FROM {Channel._meta.db_table} WHERE id = %s AND {KEY_ALLOWS_CHANNEL_SQL}",
+            [channel.pk, *key_allows_channel_params(key.pk)],
+        )
+        return cursor.fetchone() is not None
+
+
+def test_the_sql_form_of_the_scope_check_says_what_key_allows_says() -> None:
+    # Publishing checks a remembered key's authority in SQL (issue 17): both forms must agree.
+    news, _ = upsert_channel("news")
+    other, _ = upsert_channel("other")
+    everything, _ = create_api_key("everything", all_channels=True)
+    scoped, _ = create_api_key("news only", ["news"])
+    emptied, _ = create_api_key("emptied", ["news"])
+    emptied.channels.clear()
+    revoked_key, _ = create_api_key("revoked", all_channels=True)
+    ApiKey.objects.filter(pk=revoked_key.pk).update(is_active=False)
+    revoked_scoped, _ = create_api_key("revoked scoped", ["news"])
+    ApiKey.objects.filter(pk=revoked_scoped.pk).update(is_active=False)
+    answers = {}
+    for key in (everything, scoped, emptied, revoked_key, revoked_scoped):
+        key = ApiKey.objects.get(pk=key.pk)
+        for channel in (news, other):
+            assert _sql_allows(key, channel) == key_allows(key, channel), (key.name, channel.slug)
+            answers[key.name, channel.slug] = key_allows(key, channel)
+    # The table is not trivially all-False or all-True.
+    assert answers[("everything", "other")]
+    assert answers[("news only", "news")]
+    assert not answers[("news only", "other")]
+    assert not answers[("revoked", "news")]
