@@ -40,7 +40,7 @@ from events.access.auth import (
 )
 from events.access.revocation import Access
 from events.conf import conf
-from events.deliver import history
+from events.deliver import directory, history
 from events.deliver.direct import claim_direct_writer
 from events.deliver.holdings import Holdings
 from events.deliver.relay import get_relay
@@ -276,7 +276,7 @@ def admit_from_directory(request: StreamRequest) -> Authorized | None:
     if request.cursor or request.rewind or request.token or request.authorization or request.session_key:
         return None
     relay = get_relay()
-    channels = relay.directory.lookup(request.slugs, max_age=conf.RELAY_POLL_SECONDS)
+    channels = relay.directory.lookup(request.slugs, max_age=directory.max_age())
     if channels is None:
         return None
     positions: dict[int, int] = {}

@@ -389,6 +389,7 @@ class Relay:
         # it runs, so a feed may be past what the read saw. Only a sequence
         # behind where the feed already was means the database went back.
         positions_before = {channel_id: feed.position for channel_id, feed in self.feeds.items()}
+        read_at = time.monotonic()
         states = await history.afetch_channel_states(list(self.feeds))
         lagging = False
         for channel_id, feed in list(self.feeds.items()):
@@ -400,6 +401,11 @@ class Relay:
             feed.visibility = state.visibility
             if state.visibility != Visibility.PUBLIC or state.epoch != feed.epoch:
                 self.directory.forget(feed.slug)
+            elif state.row is not None:
+                # The poll admits too: a public channel's entry stays fresh while it has a
+                # feed, instead of lapsing each interval and sending every open in flight
+                # to the database at once (docs/performance.md, issue 16).
+                self.directory.remember([state.row], now=read_at)
             went_back = state.last_sequence < positions_before.get(channel_id, 0)
             if went_back and state.epoch == feed.epoch:
                 # The database went back (restored from a backup?): positions
