@@ -439,6 +439,8 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
     async def join_feeds(self, authorized: Authorized) -> None:
         """Join the channels' groups before answering, so a layer outage is a quick 503."""
         relay = get_relay()
+        if all(relay.feed_is_open(channel.id) for channel in authorized.channels):
+            return  # nothing to wait for (the common case): no timeout to arm
         try:
             async with asyncio.timeout(conf.LAYER_TIMEOUT_SECONDS):
                 for channel in authorized.channels:

@@ -271,6 +271,10 @@ class Relay:
             # must not take streams until it knows its position.
             await asyncio.shield(opening)
 
+    def feed_is_open(self, channel_id: int) -> bool:
+        """True when the channel's feed is open and knows its position (``open_feed`` would not wait)."""
+        return channel_id in self.feeds and channel_id not in self._feeds_ready
+
     async def subscribe(self, stream: Stream, channel_id: int, slug: str) -> int:
         """Attach ``stream`` to the channel's feed; returns what the feed has dispatched."""
         await self.open_feed(channel_id, slug)

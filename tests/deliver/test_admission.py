@@ -118,7 +118,9 @@ async def test_the_poll_keeps_a_public_channel_fresh_with_its_current_row(relay:
     long_ago = 0.0
     relay.directory.remember([channel], now=long_ago)  # as if admitted long before the poll
     assert admit_from_directory(request_for(channel.slug)) is None  # lapsed
-    await sync_to_async(Channel.objects.filter(pk=channel.pk).update)(allowed_origins=["https://site.example"])
+    await sync_to_async(Channel.objects.filter(pk=channel.pk).update)(
+        allowed_origins=["https://site.example"]
+    )
     await relay._poll_database()
     admitted = admit_from_directory(request_for(channel.slug, origin="https://site.example"))
     assert admitted is not None  # fresh again, with the row as the poll read it
