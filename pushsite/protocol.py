@@ -1,11 +1,16 @@
-"""Pushsite's uvicorn protocol: httptools, plus direct writes for streams.
+"""Pushsite's uvicorn protocol: httptools, plus streams that own their connection.
 
 uvicorn's httptools protocol, with one addition: every request's scope offers
 the ``pushsite.transport`` extension (events/deliver/direct.py). A stream that
-has sent its response head through ASGI claims the connection and writes
-chunked frames to the transport itself: no ``send`` coroutine, message dict or
-header-middleware call per frame (docs/performance.md, issue 16). The
-response's end still goes through ASGI ``send``.
+has sent its response head through ASGI claims the connection: the transport
+gets a :class:`DetachedConnection` as its protocol, uvicorn's request cycle is
+marked complete, and the ASGI task ends while the stream lives. From then on
+the stream writes chunked frames to the transport itself (no ``send``
+coroutine, message dict or header-middleware call per frame), and hears of the
+client leaving from ``connection_lost`` instead of ``http.disconnect``. An idle
+stream then costs a transport, a :class:`DetachedConnection` and its
+``Stream``; uvicorn's protocol, parser, cycle, scope, the ASGI task and the
+Channels consumer are released (docs/performance.md, issue 16).
 
 ``manage.py serve`` uses it unless ``--portable``; any other server leaves the
 extension out and streams use plain ASGI ``send``.
@@ -13,37 +18,55 @@ extension out and streams use plain ASGI ``send``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import struct
 import time
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from events.deliver.direct import DIRECT_WRITES
 
 # struct linger {l_onoff = 1, l_linger = 0}: close() sends a reset and drops unsent data.
 LINGER_ZERO = struct.pack("ii", 1, 0)
+# The chunked response's terminator (the stream's response is chunked: checked at claim).
+LAST_CHUNK = b"0\r\n\r\n"
 
 
-class ConnectionWriter:
-    """One started, chunked response on one uvicorn connection, written directly."""
+def chunk(data: bytes) -> bytes:
+    """``data`` framed as one HTTP/1.1 body chunk."""
+    return b"%x\r\n%b\r\n" % (len(data), data)
 
-    __slots__ = ("_cycle", "_protocol", "_transport")
 
-    def __init__(self, protocol: PushsiteHttpProtocol, cycle: RequestResponseCycle) -> None:
-        self._protocol = protocol
-        self._cycle = cycle
-        self._transport = protocol.transport
+class DetachedConnection(asyncio.Protocol):
+    """A connection whose chunked response a stream owns to its end: its transport's protocol after the claim.
+
+    Implements events.deliver.direct.DirectWriter. It reads, and ignores, whatever the
+    client sends after its request (an SSE client sends nothing): reading is what
+    makes the loop notice the client leaving.
+    """
+
+    __slots__ = ("_lost", "_on_lost", "_paused_since", "_transport", "_writable")
+
+    def __init__(self, transport: asyncio.Transport, *, paused: bool) -> None:
+        self._transport = transport
+        self._lost = False
+        self._on_lost: Callable[[], None] | None = None
+        # When the buffer last went above the high-water mark; None while below it.
+        self._paused_since: float | None = time.monotonic() if paused else None
+        # Made when a writer first waits for the buffer to drain (most streams never do).
+        self._writable: asyncio.Event | None = None
+
+    # --- the stream's side (DirectWriter) ------------------------------------------
 
     def write(self, data: bytes) -> bool:
-        cycle = self._cycle
-        if cycle.disconnected or cycle.response_complete or self._transport.is_closing():
+        if self._lost or self._transport.is_closing():
             return False
-        # The chunk framing uvicorn's send would add (the response is chunked: claim checked).
-        self._transport.write(b"%x\r\n%b\r\n" % (len(data), data))
+        self._transport.write(chunk(data))
         return True
 
     def buffered(self) -> int:
@@ -51,13 +74,17 @@ class ConnectionWriter:
 
     @property
     def paused(self) -> bool:
-        return self._protocol.flow.write_paused
+        return self._paused_since is not None
 
     def paused_since(self) -> float | None:
-        return self._protocol.write_paused_since
+        return self._paused_since
 
     async def drain(self) -> None:
-        await self._protocol.flow.drain()
+        if self._paused_since is None or self._lost:
+            return
+        if self._writable is None:
+            self._writable = asyncio.Event()
+        await self._writable.wait()
 
     def abort(self) -> None:
         sock = self._transport.get_extra_info("socket")
@@ -69,21 +96,62 @@ class ConnectionWriter:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_ZERO)
         self._transport.abort()
 
+    def finish(self, last_words: bytes = b"") -> bool:
+        if self._lost or self._transport.is_closing():
+            return False
+        if self._paused_since is not None:
+            # A full socket is aborted, not closed behind unread data (issue 15).
+            self.abort()
+            return False
+        self._transport.write((chunk(last_words) if last_words else b"") + LAST_CHUNK)
+        # No keep-alive after a stream: the connection ends with it.
+        self._transport.close()
+        return True
+
+    def on_lost(self, callback: Callable[[], None]) -> None:
+        if self._lost:
+            callback()
+        else:
+            self._on_lost = callback
+
+    # --- the transport's side (asyncio.Protocol) ------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        pass
+
+    def eof_received(self) -> bool | None:
+        return None  # the client closed its side: close ours (connection_lost follows)
+
+    def pause_writing(self) -> None:
+        self._paused_since = time.monotonic()
+
+    def resume_writing(self) -> None:
+        self._paused_since = None
+        self._wake()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+        self._paused_since = None
+        self._wake()
+        callback, self._on_lost = self._on_lost, None
+        if callback is not None:
+            callback()
+
+    def _wake(self) -> None:
+        writable, self._writable = self._writable, None
+        if writable is not None:
+            writable.set()
+
 
 class PushsiteHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol offering streams the ``pushsite.transport`` extension."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        # When the transport last paused writing (its buffer above the high-water mark).
-        self.write_paused_since: float | None = None
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         scope: Any = self.scope
         scope["extensions"] = {DIRECT_WRITES: {"claim": partial(self._claim, scope)}}
 
-    def _claim(self, scope: object, *, high_water: int) -> ConnectionWriter | None:
+    def _claim(self, scope: object, *, high_water: int) -> DetachedConnection | None:
         cycle = self.cycle
         # Only the response this scope belongs to (not a pipelined successor), once its
         # head is out, while it is open, and only when uvicorn frames it as chunks.
@@ -95,20 +163,26 @@ class PushsiteHttpProtocol(HttpToolsProtocol):
             or cycle.disconnected
             or not cycle.chunked_encoding
             or self.transport.is_closing()
+            or self.pipeline
         ):
             return None
+        transport = self.transport
+        connection = DetachedConnection(transport, paused=self.flow.write_paused)
+        # uvicorn is done with this response: its task may end without closing the
+        # connection ("returned without completing response"), a late receive() says
+        # http.disconnect, and a graceful shutdown neither waits for nor closes it
+        # (the relay ends streams on SIGTERM itself, events/runtime/shutdown.py).
+        cycle.response_complete = True
+        cycle.keep_alive = False
+        self.connections.discard(self)
+        self._unset_keepalive_if_required()
+        transport.set_protocol(connection)
         # The stream paces replay and judges readers by this mark (events/deliver/stream.py).
-        self.transport.set_write_buffer_limits(high=high_water, low=high_water // 2)
-        return ConnectionWriter(self, cycle)
-
-    def pause_writing(self) -> None:
-        self.write_paused_since = time.monotonic()
-        super().pause_writing()
-
-    def resume_writing(self) -> None:
-        self.write_paused_since = None
-        super().resume_writing()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.write_paused_since = None
-        super().connection_lost(exc)
+        transport.set_write_buffer_limits(high=high_water, low=high_water // 2)
+        # Reading (and discarding) is how a closed connection is noticed.
+        self.flow.resume_reading()
+        # This protocol keeps nothing of the stream's: drop the request's state now.
+        self.cycle = None  # type: ignore[assignment]
+        self.scope = None  # type: ignore[assignment]
+        self.headers = None  # type: ignore[assignment]
+        return connection

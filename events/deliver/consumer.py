@@ -40,8 +40,9 @@ from events.access.auth import (
 )
 from events.access.revocation import Access
 from events.conf import conf
-from events.deliver import history
+from events.deliver import directory, history
 from events.deliver.direct import claim_direct_writer
+from events.deliver.holdings import Holdings
 from events.deliver.relay import get_relay
 from events.deliver.stream import AsgiSend, Reset, Stream, StreamChannel
 from events.exceptions import (
@@ -58,7 +59,6 @@ from events.http.hosts import check_host
 from events.http.responses import send_error
 from events.metrics import stats
 from events.models import Channel
-from events.runtime.tasks import detached
 from events.signals import StreamAttachment
 from events.wire import cursors, frames, ndjson, sse
 
@@ -74,6 +74,8 @@ FORMATS = (SSE_FORMAT, NDJSON_FORMAT)
 # pushsite.reset reasons for a position that means nothing in the channel as it is.
 RESET_UNKNOWN_POSITION = "unknown-position"
 RESET_OTHER_EPOCH = "epoch-changed"
+# The access of every reader admitted without credentials: one shared object (Access is frozen).
+ANONYMOUS = Access(session_key=None, token=None, key_id=None)
 
 
 @dataclass(frozen=True)
@@ -274,7 +276,7 @@ def admit_from_directory(request: StreamRequest) -> Authorized | None:
     if request.cursor or request.rewind or request.token or request.authorization or request.session_key:
         return None
     relay = get_relay()
-    channels = relay.directory.lookup(request.slugs, max_age=conf.RELAY_POLL_SECONDS)
+    channels = relay.directory.lookup(request.slugs, max_age=directory.max_age())
     if channels is None:
         return None
     positions: dict[int, int] = {}
@@ -287,7 +289,7 @@ def admit_from_directory(request: StreamRequest) -> Authorized | None:
     user = AnonymousUser()
     responses = signals.stream_authorized.send(sender=Authorized, channels=channels, user=user, session=None)
     return Authorized(
-        access=Access(session_key=None, token=None, key_id=None),
+        access=ANONYMOUS,
         channels=[StreamChannel(id=c.pk, slug=c.slug, epoch=c.epoch) for c in channels],
         positions=positions,
         resets={},
@@ -320,9 +322,6 @@ def authorize_origin(request: StreamRequest) -> str | None:
     return check_origin(request, active_channels(request.slugs))
 
 
-_giving_back: set[asyncio.Task[None]] = set()
-
-
 class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels ships no type hints
     """Serves one SSE response for as long as the client stays."""
 
@@ -334,9 +333,10 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
         self._task: asyncio.Task[Any] | None = None
         self._client_gone = False
         self._ended_by_server = False
-        self._slot: str | None = None  # the address whose stream slot this consumer holds
-        self._lease: str | None = None  # and its lease in the count shared through Redis
-        self.attachments: list[StreamAttachment] = []
+        # The stream's slot, lease and attachments; a detached stream takes them along.
+        self.holdings = Holdings()
+        # True once the stream owns its connection (events/deliver/direct.py): this task ends.
+        self._detached = False
 
     async def __call__(self, scope: RoutedHTTPScope, receive: ASGIReceiveCallable, send: AsgiSend) -> None:
         self._task = asyncio.current_task()
@@ -356,8 +356,10 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
             if not self._ended_by_server:
                 raise
         finally:
-            # Refused, failed or cancelled before the stream opened: the slot goes back.
-            self.release_stream_slot()
+            if not self._detached:
+                # Refused, failed, ended or cancelled: the slot goes back (a detached
+                # stream gives it back itself when it closes).
+                self.holdings.release()
 
     async def dispatch(self, message: Any) -> None:
         """AsyncConsumer.dispatch without its ``aclose_old_connections()`` before every handler.
@@ -401,6 +403,9 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
             await self.send_error(ServiceUnavailable("The database is not available; retry shortly."))
             raise StopConsumer() from None
         await self.open_stream(authorized, request.format)
+        if self._detached:
+            # The stream owns the connection now; nothing more comes through ASGI.
+            raise StopConsumer()
 
     def check_streams_per_ip(self) -> None:
         """Take one of this address's stream slots, or refuse; the slot is held until the consumer ends.
@@ -418,38 +423,24 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
             raise RateLimited(
                 f"This address already holds {limit} open streams on this server; close some first."
             )
-        relay.streams_per_ip[address] += 1
-        self._slot = address
+        self.holdings.take_slot(address)
 
     async def take_shared_stream_slot(self) -> None:
         """The same cap across every server process, when they share Redis (events/access/stream_slots.py)."""
-        assert self._slot is not None
+        address = self.holdings.address
+        assert address is not None
         limit = conf.MAX_STREAMS_PER_IP
-        allowed, self._lease = await stream_slots.take(self._slot, limit)
+        allowed, self.holdings.lease = await stream_slots.take(address, limit)
         if not allowed:
             raise RateLimited(
                 f"This address already holds {limit} open streams on this site's servers; close some first."
             )
 
-    def release_stream_slot(self) -> None:
-        """Give back the slot :meth:`check_streams_per_ip` took, and its shared lease (once)."""
-        address, self._slot = self._slot, None
-        if address is None:
-            return
-        lease, self._lease = self._lease, None
-        if lease is not None:
-            task = detached(stream_slots.give_back(address, lease))
-            # The loop keeps only weak references to tasks: hold this one to its end.
-            _giving_back.add(task)
-            task.add_done_callback(_giving_back.discard)
-        counts = get_relay().streams_per_ip
-        counts[address] -= 1
-        if counts[address] <= 0:
-            del counts[address]
-
     async def join_feeds(self, authorized: Authorized) -> None:
         """Join the channels' groups before answering, so a layer outage is a quick 503."""
         relay = get_relay()
+        if all(relay.feed_is_open(channel.id) for channel in authorized.channels):
+            return  # nothing to wait for (the common case): no timeout to arm
         try:
             async with asyncio.timeout(conf.LAYER_TIMEOUT_SECONDS):
                 for channel in authorized.channels:
@@ -505,17 +496,22 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
             else None
         )
 
+        closer = DetachedClose(self.holdings) if direct is not None else None
         stream = Stream(
             channels=authorized.channels,
             positions=dict(authorized.positions),
-            asgi_send=asgi_send,
-            on_close=self._on_stream_closed,
+            asgi_send=asgi_send if direct is None else None,
+            on_close=self._on_stream_closed if closer is None else closer,
             expires_at=authorized.expires_at,
             access=authorized.access,
             resets=authorized.resets,
             direct=direct,
         )
         self.stream = stream
+        if direct is not None and closer is not None:
+            closer.stream = stream
+            self._detached = True
+            direct.on_lost(closer.client_left)
         stats.connections += 1
         stats.connections_opened += 1
         # The first bytes (they also make the server send the headers now): the
@@ -550,14 +546,13 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
                 return
             if stream.positions[channel.id] < dispatched:
                 stream.catch_up(channel.id, target=dispatched)
-        self.attachments = authorized.attachments
-        for attachment in self.attachments:
-            attachment.open()
-        logger.info(
-            "Stream opened: %s from %s",
-            ",".join(c.slug for c in authorized.channels),
-            client_address(self.scope),
-        )
+        self.holdings.attach(authorized.attachments)
+        if logger.isEnabledFor(logging.INFO):
+            logger.info(
+                "Stream opened: %s from %s",
+                ",".join(c.slug for c in authorized.channels),
+                client_address(self.scope),
+            )
 
     async def http_disconnect(self, message: HTTPDisconnectEvent) -> None:
         self._client_gone = True
@@ -568,13 +563,7 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
     def _on_stream_closed(self, reason: str) -> None:
         assert self.stream is not None
         stream = self.stream
-        relay = get_relay()
-        relay.unsubscribe(stream)
-        self.release_stream_slot()
-        for attachment in self.attachments:
-            attachment.close()
-        stats.connections -= 1
-        logger.info("Stream closed (%s): %s", reason, ",".join(c.slug for c in stream.channels))
+        stream_ended(stream, self.holdings, reason)
         if self._client_gone:
             return
         # Ended by the server: say why and finish the response if the socket
@@ -583,3 +572,34 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
         self._ended_by_server = True
         if self._task is not None:
             self._task.cancel()
+
+
+def stream_ended(stream: Stream, holdings: Holdings, reason: str) -> None:
+    """What every stream's end does, once, on either path: leave the feeds, give back what it held."""
+    get_relay().unsubscribe(stream)
+    holdings.release()
+    stats.connections -= 1
+    if logger.isEnabledFor(logging.INFO):
+        logger.info("Stream closed (%s): %s", reason, ",".join(c.slug for c in stream.channels))
+
+
+class DetachedClose:
+    """The close of a stream that owns its connection: no consumer is left to do it."""
+
+    __slots__ = ("holdings", "stream")
+
+    def __init__(self, holdings: Holdings) -> None:
+        self.holdings = holdings
+        self.stream: Stream | None = None
+
+    def client_left(self) -> None:
+        if self.stream is not None:
+            self.stream.close("client disconnected")
+
+    def __call__(self, reason: str) -> None:
+        stream, self.stream = self.stream, None  # once; and no reference cycle is left
+        if stream is None:
+            return
+        stream_ended(stream, self.holdings, reason)
+        # Says why and ends the response if the client is still there (aborts a full socket).
+        stream.finish(frames.close_fields(reason))

@@ -1,17 +1,22 @@
-"""Direct writes: a stream's body written straight to the connection, below ASGI.
+"""Direct writes: a stream owns its connection, below ASGI.
 
 A server that offers the ``pushsite.transport`` extension in the request's
 scope (Pushsite's own uvicorn protocol, pushsite/protocol.py, under
 ``manage.py serve``) lets a stream claim its connection once the response head
-has gone out through ASGI ``send``. From then on the stream writes frames
-without a coroutine, a ``send`` call or a message dict per frame, reads the
-transport's write buffer for flow control and eviction, and aborts the socket
-of a reader it evicts instead of waiting for the kernel to drain it (issue 15).
-The end of the response still goes through ``send``, so the server's own
-bookkeeping (keep-alive, the chunked terminator) stays the server's.
+has gone out through ASGI ``send``. The claim detaches the response from ASGI:
+the server is done with it, the ASGI task and the consumer end, and the stream
+holds the connection to its end. It writes frames without a coroutine, a
+``send`` call or a message dict per frame, reads the transport's write buffer
+for flow control and eviction, hears of the client leaving through
+``on_lost`` (not ``http.disconnect``), ends the response itself (``finish``:
+the chunked terminator, then the connection closes), and aborts the socket of a
+reader it evicts instead of waiting for the kernel to drain it (issue 15). An
+idle stream so costs its transport, the writer and the ``Stream``
+(docs/performance.md, issue 16).
 
 Every other server (daphne, ``runserver``) offers nothing, and the stream uses
-plain ASGI ``send`` (events/deliver/stream.py): the portable path.
+plain ASGI ``send`` (events/deliver/stream.py) with its consumer's task alive:
+the portable path.
 """
 
 from __future__ import annotations
@@ -45,6 +50,15 @@ class DirectWriter(Protocol):
     def abort(self) -> None:
         """Drop the connection now, with whatever is still buffered."""
 
+    def finish(self, last_words: bytes = b"") -> bool:
+        """End the response after ``last_words`` and close; abort instead if the socket is full.
+
+        False when the connection was gone or had to be aborted.
+        """
+
+    def on_lost(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once when the connection is lost (at once if it already is)."""
+
 
 Claim = Callable[..., DirectWriter | None]
 
@@ -52,8 +66,10 @@ Claim = Callable[..., DirectWriter | None]
 def claim_direct_writer(scope: Mapping[str, Any], *, high_water: int) -> DirectWriter | None:
     """The connection's direct writer, if the server offers one for this response; else None.
 
-    Call after ``http.response.start`` has been sent. ``high_water``: above it
-    the writer reports ``paused`` (the stream's replay pacing mark).
+    Call after ``http.response.start`` has been sent; once it returns a writer,
+    the response is the caller's alone (send nothing more through ASGI).
+    ``high_water``: above it the writer reports ``paused`` (the stream's replay
+    pacing mark).
     """
     offer = (scope.get("extensions") or {}).get(DIRECT_WRITES)
     if not offer:

@@ -4,9 +4,10 @@ Opening a stream normally costs a thread hop and a query (and, on SQLite with
 ``CONN_MAX_AGE=0``, a new database connection): 64 % of the server's time while
 5,000 streams open (docs/performance.md). Most opens after a restart are
 anonymous readers of public channels with no position to resume. For them the
-process keeps what the last database admission saw of each public channel,
-for at most one relay poll interval, and takes the start position from the
-channel's live feed. The relay's poll keeps the feed's visibility and epoch
+process keeps what the last database read saw of each public channel (an
+admission, or the relay's poll, which re-reads the rows of every channel with a
+feed), for at most :func:`max_age` seconds, and takes the start position from
+the channel's live feed. The relay's poll keeps the feed's visibility and epoch
 current, so a channel made private or deactivated stops being admitted here
 within one poll, and its readers are ended by the access sweep as before.
 
@@ -20,7 +21,18 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
+from events.conf import conf
 from events.models import Channel, Visibility
+
+
+def max_age() -> float:
+    """How old an entry may be: two poll intervals.
+
+    The poll runs on the one-second tick every ``RELAY_POLL_SECONDS`` and may come a
+    tick late; twice the interval keeps an entry the poll refreshes fresh between
+    polls, so opens do not all miss (and queue for the database) when it lapses.
+    """
+    return 2 * conf.RELAY_POLL_SECONDS
 
 
 class ChannelDirectory:

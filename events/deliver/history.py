@@ -62,15 +62,15 @@ class ChannelState:
     is_active: bool
     visibility: str
     epoch: str
+    # The whole row as read, for the process's channel directory (events/deliver/directory.py).
+    row: Channel | None = None
 
 
 def channel_states(channel_ids: Iterable[int]) -> dict[int, ChannelState]:
     """Current position and state of each channel, in one query."""
     return {
-        pk: ChannelState(last_sequence, is_active, visibility, epoch)
-        for pk, last_sequence, is_active, visibility, epoch in Channel.objects.filter(
-            pk__in=list(channel_ids)
-        ).values_list("pk", "last_sequence", "is_active", "visibility", "epoch")
+        row.pk: ChannelState(row.last_sequence, row.is_active, row.visibility, row.epoch, row)
+        for row in Channel.objects.filter(pk__in=list(channel_ids))
     }
 
 

@@ -271,6 +271,10 @@ class Relay:
             # must not take streams until it knows its position.
             await asyncio.shield(opening)
 
+    def feed_is_open(self, channel_id: int) -> bool:
+        """True when the channel's feed is open and knows its position (``open_feed`` would not wait)."""
+        return channel_id in self.feeds and channel_id not in self._feeds_ready
+
     async def subscribe(self, stream: Stream, channel_id: int, slug: str) -> int:
         """Attach ``stream`` to the channel's feed; returns what the feed has dispatched."""
         await self.open_feed(channel_id, slug)
@@ -389,6 +393,7 @@ class Relay:
         # it runs, so a feed may be past what the read saw. Only a sequence
         # behind where the feed already was means the database went back.
         positions_before = {channel_id: feed.position for channel_id, feed in self.feeds.items()}
+        read_at = time.monotonic()
         states = await history.afetch_channel_states(list(self.feeds))
         lagging = False
         for channel_id, feed in list(self.feeds.items()):
@@ -400,6 +405,11 @@ class Relay:
             feed.visibility = state.visibility
             if state.visibility != Visibility.PUBLIC or state.epoch != feed.epoch:
                 self.directory.forget(feed.slug)
+            elif state.row is not None:
+                # The poll admits too: a public channel's entry stays fresh while it has a
+                # feed, instead of lapsing each interval and sending every open in flight
+                # to the database at once (docs/performance.md, issue 16).
+                self.directory.remember([state.row], now=read_at)
             went_back = state.last_sequence < positions_before.get(channel_id, 0)
             if went_back and state.epoch == feed.epoch:
                 # The database went back (restored from a backup?): positions

@@ -138,7 +138,7 @@ class Stream:
         *,
         channels: list[StreamChannel],
         positions: dict[int, int],
-        asgi_send: AsgiSend,
+        asgi_send: AsgiSend | None,
         on_close: Callable[[str], None],
         expires_at: float | None = None,
         access: Access | None = None,
@@ -156,6 +156,7 @@ class Stream:
         self.expires_at = expires_at
         self.last_write = time.monotonic()
         self.wrote_event = False
+        # None when ``direct`` owns the response (the ASGI task has ended).
         self._asgi_send = asgi_send
         # The connection itself, when the server offers it (events/deliver/direct.py).
         self._direct = direct
@@ -170,7 +171,8 @@ class Stream:
         self._backlog_bytes = 0
         self._max_backlog = conf.MAX_BACKLOG_BYTES
         self._low_water = self._max_backlog // 4
-        self._catch_up_tasks: set[asyncio.Task[None]] = set()
+        # Made by the first catch-up (an empty set is 216 bytes; most streams never read history).
+        self._catch_up_tasks: set[asyncio.Task[None]] | None = None
         # Channels whose pushsite.reset is not written yet: until it is, ids
         # repeat the client's own position there, so a client that leaves
         # before its reset gets the reset again instead of a silent skip.
@@ -238,11 +240,14 @@ class Stream:
             return
         self.catching_up[channel_id] = target
         task = detached(self._catch_up(channel_id))
+        if self._catch_up_tasks is None:
+            self._catch_up_tasks = set()
         self._catch_up_tasks.add(task)
         task.add_done_callback(self._catch_up_done)
 
     def _catch_up_done(self, task: asyncio.Task[None]) -> None:
-        self._catch_up_tasks.discard(task)
+        if self._catch_up_tasks is not None:
+            self._catch_up_tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             logger.error(
                 "Replaying history failed; closing the stream so the client resumes.",
@@ -363,6 +368,7 @@ class Stream:
                 self.close("slow reader: backlog over limit")
             return
         self.last_write = time.monotonic()
+        assert self._asgi_send is not None, "a stream without a direct writer has a send"
         message: HTTPResponseBodyEvent = {"type": "http.response.body", "body": data, "more_body": True}
         try:
             pending = start_eagerly(self._asgi_send(message))
@@ -441,7 +447,7 @@ class Stream:
             if self.closed:
                 return
         self.closed = True
-        for task in list(self._catch_up_tasks):
+        for task in list(self._catch_up_tasks or ()):
             task.cancel()
         self._backlog.clear()
         self._backlog_bytes = 0
@@ -455,12 +461,12 @@ class Stream:
         On a direct connection a full socket is aborted at once (issue 15: an
         evicted reader must not hold its connection and kernel buffers).
         """
-        if self._direct is not None and self._direct.paused:
-            self._direct.abort()
-            return False
+        if self._direct is not None:
+            return self._direct.finish(last_words)
         if self._inflight is not None:
             self._inflight.cancel()
             return False
+        assert self._asgi_send is not None
         try:
             pending = start_eagerly(
                 self._asgi_send({"type": "http.response.body", "body": last_words, "more_body": False})

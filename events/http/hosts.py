@@ -9,6 +9,7 @@ layer). Every such path asks here, so each rule is written once.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import lru_cache
 
 from django.conf import settings
 from django.http.request import split_domain_port, validate_host
@@ -21,10 +22,19 @@ DEBUG_ALLOWED_HOSTS = (".localhost", "127.0.0.1", "[::1]")
 
 def host_allowed(host: str) -> bool:
     """True if ``host`` (a Host header, port included) names a host in ALLOWED_HOSTS."""
-    domain, _port = split_domain_port(host)
     allowed: Iterable[str] = settings.ALLOWED_HOSTS
     if settings.DEBUG and not allowed:
         allowed = DEBUG_ALLOWED_HOSTS
+    return _host_allowed(host, tuple(allowed))
+
+
+# Why: every stream open asks, almost always with the same few Host values, and
+# Django's parsing and matching were 8 % of the server's time while 5,000 streams
+# opened (docs/performance.md, issue 16). Keyed on the settings too, so a changed
+# ALLOWED_HOSTS (override_settings) is never answered from the cache.
+@lru_cache(maxsize=256)
+def _host_allowed(host: str, allowed: tuple[str, ...]) -> bool:
+    domain, _port = split_domain_port(host)
     return bool(domain) and validate_host(domain, list(allowed))
 
 

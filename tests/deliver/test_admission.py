@@ -111,3 +111,17 @@ async def test_a_channel_made_private_is_refused_to_anonymous_readers_within_a_p
         await eventually(
             status_of_a_new_reader, lambda status: status == 404, within=5, what="a new reader's status"
         )
+
+
+async def test_the_poll_keeps_a_public_channel_fresh_with_its_current_row(relay: Relay) -> None:
+    channel = await live_channel(relay, "directory-polled")
+    long_ago = 0.0
+    relay.directory.remember([channel], now=long_ago)  # as if admitted long before the poll
+    assert admit_from_directory(request_for(channel.slug)) is None  # lapsed
+    await sync_to_async(Channel.objects.filter(pk=channel.pk).update)(
+        allowed_origins=["https://site.example"]
+    )
+    await relay._poll_database()
+    admitted = admit_from_directory(request_for(channel.slug, origin="https://site.example"))
+    assert admitted is not None  # fresh again, with the row as the poll read it
+    assert admitted.allow_origin == "https://site.example"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from asgiref.typing import ASGISendEvent
 from django.test import override_settings
@@ -29,6 +30,8 @@ class Connection:
         self.taken = 0
         self.stalled = False
         self.aborted = False
+        self.finished = False
+        self.lost_callback: Callable[[], None] | None = None
 
     def write(self, data: bytes) -> bool:
         self.writes.append(data)
@@ -51,6 +54,17 @@ class Connection:
 
     def abort(self) -> None:
         self.aborted = True
+
+    def finish(self, last_words: bytes = b"") -> bool:
+        if self.stalled:
+            self.abort()
+            return False
+        self.writes.append(last_words)
+        self.finished = True
+        return True
+
+    def on_lost(self, callback: Callable[[], None]) -> None:
+        self.lost_callback = callback
 
 
 def make_stream(recorder: Recorder, connection: Connection | None = None) -> tuple[Stream, list[str]]:

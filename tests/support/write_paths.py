@@ -15,3 +15,9 @@ def server_on_each_write_path(request: pytest.FixtureRequest) -> ServerProcess:
     """Each test once per write path (the direct one is the session's ``server``)."""
     process: ServerProcess = request.getfixturevalue(WRITE_PATHS[request.param])
     return process
+
+
+def write_path(request: pytest.FixtureRequest) -> str:
+    """The write path the running test got (a key of ``WRITE_PATHS``)."""
+    path: str = request.node.callspec.params["server"]
+    return path

@@ -1,0 +1,92 @@
+"""pushsite/protocol.py: the connection a detached stream owns (unit level; the real server is in tests/deliver)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from pushsite.protocol import DetachedConnection
+
+
+class Transport:
+    """The part of an asyncio transport a DetachedConnection uses."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.closing = False
+        self.aborted = False
+        self.buffer = 0
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+    def abort(self) -> None:
+        self.closing = self.aborted = True
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffer
+
+    def get_extra_info(self, name: str) -> Any:
+        return None
+
+
+def connection(paused: bool = False) -> tuple[DetachedConnection, Transport]:
+    transport = Transport()
+    return DetachedConnection(transport, paused=paused), transport  # type: ignore[arg-type]
+
+
+def test_writes_are_chunks_and_finish_ends_the_response_and_closes() -> None:
+    conn, transport = connection()
+    assert conn.write(b"data: x\n\n")
+    assert conn.finish(b"event: pushsite.close\n\n")
+    assert transport.written == [b"9\r\ndata: x\n\n\r\n", b"17\r\nevent: pushsite.close\n\n\r\n0\r\n\r\n"]
+    assert transport.closing
+    assert not transport.aborted
+    assert not conn.write(b"late")  # nothing after the end
+
+
+def test_a_full_socket_is_aborted_not_finished() -> None:
+    conn, transport = connection(paused=True)
+    assert conn.paused
+    assert conn.paused_since() is not None
+    assert not conn.finish(b"bye")
+    assert transport.aborted
+    assert transport.written == []
+
+
+def test_losing_the_connection_calls_back_once_and_stops_writes() -> None:
+    conn, transport = connection()
+    calls: list[str] = []
+    conn.on_lost(lambda: calls.append("lost"))
+    conn.data_received(b"GET / HTTP/1.1\r\n\r\n")  # ignored: the response is the stream's
+    assert transport.written == []
+    conn.connection_lost(None)
+    conn.connection_lost(None)
+    assert calls == ["lost"]
+    assert not conn.write(b"x")
+    assert not conn.finish()
+    conn.on_lost(lambda: calls.append("late"))  # registered after the loss: called at once
+    assert calls == ["lost", "late"]
+
+
+async def test_drain_waits_for_resume_and_for_loss() -> None:
+    conn, _ = connection()
+    await asyncio.wait_for(conn.drain(), 1)  # not paused: returns at once
+    conn.pause_writing()
+    waiters = [asyncio.create_task(conn.drain()) for _ in range(2)]
+    await asyncio.sleep(0)
+    assert not any(w.done() for w in waiters)
+    conn.resume_writing()
+    await asyncio.wait_for(asyncio.gather(*waiters), 1)
+    conn.pause_writing()
+    waiter = asyncio.create_task(conn.drain())
+    await asyncio.sleep(0)
+    conn.connection_lost(ConnectionResetError())
+    await asyncio.wait_for(waiter, 1)
+    assert not conn.paused
