@@ -17,20 +17,25 @@ the channel fills it from the database (its gap check, or its poll within
 what is sent fresh, and a fresh frame beyond a gap makes a relay fill the gap at
 once instead of at its next poll.
 
-Code with no event loop of its own (management commands: ``publish()`` fans out
-on commit through ``async_to_sync``) sends directly with :func:`send_now`: a
-temporary loop would end before a background task ran.
+Sync code running in a server process (an admin action, a sync view: a thread
+of ``sync_to_async`` under the server's loop) queues on the server's loop with
+:func:`submit_from_thread`, so it never waits on the layer either. Code with no
+event loop of its own (management commands: ``publish()`` fans out on commit)
+sends directly with :func:`send_now`: a temporary loop would end before a
+background task ran.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+from asgiref.sync import SyncToAsync
 from channels.layers import get_channel_layer
 
 from events import metrics
@@ -194,6 +199,22 @@ def sender() -> Sender:
 def submit(group: str, message: dict[str, Any]) -> None:
     """Queue a layer message for the running loop's background sender; returns at once."""
     sender().submit(group, message)
+
+
+def submit_from_thread(group: str, message: dict[str, Any]) -> bool:
+    """From a ``sync_to_async`` thread under a running server: queue on the server's loop.
+
+    False (nothing queued) in any other thread: a management command has no
+    loop that outlives the call, so its caller sends directly.
+    """
+    # asgiref notes the loop a sync_to_async thread serves (and the process it
+    # belongs to: a forked child must not use its parent's loop).
+    loop = getattr(SyncToAsync.threadlocal, "main_event_loop", None)
+    pid = getattr(SyncToAsync.threadlocal, "main_event_loop_pid", None)
+    if loop is None or pid != os.getpid() or loop.is_closed() or not loop.is_running():
+        return False
+    loop.call_soon_threadsafe(submit, group, message)
+    return True
 
 
 def queued() -> int:

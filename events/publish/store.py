@@ -286,11 +286,12 @@ async def fan_out(message: Message) -> None:
 
 
 def fan_out_now(message: Message) -> None:
-    """Sync twin of :func:`fan_out` for code with no event loop of its own (management commands):
-    sends at once, waiting at most LAYER_TIMEOUT_SECONDS."""
-    if not async_to_sync(fanout.send_now)(
-        group_name(message.channel_id), frame_message(message, message.channel.slug)
-    ):
+    """Sync twin of :func:`fan_out`: under a server, queued on its loop (returns at once);
+    with no server loop (management commands), sent now, waiting at most LAYER_TIMEOUT_SECONDS."""
+    group, frame = group_name(message.channel_id), frame_message(message, message.channel.slug)
+    if fanout.submit_from_thread(group, frame):
+        return
+    if not async_to_sync(fanout.send_now)(group, frame):
         # The message is stored; every relay compares its position with the
         # database every RELAY_POLL_SECONDS and fills the gap from there.
         logger.error(
@@ -328,10 +329,11 @@ async def fan_out_ephemeral(channel: Channel, data: Any, *, event: str = "messag
 
 
 def fan_out_ephemeral_now(channel: Channel, data: Any, *, event: str = "message") -> None:
-    """Sync twin of :func:`fan_out_ephemeral` (management commands), sent at once."""
-    if not async_to_sync(fanout.send_now)(
-        group_name(channel.pk), ephemeral_message(channel, data, event=event)
-    ):
+    """Sync twin of :func:`fan_out_ephemeral`: queued on a server's loop, else sent at once."""
+    group, frame = group_name(channel.pk), ephemeral_message(channel, data, event=event)
+    if fanout.submit_from_thread(group, frame):
+        return
+    if not async_to_sync(fanout.send_now)(group, frame):
         logger.warning("Live-only event on %s was not sent: the channel layer failed.", channel.slug)
 
 

@@ -32,7 +32,7 @@ class ControlledLayer:
             await self.gate.wait()
         if self.fail:
             raise ConnectionError("Redis is away")
-        self.sent.append((group, message["n"]))
+        self.sent.append((group, message.get("n", message.get("sequence"))))
 
 
 @pytest.fixture
@@ -177,3 +177,26 @@ async def test_the_in_memory_layer_gets_the_frame_promptly() -> None:
     )
     assert frame["sequence"] == 1
     assert time.monotonic() - started < 1.0
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(PUSHSITE={"LAYER_TIMEOUT_SECONDS": 5})
+async def test_sync_publish_under_a_server_queues_on_the_servers_loop(layer: ControlledLayer) -> None:
+    """An admin action or a sync view (a sync_to_async thread) publishes without waiting on the layer."""
+    from events.publish.store import publish
+
+    await sync_to_async(upsert_channel)("from-a-view")
+    layer.gate = asyncio.Event()
+    started = time.monotonic()
+    message = await sync_to_async(publish)("from-a-view", "stored all the same")
+    elapsed = time.monotonic() - started
+    assert message.sequence == 1
+    await asyncio.wait_for(layer.started.wait(), 2)  # sent from this loop, in the background
+    assert elapsed < 1.0  # the layer holds the send for 5 s
+    layer.gate.set()
+    await fanout.flush()
+    assert [n for _, n in layer.sent] == [message.sequence]
+
+
+def test_with_no_server_loop_a_thread_sends_directly() -> None:
+    assert fanout.submit_from_thread("g", {"type": "test", "n": 1}) is False
