@@ -157,11 +157,13 @@ async def test_steady_200_per_second_stream_opens_stay_fast(faults: Cluster) -> 
         # A healthy Redis loses nothing: the alertable counter stays at zero
         # whatever reordering between the two publishing processes did.
         assert metrics.get("pushsite_layer_lost_total", 0) == 0
-    # The issue's target is 50 ms on a quiet machine (bench: steady); a test on a
-    # shared 2-core machine running the load itself allows more (measured 120-300 ms
-    # at load average 5-6), and still fails on the stalls the issue found (about
-    # 2 s every ~5 s at 200 msg/s).
-    assert percentile(opens, 0.99) < 0.5
+    # The issue's target is 50 ms on a quiet machine (bench: steady). Here the test's
+    # own loop runs the load and parses 20,000 events, so its clock includes its own
+    # lag: measured 120-570 ms at load average 5-10. The median must stay fast and
+    # the p99 under a second, which still fails on the stalls the issue found (about
+    # 2 s every ~5 s at 200 msg/s, and each open in a stall).
+    assert statistics.median(opens) < 0.25
+    assert percentile(opens, 0.99) < 1.0
 
 
 async def churn(
