@@ -12,7 +12,10 @@ from channels.layers import channel_layers
 from tests.support.fixtures import alice, empty_cache, key, news, room  # noqa: F401  (shared fixtures)
 from tests.support.servers import ServerProcess, Site
 
-POOL_SIZE = 160
+# pool-0 .. pool-59 are for tests that name their channel; the `channel` fixture
+# hands out the rest, one per test.
+RESERVED_POOL = 60
+POOL_SIZE = 240
 SERVER_SETTINGS = {
     "HEARTBEAT_SECONDS": "1",
     "FEED_LINGER_SECONDS": "0.5",
@@ -79,7 +82,7 @@ def portable_server(site: Site) -> Iterator[ServerProcess]:
     process.stop()
 
 
-_pool = itertools.count()
+_pool = itertools.count(RESERVED_POOL)
 
 
 @pytest.fixture
