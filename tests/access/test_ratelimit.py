@@ -17,8 +17,10 @@ from events.http.responses import from_exception
 @pytest.fixture(autouse=True)
 def _empty_cache() -> Iterator[None]:
     cache.clear()
+    ratelimit.forget_reservations()
     yield
     cache.clear()
+    ratelimit.forget_reservations()
 
 
 def test_the_fixed_window_counts_per_identity() -> None:
@@ -63,12 +65,15 @@ class HungCache:
     add = incr = get = _fail
 
 
-def test_a_failing_cache_is_skipped_for_a_while_then_tried_again(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("reserved", [False, True], ids=["counted", "reserved"])
+def test_a_failing_cache_is_skipped_for_a_while_then_tried_again(
+    monkeypatch: pytest.MonkeyPatch, reserved: bool
+) -> None:
     now = [1000.0]
     hung = HungCache()
     monkeypatch.setattr(ratelimit, "cache", hung)
     monkeypatch.setattr(ratelimit, "_breaker", ratelimit.CacheBreaker(clock=lambda: now[0]))
-    rate = ratelimit.Rate("t", lambda: 1, lambda: 60.0, "Slow down.")
+    rate = ratelimit.Rate("t", lambda: 1, lambda: 60.0, "Slow down.", reserved=reserved)
     # Fails open, and only the first request waits on the cache.
     for _ in range(5):
         ratelimit.count(rate, "a")

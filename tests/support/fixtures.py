@@ -13,6 +13,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.core.cache import cache
 
+from events.access import ratelimit
 from events.models import Channel, Kind, Message
 from events.provisioning import create_api_key, upsert_channel
 
@@ -21,8 +22,10 @@ from events.provisioning import create_api_key, upsert_channel
 def empty_cache() -> Iterator[None]:
     """Rate-limit counters start at zero (``pytest.mark.usefixtures("empty_cache")``)."""
     cache.clear()
+    ratelimit.forget_reservations()
     yield
     cache.clear()
+    ratelimit.forget_reservations()
 
 
 @pytest.fixture
