@@ -88,6 +88,15 @@ def count(rate: Rate, ident: str) -> None:
         hit(rate.scope, ident, limit=rate.messages(), window=rate.seconds(), detail=rate.detail)
 
 
+def count_held(rate: Rate, ident: str) -> bool:
+    """Count one request from what this process holds, with no I/O (safe on the event loop).
+
+    False when that needs the cache (then :func:`count`, in a thread); RateLimited
+    once the window is full. A rate that is not reserved is always False.
+    """
+    return rate.reserved and _reservations.spend_held(rate, ident)
+
+
 def check(rate: Rate, ident: str) -> None:
     """RateLimited if ``ident`` has no request left in this window of ``rate``; counts nothing."""
     limit, window = rate.messages(), rate.seconds()
@@ -219,18 +228,11 @@ class Reservations:
 
     def spend(self, rate: Rate, ident: str) -> None:
         """Count one publish of ``ident``: from this process's block, else from a new one."""
-        limit, window = rate.messages(), rate.seconds()
-        if limit <= 0 or window <= 0:
+        if self.spend_held(rate, ident):
             return
+        limit, window = rate.messages(), rate.seconds()
         now = self._clock()
         index = int(now // window)
-        with self._lock:
-            held = self._current(rate.scope, ident, limit, index, window)
-            if held.left:
-                held.left -= 1
-                return
-            if held.full:
-                raise _refusal(rate.detail, now, window)
         block = block_size(limit)
         key = _key(rate.scope, ident, index)
         total = _breaker.call(rate.scope, lambda: _reserve(key, block, math.ceil(window) + 1))
@@ -246,6 +248,21 @@ class Reservations:
                 held.left += granted - 1
                 return
         raise _refusal(rate.detail, now, window)
+
+    def spend_held(self, rate: Rate, ident: str) -> bool:
+        """Count one publish from this process's block, without the cache; False: none is held."""
+        limit, window = rate.messages(), rate.seconds()
+        if limit <= 0 or window <= 0:
+            return True
+        now = self._clock()
+        with self._lock:
+            held = self._current(rate.scope, ident, limit, int(now // window), window)
+            if held.left:
+                held.left -= 1
+                return True
+            if held.full:
+                raise _refusal(rate.detail, now, window)
+        return False
 
     def held(self, scope: str, ident: str, limit: int, index: int) -> bool | None:
         """True: this process holds a place for ``ident``; False: its window is full; None: ask the cache."""

@@ -246,3 +246,22 @@ def test_on_redis_threads_of_two_processes_count_exactly_with_few_calls(
     # Blocks of 50: about 40 reservations (a few more when threads reserve at once,
     # plus each process's one that finds the window full); refusals after that cost none.
     assert len(counting.calls) <= 60
+
+
+def test_count_held_spends_the_block_without_the_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    counting = CountingCache(cache)
+    monkeypatch.setattr(ratelimit, "cache", counting)
+    limit = rate(20, seconds=3600)  # blocks of 2
+    assert not ratelimit.count_held(limit, "a")  # nothing held yet: ask the cache
+    assert counting.calls == []
+    ratelimit.count(limit, "a")  # reserves 2, spends 1
+    assert ratelimit.count_held(limit, "a")
+    assert not ratelimit.count_held(limit, "a")
+    assert len(counting.calls) == 2  # incr (no counter yet), add
+    for _ in range(18):
+        if not ratelimit.count_held(limit, "a"):
+            ratelimit.count(limit, "a")
+    with pytest.raises(RateLimited):
+        ratelimit.count_held(limit, "a")  # full: refused with no cache call
+    assert len(counting.calls) == 11
+    assert not ratelimit.count_held(ratelimit.Rate("c", lambda: 5, lambda: 60.0, "Slow down."), "a")
