@@ -393,9 +393,11 @@ async def test_frozen_redis_costs_publishers_milliseconds_and_loses_nothing(faul
 
     first = min(began for began, _ in timings)
     # Finished before the freeze; in flight when it began or started just after it;
-    # started during it. Among the onset ones are the publishes whose rate-limit call
-    # was already waiting on Redis (the cache's 1 s socket timeout) before the others
-    # could tell that it hangs (events/access/ratelimit.py): one per publisher at most.
+    # started during it. Some publishes wait out the cache's 1 s socket timeout: those
+    # whose rate-limit call was already waiting on Redis before the others could tell
+    # that it hangs (events/access/ratelimit.py), one per publisher at most. The publish
+    # rate is reserved in blocks (issue 17), so that call comes when a process's block
+    # runs out: at the onset or later in the freeze.
     healthy = [seconds for began, seconds in timings if began + seconds < frozen_at]
     onset = [
         seconds
@@ -485,10 +487,11 @@ async def test_frozen_redis_costs_publishers_milliseconds_and_loses_nothing(faul
     # the machine running the test is shared and loaded (publishes take 30-400 ms
     # with Redis healthy); on a quiet one the p99 bound is 100 ms.
     assert frozen_rate >= 0.3 * healthy_rate
-    assert percentile(frozen, 0.99) < min(1.0, max(0.1, 3 * percentile(healthy, 0.99)))
-    # At the onset, at most one publish per publisher waits out the cache's timeout.
-    assert sum(1 for seconds in onset if seconds > 0.5) <= FROZEN_PUBLISHERS
-    assert max(onset) < 2.0
+    # At most one publish per publisher waits out the cache's timeout; the others do not wait.
+    assert sum(1 for seconds in onset + frozen if seconds > 0.5) <= FROZEN_PUBLISHERS
+    quick = [seconds for seconds in frozen if seconds <= 0.5]
+    assert percentile(quick, 0.99) < min(1.0, max(0.1, 3 * percentile(healthy, 0.99)))
+    assert max(onset + frozen) < 2.0
 
 
 async def send_and_reset(port: int, slug: str, key: str, idempotency_key: str, body: bytes) -> None:
