@@ -132,6 +132,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "pushsite.middleware.AsyncWhiteNoiseMiddleware",
+    # Reads a channel's allowed origins off the event loop for the CORS check below.
+    "events.access.cors.ChannelOriginsMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

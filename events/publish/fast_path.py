@@ -42,6 +42,7 @@ STANDS_IN_FOR: dict[str, str] = {
         "plain HTTP that SECURE_SSL_REDIRECT would redirect is left to Django"
     ),
     "pushsite.middleware.AsyncWhiteNoiseMiddleware": "nothing: the URL is not a static file",
+    "events.access.cors.ChannelOriginsMiddleware": "nothing: it looks only at requests with an Origin header",
     "corsheaders.middleware.CorsMiddleware": "without an Origin header, only 'Vary: origin' (added here)",
     "django.contrib.sessions.middleware.SessionMiddleware": "nothing: no cookie, and the session is never read",
     "django.middleware.common.CommonMiddleware": (

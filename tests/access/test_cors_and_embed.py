@@ -127,3 +127,34 @@ def test_admin_shows_the_embed_snippets(client: Client) -> None:
     assert "data-title=&quot;Scores &amp;quot;live&amp;quot;&quot;" in page  # escaped twice: code, shown
     assert '<script src="http://testserver/static/events/widget.js"' not in page  # never live in the admin
     assert f"<code>{PARTNER}</code>" in page
+
+
+@pytest.mark.parametrize(
+    ("origin", "allowed"), [c[1:] for c in ORIGIN_CASES], ids=[c[0] for c in ORIGIN_CASES]
+)
+def test_history_origin_policy_on_a_real_server(server: ServerProcess, origin: str, allowed: bool) -> None:
+    """The served stack is async: the per-channel check must not touch the database on the loop (was a 500)."""
+    response = httpx.get(f"{server.url}/api/channels/partner-feed/messages", headers={"Origin": origin})
+    assert response.status_code == 200, response.text
+    assert response.headers.get("access-control-allow-origin") == (origin if allowed else None)
+    assert "access-control-allow-credentials" not in response.headers
+
+
+@pytest.mark.parametrize(("slug", "status"), [("partner-feed", 200), ("no-such-channel", 404)])
+def test_history_preflight_and_unknown_channels_on_a_real_server(
+    server: ServerProcess, slug: str, status: int
+) -> None:
+    preflight = httpx.options(
+        f"{server.url}/api/channels/{slug}/messages",
+        headers={"Origin": PARTNER, "Access-Control-Request-Method": "GET"},
+    )
+    assert preflight.status_code == 200
+    assert preflight.headers.get("access-control-allow-origin") == (PARTNER if status == 200 else None)
+    publish = httpx.options(
+        f"{server.url}/api/channels/{slug}/messages",
+        headers={"Origin": PARTNER, "Access-Control-Request-Method": "POST"},
+    )
+    assert "access-control-allow-origin" not in publish.headers
+    read = httpx.get(f"{server.url}/api/channels/{slug}/messages", headers={"Origin": PARTNER})
+    assert read.status_code == status
+    assert read.headers["content-type"] == "application/json"

@@ -21,7 +21,7 @@ class ControlledLayer:
     """A channel layer whose sends the test holds (``gate``) or fails (``fail``)."""
 
     def __init__(self) -> None:
-        self.sent: list[tuple[str, int]] = []
+        self.sent: list[tuple[str, Any]] = []
         self.gate: asyncio.Event | None = None
         self.fail = False
         self.started = asyncio.Event()
