@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from django.core.cache import cache
@@ -13,14 +13,8 @@ from events.access import ratelimit
 from events.exceptions import RateLimited
 from events.http.responses import from_exception
 
-
-@pytest.fixture(autouse=True)
-def _empty_cache() -> Iterator[None]:
-    cache.clear()
-    ratelimit.forget_reservations()
-    yield
-    cache.clear()
-    ratelimit.forget_reservations()
+# Rate-limit counters and reservations start at zero (tests/support/fixtures.py).
+pytestmark = pytest.mark.usefixtures("empty_cache")
 
 
 def test_the_fixed_window_counts_per_identity() -> None:

@@ -18,14 +18,8 @@ from events.access import ratelimit
 from events.exceptions import RateLimited
 from tests.support.services import RedisServer, redis_binary
 
-
-@pytest.fixture(autouse=True)
-def _empty_cache() -> Iterator[None]:
-    cache.clear()
-    ratelimit.forget_reservations()
-    yield
-    cache.clear()
-    ratelimit.forget_reservations()
+# Rate-limit counters and reservations start at zero (tests/support/fixtures.py).
+pytestmark = pytest.mark.usefixtures("empty_cache")
 
 
 class CountingCache:

@@ -5,14 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from asgiref.testing import ApplicationCommunicator
 from django.contrib.auth.models import User
-from django.core.cache import cache
 from django.db import connection
 from django.test import AsyncClient
 from django.utils import timezone
@@ -27,17 +25,10 @@ from tests.publish.test_fast_path import THROUGH_DJANGO
 from tests.publish.test_fast_path import publish as asgi_publish
 from tests.support.asgi import answer_of, http_scope, stream_publish
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("empty_cache")]
 
 KEY_HEADER = b"idempotency-key"
 REPLAYED = "idempotent-replayed"
-
-
-@pytest.fixture(autouse=True)
-def _empty_cache() -> Iterator[None]:
-    cache.clear()  # rate-limit counters
-    yield
-    cache.clear()
 
 
 @pytest.fixture
