@@ -96,6 +96,10 @@ async def healthz(request: HttpRequest) -> JsonResponse:
         }
         response = JsonResponse(body, status=503)
         response["Retry-After"] = str(HEALTH_RETRY_AFTER_SECONDS)
+        # The failing check was logged above as a WARNING naming it; without this
+        # Django logs every probe's 503 again as an ERROR ("Service Unavailable:
+        # /healthz"), once per probe per load balancer, which pages nobody usefully.
+        response._has_been_logged = True  # type: ignore[attr-defined]  # read by django.utils.log.log_response
     else:
         relay = current_relay()
         connections = len(relay.streams) if relay is not None else 0

@@ -105,10 +105,14 @@ def test_listen_prints_events_and_resumes(server: ServerProcess, site: Site, api
         cwd=ROOT,
         env=site.env(),
         stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
     )
     try:
         assert listener.stdout is not None
+        assert listener.stderr is not None
+        # Said before any event arrives, so a quiet channel does not look like a hang.
+        assert listener.stderr.readline() == f"Listening to {slug} at {server.url} (Ctrl-C to stop).\n"
         line = listener.stdout.readline()  # the replayed message
         assert line.startswith(f"{first}~")  # the stream id: sequence and the channel's epoch
         assert "\tmessage\t" in line

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -32,15 +33,20 @@ async def test_healthz_reports_database_and_channel_layer() -> None:
     }
 )
 @pytest.mark.django_db(transaction=True)
-async def test_healthz_names_the_failing_part() -> None:
+async def test_healthz_names_the_failing_part(caplog: pytest.LogCaptureFixture) -> None:
     channel_layers.backends.clear()
-    response = await AsyncClient().get("/healthz")
+    with caplog.at_level(logging.INFO):
+        response = await AsyncClient().get("/healthz")
     assert response.status_code == 503
     body = response.json()
     assert body["error"] == "unavailable"
     assert body["database"] == "ok"
     assert body["channel_layer"].startswith("error")
     assert "channel_layer" in body["detail"]
+    # One WARNING naming the sick part, not a second ERROR from django.request.
+    assert not [r for r in caplog.records if r.name == "django.request"]
+    named = [r for r in caplog.records if r.name == "events.ops.views" and "channel_layer" in r.getMessage()]
+    assert [r.levelname for r in named] == ["WARNING"]
 
 
 def test_metrics_on_a_real_server(server: ServerProcess, api_key: str) -> None:

@@ -23,11 +23,21 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         received = 0
         limit = options["count"]
+        subscribed = False
+        where = f"{', '.join(options['slugs'])} at {options['url']}"
 
         def show(event: ServerSentEvent) -> bool:
-            nonlocal received
+            nonlocal received, subscribed
             if event.event == OPEN_EVENT:
-                return False  # "subscribed": it only moves the position
+                # "subscribed" only moves the position; say so on stderr (stdout stays one
+                # line per event), so a quiet channel does not look like a hung command.
+                if not subscribed:
+                    self.stderr.write(f"Listening to {where} (Ctrl-C to stop).")
+                else:
+                    self.stderr.write(f"Reconnected to {where}.")
+                self.stderr.flush()
+                subscribed = True
+                return False
             received += 1
             self.stdout.write(f"{event.id}\t{event.event}\t{event.data}")
             self.stdout.flush()
