@@ -38,6 +38,7 @@ from events.access.auth import bearer_secret, key_for_publishing, key_publisher
 from events.conf import conf
 from events.deliver.consumer import NO_CHANNEL_LAYER, request_headers
 from events.exceptions import (
+    ChannelNotFound,
     InternalError,
     MethodNotAllowed,
     NotAuthenticated,
@@ -49,7 +50,7 @@ from events.http.address import client_address
 from events.http.asgi import RoutedHTTPScope
 from events.http.hosts import check_host
 from events.http.responses import send_error
-from events.models import Channel, Message
+from events.models import ApiKey, Channel, Message
 from events.publish import body_lines as lines
 from events.publish import idempotency
 from events.publish.stream_publication import DONE, FAILED, StreamPublication
@@ -69,15 +70,15 @@ STREAM_NEEDS = (
 )
 
 
-def authorize_publisher(authorization: str | None, slug: str) -> tuple[Channel, str, str]:
-    """The channel, the publisher's name and its key's prefix (runs in a worker thread).
+def authorize_publisher(authorization: str | None, slug: str) -> tuple[Channel, str, ApiKey]:
+    """The channel, the publisher's name and its key (runs in a worker thread).
 
     A key already over its publish rate is refused here, before anything is stored;
     each part then counts as one publish (:meth:`StreamPublishConsumer._publish`).
     """
     key, channel = key_for_publishing(authorization, slug, missing=STREAM_NEEDS)
     ratelimit.check(ratelimit.PUBLISH_BY_KEY, key.prefix)
-    return channel, key_publisher(key), key.prefix
+    return channel, key_publisher(key), key
 
 
 class StreamPublishConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels ships no type hints
@@ -187,9 +188,8 @@ class StreamPublishConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channel
             raise NotAuthenticated(STREAM_NEEDS)  # before the body's format, and without the database
         self.parser = lines.body_parser(headers.get("content-type"), max_line_bytes=conf.MAX_MESSAGE_BYTES)
         slug = self.scope["url_route"]["kwargs"]["slug"]
-        channel, publisher, self.key_prefix = await database_sync_to_async(authorize_publisher)(
-            authorization, slug
-        )
+        channel, publisher, key = await database_sync_to_async(authorize_publisher)(authorization, slug)
+        self.key_prefix = key.prefix
         claim = idempotency.claim(headers.get(idempotency.ASGI_NAME), idempotency.key_scope(self.key_prefix))
         if claim is not None:
             held = await database_sync_to_async(idempotency.claim_stream)(
@@ -199,7 +199,7 @@ class StreamPublishConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channel
                 self.replaying = held  # read the body, store nothing
                 return
             self.claim = held
-        self.publication = StreamPublication(channel, publisher=publisher)
+        self.publication = StreamPublication(channel, publisher=publisher, key_id=key.pk)
         self.publication.settle = self._settle
         logger.info(
             "Stream %s started on %s by %s from %s",
@@ -237,7 +237,17 @@ class StreamPublishConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channel
             await sync_to_async(ratelimit.count, thread_sensitive=False)(
                 ratelimit.PUBLISH_BY_KEY, self.key_prefix
             )
-        await self.publication.apart(part.data, event=part.event)
+        try:
+            await self.publication.apart(part.data, event=part.event)
+        except ChannelNotFound:
+            # The key was revoked or narrowed, or the channel switched off, since the
+            # stream began: the full check says which (401, 403, 404).
+            headers = request_headers(self.scope)
+            slug = self.scope["url_route"]["kwargs"]["slug"]
+            await database_sync_to_async(key_for_publishing)(
+                headers.get("authorization"), slug, missing=STREAM_NEEDS
+            )
+            raise
 
     async def _hold(self, body: bytes) -> None:
         """The Idempotency-Key's part of a chunk: into the body's fingerprint; renew the lease when due."""

@@ -317,6 +317,44 @@ async def test_unknown_channel_is_404(server: ServerProcess, api_key: str) -> No
     assert response.json()["error"] == "channel_not_found"
 
 
+@pytest.mark.parametrize("change", ["revoked", "narrowed"])
+async def test_a_key_revoked_mid_stream_publishes_no_more_parts(
+    server: ServerProcess, site: Site, slug: str, change: str
+) -> None:
+    # "Refused at once" (docs/security.md) holds for a stream that is already open:
+    # every part is checked against the key, as every single publish is.
+    name = f"mid-stream-{change}-{slug}"
+    secret = await asyncio.to_thread(site.create_api_key, name, slug)
+    revoke = (
+        "ApiKey.objects.filter(name={name!r}).update(is_active=False)"
+        if change == "revoked"
+        else "ApiKey.objects.get(name={name!r}).channels.clear()"
+    ).format(name=name)
+    subscriber = await subscribed(server, slug)
+    try:
+        request = await RawRequest(server, slug, secret).open()
+        await request.send(ndjson_line("before"))
+        await subscriber.events(1)  # stored and sent
+        revoking = asyncio.ensure_future(
+            asyncio.to_thread(site.shell, "from events.models import ApiKey\n" + revoke)
+        )
+        while not revoking.done():  # blank lines: the server's idle limit is 2 s
+            await request.send(b"\n")
+            await asyncio.wait([revoking], timeout=0.5)
+        await revoking
+        await request.send(ndjson_line("after"))
+        status, body = await request.response()
+        await request.hang_up()
+    finally:
+        await subscriber.close()
+    assert (status, body["error"]) == ((401, "unauthorized") if change == "revoked" else (403, "forbidden"))
+    assert body["parts"] == 1
+    stored = history(server, slug)
+    assert [m["data"].get("data") for m in stored[:-1]] == ["before"]
+    assert stored[-1]["event"] == END
+    assert stored[-1]["data"]["status"] == "failed"
+
+
 # --- an SSE body into a fold channel --------------------------------------------------------
 
 
