@@ -18,7 +18,7 @@ from events.wire.sse import ServerSentEvent
 from tests.support.servers import ServerProcess, Site
 from tests.support.sse_client import Subscriber, sequence_of
 
-KEEP_CHANNELS = 12
+KEEP_CHANNELS = 14
 FOLD_CHANNELS = 3
 NDJSON = "application/x-ndjson"
 END = "pushsite.stream.end"
