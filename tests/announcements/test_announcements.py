@@ -180,6 +180,24 @@ def test_announcement_form_errors_are_readable(
     assert sent(news) == []
 
 
+@pytest.mark.parametrize("button", ["_publish_now", "_retract"])
+def test_admin_refuses_to_publish_to_a_switched_off_channel(
+    staff_client: Client, news: Channel, button: str
+) -> None:
+    # Was a 500 (ChannelNotFound out of the admin view); the form now says what is wrong.
+    announcement = make(news)
+    announcements.publish_now(announcement, "user:editor")
+    Channel.objects.filter(pk=news.pk).update(is_active=False)
+    response = staff_client.post(
+        f"/admin/announcements/announcement/{announcement.pk}/change/",
+        announcement_form(news, **{button: "1"}),
+    )
+    assert response.status_code == 200
+    assert "This channel is switched off" in response.content.decode()
+    assert Announcement.objects.get().state == AnnouncementState.PUBLISHED
+    assert [data["action"] for data in sent(news)] == ["published"]
+
+
 def test_admin_publish_now_then_retract(staff_client: Client, news: Channel) -> None:
     response = staff_client.post(
         "/admin/announcements/announcement/add/", announcement_form(news, _publish_now="1")
