@@ -36,7 +36,7 @@ from django.db import DatabaseError
 from events.access import ratelimit
 from events.access.auth import bearer_secret, key_for_publishing, key_publisher
 from events.conf import conf
-from events.deliver.consumer import NO_CHANNEL_LAYER, request_headers
+from events.deliver.consumer import NO_CHANNEL_LAYER
 from events.exceptions import (
     ChannelNotFound,
     InternalError,
@@ -47,7 +47,7 @@ from events.exceptions import (
     ServiceUnavailable,
 )
 from events.http.address import client_address
-from events.http.asgi import RoutedHTTPScope
+from events.http.asgi import RoutedHTTPScope, request_headers
 from events.http.hosts import check_host
 from events.http.responses import send_error
 from events.models import ApiKey, Channel, Message
