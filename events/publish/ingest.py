@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable
 from typing import Any
 
@@ -92,6 +93,7 @@ class StreamPublishConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channel
         self.parser: lines.BodyParser | None = None
         self.pace = lines.IdlePace()
         self.key_prefix = ""
+        self.key_checked = 0.0  # when the key was last checked in full (time.monotonic)
         # With an Idempotency-Key: the running stream's hold on it, or the replay
         # of the stream that already ended with it (events/publish/idempotency.py).
         self.claim: idempotency.StreamClaim | None = None
@@ -190,6 +192,7 @@ class StreamPublishConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channel
         slug = self.scope["url_route"]["kwargs"]["slug"]
         channel, publisher, key = await database_sync_to_async(authorize_publisher)(authorization, slug)
         self.key_prefix = key.prefix
+        self.key_checked = time.monotonic()
         claim = idempotency.claim(headers.get(idempotency.ASGI_NAME), idempotency.key_scope(self.key_prefix))
         if claim is not None:
             held = await database_sync_to_async(idempotency.claim_stream)(
@@ -224,6 +227,8 @@ class StreamPublishConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channel
             return
         for part in self.parser.close():
             await self._publish(part)
+        if self.publication.fold:
+            await self._check_key()  # the whole stream is stored now, in its end event
         await self.publication.aend(DONE)
         logger.info("Stream %s done: %s parts", self.publication.id, self.publication.parts)
         await self._send_json(201, self.publication.summary())
@@ -237,17 +242,23 @@ class StreamPublishConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channel
             await sync_to_async(ratelimit.count, thread_sensitive=False)(
                 ratelimit.PUBLISH_BY_KEY, self.key_prefix
             )
+        if self.publication.fold and time.monotonic() - self.key_checked >= conf.REVOCATION_SECONDS:
+            # A fold channel's parts are live-only: no storing statement checks the key.
+            await self._check_key()
         try:
             await self.publication.apart(part.data, event=part.event)
         except ChannelNotFound:
             # The key was revoked or narrowed, or the channel switched off, since the
             # stream began: the full check says which (401, 403, 404).
-            headers = request_headers(self.scope)
-            slug = self.scope["url_route"]["kwargs"]["slug"]
-            await database_sync_to_async(key_for_publishing)(
-                headers.get("authorization"), slug, missing=STREAM_NEEDS
-            )
+            await self._check_key()
             raise
+
+    async def _check_key(self) -> None:
+        """The publisher's key, checked in full again (401, 403, 404)."""
+        authorization = request_headers(self.scope).get("authorization")
+        slug = self.scope["url_route"]["kwargs"]["slug"]
+        await database_sync_to_async(key_for_publishing)(authorization, slug, missing=STREAM_NEEDS)
+        self.key_checked = time.monotonic()
 
     async def _hold(self, body: bytes) -> None:
         """The Idempotency-Key's part of a chunk: into the body's fingerprint; renew the lease when due."""
