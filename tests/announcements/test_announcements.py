@@ -198,6 +198,22 @@ def test_admin_refuses_to_publish_to_a_switched_off_channel(
     assert [data["action"] for data in sent(news)] == ["published"]
 
 
+def test_the_retract_action_passes_over_a_switched_off_channel(staff_client: Client, news: Channel) -> None:
+    off = upsert_channel("off")[0]
+    stuck, live = make(off), make(news)
+    announcements.publish_now(stuck, "user:editor")
+    announcements.publish_now(live, "user:editor")
+    Channel.objects.filter(pk=off.pk).update(is_active=False)
+    response = staff_client.post(
+        "/admin/announcements/announcement/",
+        {"action": "retract_selected", "_selected_action": [stuck.pk, live.pk]},
+    )
+    assert response.status_code == 302  # was a 500: ChannelNotFound out of the action
+    assert Announcement.objects.get(pk=live.pk).state == AnnouncementState.RETRACTED
+    assert Announcement.objects.get(pk=stuck.pk).state == AnnouncementState.PUBLISHED
+    assert [data["action"] for data in sent(news)] == ["published", "retracted"]
+
+
 def test_admin_publish_now_then_retract(staff_client: Client, news: Channel) -> None:
     response = staff_client.post(
         "/admin/announcements/announcement/add/", announcement_form(news, _publish_now="1")
