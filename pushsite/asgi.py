@@ -23,10 +23,15 @@ django_application: ASGI3Application = get_asgi_application()  # type: ignore[as
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import path, re_path  # noqa: E402
 
+from events.http.bodies import BoundedBody  # noqa: E402
 from events.publish.fast_path import KeyPublishEndpoint  # noqa: E402
 from events.routing import http_urlpatterns  # noqa: E402
 from events.runtime.lifespan import lifespan  # noqa: E402
 from pushsite.headers import SecurityHeadersMiddleware  # noqa: E402
+
+# Bodies read whole are bounded in size and time first (events/http/bodies.py).
+bounded_publish = BoundedBody(KeyPublishEndpoint(django_application))
+bounded_django = BoundedBody(django_application)
 
 routes: ASGI3Application = ProtocolTypeRouter(
     {
@@ -36,8 +41,8 @@ routes: ASGI3Application = ProtocolTypeRouter(
                 # Publishing with an API key skips Django's middleware; every
                 # other request to this URL falls through to the Django view.
                 # (Channels' URLRouter routes ASGI apps; django-stubs' path() knows only views.)
-                path("api/channels/<slug:slug>/messages", KeyPublishEndpoint(django_application)),  # type: ignore[arg-type]
-                re_path(r"", django_application),  # type: ignore[arg-type]
+                path("api/channels/<slug:slug>/messages", bounded_publish),  # type: ignore[arg-type]
+                re_path(r"", bounded_django),  # type: ignore[arg-type]
             ]
         ),
         "lifespan": lifespan,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
@@ -57,7 +57,16 @@ class AnnouncementAdmin(admin.ModelAdmin[Announcement]):
     def retract_selected(self, request: HttpRequest, queryset: QuerySet[Announcement]) -> None:
         by = f"user:{request.user.get_username()}"
         count = 0
-        for announcement in queryset.exclude(state=AnnouncementState.RETRACTED).select_related("channel"):
+        pending = queryset.exclude(state=AnnouncementState.RETRACTED)
+        # Nothing can be published to a switched-off channel: those are left as they are.
+        for announcement in pending.filter(channel__is_active=True).select_related("channel"):
             announcements.retract(announcement, by)
             count += 1
         self.message_user(request, f"Retracted {count} announcement(s).")
+        skipped = pending.filter(channel__is_active=False).count()
+        if skipped:
+            self.message_user(
+                request,
+                f"{skipped} announcement(s) left as they are: their channel is switched off.",
+                level=messages.WARNING,
+            )

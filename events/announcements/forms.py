@@ -7,7 +7,7 @@ from typing import Any
 from django import forms
 from django.utils import timezone
 
-from events.announcements.models import Announcement
+from events.announcements.models import Announcement, AnnouncementState
 from events.models import validate_web_link
 
 PUBLISH_BUTTON = "_publish_now"
@@ -43,7 +43,22 @@ class AnnouncementForm(forms.ModelForm[Announcement]):
             self.add_error("expires_at", "The expiry must come after the publication time.")
         if SCHEDULE_BUTTON in self.data:
             self.clean_for_schedule()
+        channel = cleaned.get("channel")
+        if channel is not None and not channel.is_active and self.sends_now():
+            self.add_error(
+                "channel",
+                "This channel is switched off: nothing can be published to it. "
+                "Switch it on first, or save without publishing.",
+            )
         return cleaned
+
+    def sends_now(self) -> bool:
+        """Whether the button pressed publishes a message now (events/announcements/workflow.py)."""
+        if PUBLISH_BUTTON in self.data:
+            return True
+        if SCHEDULE_BUTTON in self.data:
+            return False  # a due one waits for its channel (workflow.publish_due)
+        return self.instance.state == AnnouncementState.PUBLISHED  # retract, or edit in place
 
     def clean_for_schedule(self) -> None:
         """Extra rule when the "Schedule" button was pressed."""

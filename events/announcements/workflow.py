@@ -91,7 +91,11 @@ def publish_due(now: datetime | None = None) -> int:
     """Publish scheduled announcements whose time has come, each exactly once across processes."""
     now = now or timezone.now()
     published = 0
-    due = Announcement.objects.filter(state=AnnouncementState.SCHEDULED, publish_at__lte=now)
+    # Only on active channels: one whose channel is switched off cannot be published,
+    # and waits (raising would hold up every other announcement on every tick).
+    due = Announcement.objects.filter(
+        state=AnnouncementState.SCHEDULED, publish_at__lte=now, channel__is_active=True
+    )
     for pk in due.values_list("pk", flat=True):
         with transaction.atomic():
             # Only the process whose conditional UPDATE changes the row
@@ -111,7 +115,7 @@ def expire_due(now: datetime | None = None) -> int:
     now = now or timezone.now()
     expired = 0
     due = Announcement.objects.filter(
-        state=AnnouncementState.PUBLISHED, expiry_sent=False, expires_at__lte=now
+        state=AnnouncementState.PUBLISHED, expiry_sent=False, expires_at__lte=now, channel__is_active=True
     )
     for pk in due.values_list("pk", flat=True):
         with transaction.atomic():

@@ -14,7 +14,6 @@ from asgiref.typing import (
     ASGISendEvent,
     HTTPDisconnectEvent,
     HTTPRequestEvent,
-    HTTPScope,
 )
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
@@ -54,7 +53,7 @@ from events.exceptions import (
     ServiceUnavailable,
 )
 from events.http.address import client_address
-from events.http.asgi import RoutedHTTPScope
+from events.http.asgi import RoutedHTTPScope, request_headers
 from events.http.hosts import check_host
 from events.http.responses import send_error
 from events.metrics import stats
@@ -93,11 +92,6 @@ class StreamRequest:
     # ?rewind=N: the last N stored messages of each channel first (ignored
     # when a cursor is given: Last-Event-ID wins).
     rewind: int = 0
-
-
-def request_headers(scope: HTTPScope) -> dict[str, str]:
-    # Repeated headers: the last one wins, except cookies which we only read once.
-    return {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
 
 
 def parse_stream_request(scope: RoutedHTTPScope) -> StreamRequest:

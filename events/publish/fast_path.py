@@ -29,7 +29,7 @@ from django.dispatch import receiver
 from django.utils.cache import patch_vary_headers
 
 from events.conf import conf
-from events.http.asgi import RoutedHTTPScope
+from events.http.asgi import RoutedHTTPScope, request_headers
 from events.http.hosts import host_allowed, is_secure
 from events.publish import api, idempotency
 
@@ -113,7 +113,7 @@ def _eligible_headers(scope: HTTPScope) -> dict[str, str] | None:
     """The request's headers if the fast path may answer it, else None."""
     if scope["type"] != "http" or scope["method"] != "POST" or not _enabled():
         return None
-    headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
+    headers = request_headers(scope)
     if "cookie" in headers or "origin" in headers:
         return None  # sessions, CSRF and CORS stay with Django's middleware
     if not headers.get("authorization", "").lower().startswith("bearer "):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable
 from typing import Any
 
@@ -36,8 +37,9 @@ from django.db import DatabaseError
 from events.access import ratelimit
 from events.access.auth import bearer_secret, key_for_publishing, key_publisher
 from events.conf import conf
-from events.deliver.consumer import NO_CHANNEL_LAYER, request_headers
+from events.deliver.consumer import NO_CHANNEL_LAYER
 from events.exceptions import (
+    ChannelNotFound,
     InternalError,
     MethodNotAllowed,
     NotAuthenticated,
@@ -46,10 +48,10 @@ from events.exceptions import (
     ServiceUnavailable,
 )
 from events.http.address import client_address
-from events.http.asgi import RoutedHTTPScope
+from events.http.asgi import RoutedHTTPScope, request_headers
 from events.http.hosts import check_host
 from events.http.responses import send_error
-from events.models import Channel, Message
+from events.models import ApiKey, Channel, Message
 from events.publish import body_lines as lines
 from events.publish import idempotency
 from events.publish.stream_publication import DONE, FAILED, StreamPublication
@@ -69,15 +71,15 @@ STREAM_NEEDS = (
 )
 
 
-def authorize_publisher(authorization: str | None, slug: str) -> tuple[Channel, str, str]:
-    """The channel, the publisher's name and its key's prefix (runs in a worker thread).
+def authorize_publisher(authorization: str | None, slug: str) -> tuple[Channel, str, ApiKey]:
+    """The channel, the publisher's name and its key (runs in a worker thread).
 
     A key already over its publish rate is refused here, before anything is stored;
     each part then counts as one publish (:meth:`StreamPublishConsumer._publish`).
     """
     key, channel = key_for_publishing(authorization, slug, missing=STREAM_NEEDS)
     ratelimit.check(ratelimit.PUBLISH_BY_KEY, key.prefix)
-    return channel, key_publisher(key), key.prefix
+    return channel, key_publisher(key), key
 
 
 class StreamPublishConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels ships no type hints
@@ -91,6 +93,7 @@ class StreamPublishConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channel
         self.parser: lines.BodyParser | None = None
         self.pace = lines.IdlePace()
         self.key_prefix = ""
+        self.key_checked = 0.0  # when the key was last checked in full (time.monotonic)
         # With an Idempotency-Key: the running stream's hold on it, or the replay
         # of the stream that already ended with it (events/publish/idempotency.py).
         self.claim: idempotency.StreamClaim | None = None
@@ -187,9 +190,9 @@ class StreamPublishConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channel
             raise NotAuthenticated(STREAM_NEEDS)  # before the body's format, and without the database
         self.parser = lines.body_parser(headers.get("content-type"), max_line_bytes=conf.MAX_MESSAGE_BYTES)
         slug = self.scope["url_route"]["kwargs"]["slug"]
-        channel, publisher, self.key_prefix = await database_sync_to_async(authorize_publisher)(
-            authorization, slug
-        )
+        channel, publisher, key = await database_sync_to_async(authorize_publisher)(authorization, slug)
+        self.key_prefix = key.prefix
+        self.key_checked = time.monotonic()
         claim = idempotency.claim(headers.get(idempotency.ASGI_NAME), idempotency.key_scope(self.key_prefix))
         if claim is not None:
             held = await database_sync_to_async(idempotency.claim_stream)(
@@ -199,7 +202,7 @@ class StreamPublishConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channel
                 self.replaying = held  # read the body, store nothing
                 return
             self.claim = held
-        self.publication = StreamPublication(channel, publisher=publisher)
+        self.publication = StreamPublication(channel, publisher=publisher, key_id=key.pk)
         self.publication.settle = self._settle
         logger.info(
             "Stream %s started on %s by %s from %s",
@@ -224,6 +227,8 @@ class StreamPublishConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channel
             return
         for part in self.parser.close():
             await self._publish(part)
+        if self.publication.fold:
+            await self._check_key()  # the whole stream is stored now, in its end event
         await self.publication.aend(DONE)
         logger.info("Stream %s done: %s parts", self.publication.id, self.publication.parts)
         await self._send_json(201, self.publication.summary())
@@ -237,7 +242,23 @@ class StreamPublishConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channel
             await sync_to_async(ratelimit.count, thread_sensitive=False)(
                 ratelimit.PUBLISH_BY_KEY, self.key_prefix
             )
-        await self.publication.apart(part.data, event=part.event)
+        if self.publication.fold and time.monotonic() - self.key_checked >= conf.REVOCATION_SECONDS:
+            # A fold channel's parts are live-only: no storing statement checks the key.
+            await self._check_key()
+        try:
+            await self.publication.apart(part.data, event=part.event)
+        except ChannelNotFound:
+            # The key was revoked or narrowed, or the channel switched off, since the
+            # stream began: the full check says which (401, 403, 404).
+            await self._check_key()
+            raise
+
+    async def _check_key(self) -> None:
+        """The publisher's key, checked in full again (401, 403, 404)."""
+        authorization = request_headers(self.scope).get("authorization")
+        slug = self.scope["url_route"]["kwargs"]["slug"]
+        await database_sync_to_async(key_for_publishing)(authorization, slug, missing=STREAM_NEEDS)
+        self.key_checked = time.monotonic()
 
     async def _hold(self, body: bytes) -> None:
         """The Idempotency-Key's part of a chunk: into the body's fingerprint; renew the lease when due."""

@@ -368,14 +368,21 @@ async def apublish(
     *,
     publisher: str = "",
     idempotency_key: str | None = None,
+    key_id: int | None = None,
 ) -> Message:
-    """Async twin of :func:`publish`: stores in a publish thread, then hands it to the fan-out."""
+    """Async twin of :func:`publish`: stores in a publish thread, then hands it to the fan-out.
+
+    With ``key_id`` (a streamed publish's API key), only while that key may still
+    publish to the channel, checked as :func:`store_message` checks it.
+    """
     started = time.perf_counter()
     claim = idempotency.claim(idempotency_key, idempotency.code_scope(publisher))
     # A publish thread keeps its connection between calls (events/publish/writers.py):
     # a streamed publish stores one part after another (issue 17).
     message: Message | idempotency.Replay = await writers.run(
-        functools.partial(store_once, channel, data, event=event, publisher=publisher, claim=claim)
+        functools.partial(
+            store_once, channel, data, event=event, publisher=publisher, claim=claim, key_id=key_id
+        )
     )
     if isinstance(message, idempotency.Replay):
         original: Message = await writers.run(functools.partial(idempotency.original_message, message))

@@ -48,10 +48,13 @@ def new_stream_id() -> str:
 class StreamPublication:
     """The parts and the end of one stream; not thread-safe (one publisher drives it)."""
 
-    def __init__(self, channel: Channel, *, publisher: str) -> None:
+    def __init__(self, channel: Channel, *, publisher: str, key_id: int | None = None) -> None:
         self.id = new_stream_id()
         self.channel = channel
         self.publisher = publisher
+        # The API key publishing it: each stored part is refused once that key is
+        # revoked or no longer allowed on the channel (ChannelNotFound, as store.py says).
+        self.key_id = key_id
         self.fold = channel.stream_storage == StreamStorage.FOLD
         self.parts = 0
         self.bytes = 0
@@ -123,7 +126,9 @@ class StreamPublication:
         if self.fold:
             await publishing.fan_out_ephemeral(self.channel, payload, event=event)
         else:
-            await publishing.apublish(self.channel, payload, event, publisher=self.publisher)
+            await publishing.apublish(
+                self.channel, payload, event, publisher=self.publisher, key_id=self.key_id
+            )
         self._count(event, data, size)
 
     async def aend(self, status: str = DONE, reason: str | None = None) -> Message | None:

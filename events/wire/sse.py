@@ -110,6 +110,7 @@ class Decoder:
         self._data_length = 0
         self._event = ""
         self._id_seen = False
+        self._begun = False  # text has been fed: a BOM now is a character like any other
         self.last_event_id = ""
         self.retry: int | None = None
         self.comments = 0
@@ -119,6 +120,11 @@ class Decoder:
         start = 0
         if self._after_cr and text.startswith("\n"):
             start = 1
+        if not self._begun and text:
+            # The spec: one leading U+FEFF is ignored (else the first field's name holds it).
+            self._begun = True
+            if text.startswith("\ufeff"):
+                start = 1
         if text:
             self._after_cr = False
         # A run of line breaks is one match: the line before it ends, and if the run

@@ -98,6 +98,29 @@ def test_not_yet_due_is_left_alone_and_expiry_is_sent_once(news: Channel) -> Non
     assert [data["action"] for data in sent(news)] == ["published", "expired"]
 
 
+def test_an_announcement_on_a_switched_off_channel_holds_up_no_other(news: Channel) -> None:
+    # One due announcement whose channel was deactivated made publish_due raise on every
+    # tick of every process: the others due after it, and every expiry, never went out.
+    off = upsert_channel("off")[0]
+    now = timezone.now()
+    stuck = make(off, expires_at=now + timedelta(hours=1))
+    announcements.publish_now(stuck, "user:editor")
+    stuck_later = make(off)
+    announcements.schedule(stuck_later, now - timedelta(seconds=1))  # the newest: tried first
+    waiting = make(news, expires_at=now + timedelta(hours=1))
+    announcements.schedule(waiting, now - timedelta(seconds=2))
+    Channel.objects.filter(pk=off.pk).update(is_active=False)
+    assert announcements.publish_due() == 1
+    assert announcements.expire_due(now + timedelta(hours=2)) == 1
+    assert [data["action"] for data in sent(news)] == ["published", "expired"]
+    # Left as they were: switched on again, the channel gets them.
+    assert Announcement.objects.get(pk=stuck_later.pk).state == AnnouncementState.SCHEDULED
+    Channel.objects.filter(pk=off.pk).update(is_active=True)
+    assert announcements.publish_due() == 1
+    assert announcements.expire_due(now + timedelta(hours=2)) == 1
+    assert [data["action"] for data in sent(off)] == ["published", "published", "expired"]
+
+
 def test_banner_tag_renders_live_announcements_as_text(news: Channel) -> None:
     live = make(news, expires_at=timezone.now() + timedelta(hours=1))
     live.title = "<script>alert(1)</script>"
@@ -155,6 +178,40 @@ def test_announcement_form_errors_are_readable(
     assert message in response.content.decode()
     assert not Announcement.objects.exists()
     assert sent(news) == []
+
+
+@pytest.mark.parametrize("button", ["_publish_now", "_retract"])
+def test_admin_refuses_to_publish_to_a_switched_off_channel(
+    staff_client: Client, news: Channel, button: str
+) -> None:
+    # Was a 500 (ChannelNotFound out of the admin view); the form now says what is wrong.
+    announcement = make(news)
+    announcements.publish_now(announcement, "user:editor")
+    Channel.objects.filter(pk=news.pk).update(is_active=False)
+    response = staff_client.post(
+        f"/admin/announcements/announcement/{announcement.pk}/change/",
+        announcement_form(news, **{button: "1"}),
+    )
+    assert response.status_code == 200
+    assert "This channel is switched off" in response.content.decode()
+    assert Announcement.objects.get().state == AnnouncementState.PUBLISHED
+    assert [data["action"] for data in sent(news)] == ["published"]
+
+
+def test_the_retract_action_passes_over_a_switched_off_channel(staff_client: Client, news: Channel) -> None:
+    off = upsert_channel("off")[0]
+    stuck, live = make(off), make(news)
+    announcements.publish_now(stuck, "user:editor")
+    announcements.publish_now(live, "user:editor")
+    Channel.objects.filter(pk=off.pk).update(is_active=False)
+    response = staff_client.post(
+        "/admin/announcements/announcement/",
+        {"action": "retract_selected", "_selected_action": [stuck.pk, live.pk]},
+    )
+    assert response.status_code == 302  # was a 500: ChannelNotFound out of the action
+    assert Announcement.objects.get(pk=live.pk).state == AnnouncementState.RETRACTED
+    assert Announcement.objects.get(pk=stuck.pk).state == AnnouncementState.PUBLISHED
+    assert [data["action"] for data in sent(news)] == ["published", "retracted"]
 
 
 def test_admin_publish_now_then_retract(staff_client: Client, news: Channel) -> None:

@@ -81,6 +81,25 @@ def test_publish_parses_json_or_sends_text() -> None:
         run("publish", "news", "x", "--event", "bad type")
 
 
+@pytest.mark.parametrize(
+    ("payload", "fragment"),
+    [
+        ("[" * 40 + "]" * 40, "nests arrays and objects more than 32 deep"),  # the API's 400
+        ("9" * 400, "integer of 400 digits"),
+        ("9" * 5000, "integer of 5000 digits"),  # was Python's ValueError, a traceback
+        ('{"data": 1e400}', "out of range"),
+    ],
+    ids=["deep", "400-digits", "5000-digits", "1e400"],
+)
+def test_publish_keeps_the_rules_of_every_other_way_in(payload: str, fragment: str) -> None:
+    # The shell is a client too: its JSON is read by the one reader
+    # (events/publish/validate.py), as `pipe` and the API read theirs.
+    run("create_channel", "news")
+    with pytest.raises(CommandError, match=fragment):
+        run("publish", "news", payload)
+    assert not Message.objects.exists()
+
+
 @pytest.mark.system
 def test_listen_prints_events_and_resumes(server: ServerProcess, site: Site, api_key: str) -> None:
     slug = "pool-57"

@@ -18,8 +18,8 @@ from events.wire.sse import ServerSentEvent
 from tests.support.servers import ServerProcess, Site
 from tests.support.sse_client import Subscriber, sequence_of
 
-KEEP_CHANNELS = 12
-FOLD_CHANNELS = 3
+KEEP_CHANNELS = 14
+FOLD_CHANNELS = 4
 NDJSON = "application/x-ndjson"
 END = "pushsite.stream.end"
 
@@ -315,6 +315,76 @@ async def test_unknown_channel_is_404(server: ServerProcess, api_key: str) -> No
         )
     assert response.status_code == 404
     assert response.json()["error"] == "channel_not_found"
+
+
+@pytest.mark.parametrize("change", ["revoked", "narrowed"])
+async def test_a_key_revoked_mid_stream_publishes_no_more_parts(
+    server: ServerProcess, site: Site, slug: str, change: str
+) -> None:
+    # "Refused at once" (docs/security.md) holds for a stream that is already open:
+    # every part is checked against the key, as every single publish is.
+    name = f"mid-stream-{change}-{slug}"
+    secret = await asyncio.to_thread(site.create_api_key, name, slug)
+    revoke = (
+        "ApiKey.objects.filter(name={name!r}).update(is_active=False)"
+        if change == "revoked"
+        else "ApiKey.objects.get(name={name!r}).channels.clear()"
+    ).format(name=name)
+    subscriber = await subscribed(server, slug)
+    try:
+        request = await RawRequest(server, slug, secret).open()
+        await request.send(ndjson_line("before"))
+        await subscriber.events(1)  # stored and sent
+        revoking = asyncio.ensure_future(
+            asyncio.to_thread(site.shell, "from events.models import ApiKey\n" + revoke)
+        )
+        while not revoking.done():  # blank lines: the server's idle limit is 2 s
+            await request.send(b"\n")
+            await asyncio.wait([revoking], timeout=0.5)
+        await revoking
+        await request.send(ndjson_line("after"))
+        status, body = await request.response()
+        await request.hang_up()
+    finally:
+        await subscriber.close()
+    assert (status, body["error"]) == ((401, "unauthorized") if change == "revoked" else (403, "forbidden"))
+    assert body["parts"] == 1
+    stored = history(server, slug)
+    assert [m["data"].get("data") for m in stored[:-1]] == ["before"]
+    assert stored[-1]["event"] == END
+    assert stored[-1]["data"]["status"] == "failed"
+
+
+async def test_a_key_revoked_mid_stream_on_a_fold_channel_stores_no_done_stream(
+    server: ServerProcess, site: Site, fold_slug: str
+) -> None:
+    # A fold channel's parts are live-only; the stream is stored whole in its end event.
+    # A key revoked meanwhile may not have that stored as done, nor send more parts.
+    name = f"mid-stream-fold-{fold_slug}"
+    secret = await asyncio.to_thread(site.create_api_key, name, fold_slug)
+    request = await RawRequest(server, fold_slug, secret).open()
+    await request.send(ndjson_line("before"))
+    revoking = asyncio.ensure_future(
+        asyncio.to_thread(
+            site.shell,
+            f"from events.models import ApiKey\nApiKey.objects.filter(name={name!r}).update(is_active=False)",
+        )
+    )
+    while not revoking.done():  # blank lines: the server's idle limit is 2 s
+        await request.send(b"\n")
+        await asyncio.wait([revoking], timeout=0.5)
+    await revoking
+    await request.send(ndjson_line("after"))
+    await request.send(b"")  # the body's end
+    status, body = await request.response()
+    await request.hang_up()
+    assert (status, body["error"]) == (401, "unauthorized")
+    stored = history(server, fold_slug)
+    assert stored[-1]["event"] == END
+    assert stored[-1]["data"]["status"] == "failed"
+    assert "folded" not in stored[-1]["data"] or stored[-1]["data"]["folded"] == [
+        {"event": "message", "data": "before"}
+    ]
 
 
 # --- an SSE body into a fold channel --------------------------------------------------------

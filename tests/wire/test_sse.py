@@ -93,3 +93,17 @@ def test_decoder_bounds_what_it_holds() -> None:
     decoder = sse.Decoder()
     decoder.feed("data: abc\ndata: de")
     assert decoder.buffered() == len("abc\n") + len("data: de")
+
+
+@pytest.mark.parametrize("pieces", [["\ufeffdata: a\n\n"], ["\ufeff", "data: a\n\n"]])
+def test_decoder_ignores_one_leading_byte_order_mark(pieces: list[str]) -> None:
+    # The HTML spec: one leading U+FEFF is ignored; it is not part of the first field's name.
+    decoder = sse.Decoder()
+    events = [event for piece in pieces for event in decoder.feed(piece)]
+    assert [(e.event, e.data) for e in events] == [("message", "a")]
+    # Only at the very start: later it is a character like any other.
+    assert [e.data for e in decoder.feed("data: \ufeffb\n\n")] == ["\ufeffb"]
+
+
+def test_decoder_ignores_only_one_byte_order_mark() -> None:
+    assert sse.Decoder().feed("\ufeff\ufeffdata: a\n\n") == []  # a field called "\ufeffdata"

@@ -1,0 +1,76 @@
+"""Request bodies read whole (Django's views, the API-key fast path): bounded in size and in time.
+
+Django's ASGI handler reads a request's whole body, spooled to a temporary file, before
+any view or middleware sees the request: a chunked body (no Content-Length to refuse it
+by) was read to its end whatever its size, and a body that stopped arriving held its
+connection for good. This layer sits in front of them and answers, in the contract's
+JSON shape, as the streaming publish does for its own body:
+
+- 413 once more than ``DATA_UPLOAD_MAX_MEMORY_SIZE`` bytes arrived (Django's own limit
+  for a request body it reads into memory; views set smaller ones of their own);
+- 408 when no byte arrived for ``PUSHSITE_STREAM_IDLE_SECONDS``.
+
+Once the body is complete, ``receive`` is handed on untouched (Django listens on it for
+a disconnect while a response streams).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from django.conf import settings
+
+from events.conf import conf
+from events.exceptions import PayloadTooLarge, PushsiteError, RequestTimeout
+from events.http.responses import AsgiSend, send_error
+
+
+class BoundedBody:
+    """ASGI middleware: an ``http`` request's body past the size limit is 413, one that stalls 408."""
+
+    # Any ASGI app (Django's handler, events/publish/fast_path.py's endpoint): their
+    # scope types differ (asgiref's TypedDicts, Channels' routed scope).
+    def __init__(self, app: Callable[[Any, Any, Any], Awaitable[None]]) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Callable[[], Awaitable[Any]], send: AsgiSend) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit: int | None = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        idle = conf.STREAM_IDLE_SECONDS
+        received = 0
+        complete = False
+        refused = False
+
+        async def refuse(error: PushsiteError) -> dict[str, Any]:
+            nonlocal refused
+            refused = True
+            await send_error(send, error)
+            return {"type": "http.disconnect"}  # the app stops reading and answers nothing
+
+        async def bounded_receive() -> Any:
+            nonlocal received, complete
+            if complete:
+                return await receive()
+            if refused:
+                return {"type": "http.disconnect"}
+            try:
+                async with asyncio.timeout(idle):
+                    message = await receive()
+            except TimeoutError:
+                return await refuse(RequestTimeout(f"No data arrived for {idle:g} s; the request is closed."))
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if limit is not None and received > limit:
+                    return await refuse(PayloadTooLarge(f"The body is over the limit of {limit} bytes."))
+                complete = not message.get("more_body", False)
+            return message
+
+        async def guarded_send(message: Any) -> None:
+            if not refused:  # answered here already
+                await send(message)
+
+        await self.app(scope, bounded_receive, guarded_send)

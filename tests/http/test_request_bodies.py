@@ -1,0 +1,77 @@
+"""Request bodies outside the streaming publish: bounded in size and in time, before any view runs.
+
+Django's ASGI handler reads a whole body (spooled to a temporary file) before it calls
+a view, so a chunked body (no Content-Length) was read to its end whatever its size,
+and one that stopped arriving held its connection for good; the view's 413 came only
+after, and a 401 for a request with no credential at all. The streaming publish has
+its idle limit (408, PUSHSITE_STREAM_IDLE_SECONDS); every other body now has it too,
+and one past Django's DATA_UPLOAD_MAX_MEMORY_SIZE is refused as it arrives (413).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+
+from tests.support.servers import ServerProcess
+
+PATHS = ["/api/channels/pool-0/messages", "/api/tokens", "/rooms/no-room/messages", "/accounts/login/"]
+IDLE = 2.0  # the test server's PUSHSITE_STREAM_IDLE_SECONDS
+
+
+async def answer(reader: asyncio.StreamReader) -> tuple[int, dict[str, object]]:
+    async with asyncio.timeout(IDLE + 8):
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        body = await reader.readexactly(length)
+    return int(head.split(b" ", 2)[1]), json.loads(body)
+
+
+async def open_post(
+    server: ServerProcess, path: str, headers: str
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nContent-Type: application/json\r\n{headers}\r\n".encode()
+    )
+    return reader, writer
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_a_chunked_body_past_the_limit_is_refused_as_it_arrives(
+    server: ServerProcess, path: str
+) -> None:
+    reader, writer = await open_post(server, path, "Transfer-Encoding: chunked\r\n")
+    chunk = b"x" * 65536
+    try:
+        async with asyncio.timeout(10):
+            for _ in range(8 * 16):  # 8 MiB, past the 2.5 MB of DATA_UPLOAD_MAX_MEMORY_SIZE
+                writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                await writer.drain()
+            writer.write(b"0\r\n\r\n")
+    except (ConnectionError, TimeoutError):
+        pass  # the server stopped reading: refused
+    status, body = await answer(reader)
+    writer.transport.abort()
+    # Not a 401 (no credential) nor the view's 413 after reading it all: refused unread.
+    assert (status, body["error"]) == (413, "too_large")
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("framing", ["Transfer-Encoding: chunked\r\n", "Content-Length: 100\r\n"])
+async def test_a_body_that_stops_arriving_is_408(server: ServerProcess, path: str, framing: str) -> None:
+    reader, writer = await open_post(server, path, "Authorization: Bearer psk_00000000_x\r\n" + framing)
+    writer.write(b'5\r\n{"dat\r\n' if "chunked" in framing else b'{"dat')
+    await writer.drain()
+    started = time.monotonic()
+    status, body = await answer(reader)
+    writer.transport.abort()
+    assert (status, body["error"]) == (408, "timeout")
+    assert time.monotonic() - started < IDLE + 3
