@@ -27,6 +27,7 @@ SERVER_SETTINGS = {
     "STREAM_IDLE_SECONDS": "2",
     # Every browser test posts from 127.0.0.1: only the per-person limit applies.
     "CHAT_IP_RATE_MESSAGES": "100000",
+    "CHAT_NICKNAME_CLAIMS": "100000",
     "PRESENCE_REFRESH_SECONDS": "1",
 }
 

@@ -21,6 +21,11 @@ class ChatSettings(SettingsGroup):
     # A guest's nickname stays held for that guest in a room this many days after
     # its last message there; then, once no kept message carries it, anyone may take it.
     CHAT_NICKNAME_HOLD_DAYS = Setting(30)
+    # Nicknames one client address may claim per window: each claim holds a name
+    # for days and a session, so one address must not squat every name a room's
+    # guests might want.
+    CHAT_NICKNAME_CLAIMS = Setting(20)
+    CHAT_NICKNAME_CLAIM_SECONDS = Setting(3600.0)
     # How often each process marks its chat streams as present; a row not
     # refreshed for three intervals (its process died) is dropped.
     PRESENCE_REFRESH_SECONDS = Setting(5.0)

@@ -62,6 +62,12 @@ POSTS_BY_ADDRESS = ratelimit.Rate(
     lambda: chat_conf.CHAT_RATE_SECONDS,
     "Too many messages from your network.",
 )
+NICKNAMES_BY_ADDRESS = ratelimit.Rate(
+    "chat-nickname-ip",
+    lambda: chat_conf.CHAT_NICKNAME_CLAIMS,
+    lambda: chat_conf.CHAT_NICKNAME_CLAIM_SECONDS,
+    "Too many nicknames claimed from your network.",
+)
 
 
 @dataclass(frozen=True)
@@ -252,8 +258,12 @@ def claim_nickname(channel: Channel, author: Author) -> None:
         ChatNickname.objects.filter(pk=claimed.pk).update(last_used_at=now)
 
 
-def set_nickname(channel: Channel, session: SessionBase, nickname: Any) -> Author:
-    """Keep a guest's nickname in the session, if the room takes guests and the name is free."""
+def set_nickname(channel: Channel, session: SessionBase, nickname: Any, client_address: str) -> Author:
+    """Keep a guest's nickname in the session, if the room takes guests and the name is free.
+
+    Every well-formed claim from ``client_address`` counts against NICKNAMES_BY_ADDRESS
+    (a taken name too: probing for free names is what a squatter does).
+    """
     if not channel.guests_may_post:
         raise PermissionDenied("This room does not take guests; log in to post.")
     if not isinstance(nickname, str):
@@ -264,6 +274,7 @@ def set_nickname(channel: Channel, session: SessionBase, nickname: Any) -> Autho
             f"A nickname has 2 to {NICKNAME_MAX_LENGTH} letters, digits, spaces, dots, dashes "
             "or underscores, and starts with a letter or digit."
         )
+    ratelimit.count(NICKNAMES_BY_ADDRESS, client_address)
     # A guest may not pass for a registered user.
     if get_user_model().objects.filter(username__iexact=nickname).exists():
         raise InvalidInput(f"The nickname {nickname!r} belongs to a registered user; choose another.")

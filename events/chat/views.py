@@ -151,7 +151,7 @@ def _guest(request: HttpRequest, slug: str) -> Outcome:
     if request.user.is_authenticated:
         raise PermissionDenied("You are logged in: you post under your own name.")
     body = chat.json_body(request, {"nickname"})
-    author = chat.set_nickname(channel, request.session, body.get("nickname"))
+    author = chat.set_nickname(channel, request.session, body.get("nickname"), client_address(request))
     return Outcome({"author": author.as_json()})
 
 

@@ -11,7 +11,7 @@ from django.contrib.auth.models import User
 from django.core.cache import cache
 from django.test import AsyncClient, Client, override_settings
 
-from events.chat.models import ChatMute
+from events.chat.models import ChatMute, ChatNickname
 from events.models import Channel, Kind, Message
 from events.provisioning import upsert_channel
 
@@ -184,20 +184,20 @@ async def test_one_address_is_limited_across_users(lobby: Channel) -> None:
     assert statuses == [201, 201, 201, 429]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found, not fixed: nickname claims have no per-address limit (a limit's value is a product choice)",
-)
-@override_settings(PUSHSITE={"CHAT_IP_RATE_MESSAGES": 3, "CHAT_RATE_SECONDS": 60})
+@override_settings(PUSHSITE={"CHAT_NICKNAME_CLAIMS": 3, "CHAT_NICKNAME_CLAIM_SECONDS": 600})
 async def test_one_address_may_not_claim_nicknames_without_limit(lobby: Channel) -> None:
     # Posting is limited per address; claiming a nickname (a session and a name held in
     # the room for PUSHSITE_CHAT_NICKNAME_HOLD_DAYS) was not: one address could hold
     # every name a room's guests might want, and grow two tables without bound.
     statuses = []
-    for n in range(10):
+    for n in range(5):
         named = await post(AsyncClient(), "/rooms/lobby/guest", {"nickname": f"squat {n}"})
         statuses.append(named.status_code)
-    assert 429 in statuses
+    assert statuses == [200, 200, 200, 429, 429]
+    assert named.json()["detail"].startswith("Too many nicknames claimed from your network.")
+    assert int(named["Retry-After"]) > 0
+    held = await ChatNickname.objects.filter(channel=lobby).acount()
+    assert held == 3
 
 
 async def test_posting_without_the_csrf_token_is_refused(lobby: Channel, alice: User) -> None:
