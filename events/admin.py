@@ -8,7 +8,9 @@ from django.contrib import admin, messages
 from django.db.models import Count, Max, QuerySet
 from django.http import HttpRequest, HttpResponse
 
+from events.access import ratelimit
 from events.admin_forms import ChannelForm
+from events.exceptions import RateLimited
 from events.models import ApiKey, Channel, Message
 from events.publish.store import publish
 from events.signals import channel_admin_context
@@ -58,16 +60,21 @@ class ChannelAdmin(admin.ModelAdmin[Channel]):
 
     @admin.action(description="Send a test message to the selected channels")
     def send_test_message(self, request: HttpRequest, queryset: QuerySet[Channel]) -> None:
+        sent = 0
         for channel in queryset.filter(is_active=True):
+            try:
+                ratelimit.count_staff_publish(request.user.pk)
+            except RateLimited as refusal:
+                self.message_user(request, f"Stopped: {refusal.detail}", level=messages.ERROR)
+                break
             publish(
                 channel,
                 {"text": f"Test message from {request.user.get_username()}"},
                 "test",
                 publisher=f"user:{request.user.get_username()}",
             )
-        self.message_user(
-            request, f"Sent a test message to {queryset.filter(is_active=True).count()} channel(s)."
-        )
+            sent += 1
+        self.message_user(request, f"Sent a test message to {sent} channel(s).")
 
     def change_view(
         self,

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 
+from events.access import ratelimit
 from events.announcements import workflow as announcements
 from events.announcements.forms import PUBLISH_BUTTON, RETRACT_BUTTON, SCHEDULE_BUTTON, AnnouncementForm
 from events.announcements.models import Announcement, AnnouncementState
+from events.exceptions import RateLimited
 
 
 @admin.register(Announcement)
@@ -23,6 +26,14 @@ class AnnouncementAdmin(admin.ModelAdmin[Announcement]):
     readonly_fields = ["state", "version", "created_by", "created_at", "updated_at"]
     actions = ["retract_selected"]
     change_form_template = "admin/announcements/announcement/change_form.html"
+
+    def get_form(
+        self, request: HttpRequest, obj: Announcement | None = None, change: bool = False, **kwargs: Any
+    ) -> type[forms.ModelForm[Announcement]]:
+        form = super().get_form(request, obj, change, **kwargs)
+        # A new class per call (modelform_factory), so this is this request's alone.
+        form.editor_pk = request.user.pk  # type: ignore[attr-defined]  # AnnouncementForm.editor_pk
+        return form
 
     def save_model(self, request: HttpRequest, obj: Announcement, form: Any, change: bool) -> None:
         by = f"user:{request.user.get_username()}"
@@ -60,6 +71,11 @@ class AnnouncementAdmin(admin.ModelAdmin[Announcement]):
         pending = queryset.exclude(state=AnnouncementState.RETRACTED)
         # Nothing can be published to a switched-off channel: those are left as they are.
         for announcement in pending.filter(channel__is_active=True).select_related("channel"):
+            try:
+                ratelimit.count_staff_publish(request.user.pk)
+            except RateLimited as refusal:
+                self.message_user(request, f"Stopped: {refusal.detail}", level=messages.ERROR)
+                break
             announcements.retract(announcement, by)
             count += 1
         self.message_user(request, f"Retracted {count} announcement(s).")

@@ -7,7 +7,9 @@ from typing import Any
 from django import forms
 from django.utils import timezone
 
+from events.access import ratelimit
 from events.announcements.models import Announcement, AnnouncementState
+from events.exceptions import RateLimited
 from events.models import validate_web_link
 
 PUBLISH_BUTTON = "_publish_now"
@@ -16,7 +18,11 @@ RETRACT_BUTTON = "_retract"
 
 
 class AnnouncementForm(forms.ModelForm[Announcement]):
-    """Checks the dates against each other and against now."""
+    """Checks the dates against each other and against now, and the editor's publish rate."""
+
+    # Who presses the button (set by AnnouncementAdmin.get_form on the form class it
+    # builds for that request): a form that publishes counts against their rate.
+    editor_pk: object = None
 
     link = forms.URLField(
         required=False,
@@ -50,6 +56,11 @@ class AnnouncementForm(forms.ModelForm[Announcement]):
                 "This channel is switched off: nothing can be published to it. "
                 "Switch it on first, or save without publishing.",
             )
+        if not self.errors and self.sends_now() and self.editor_pk is not None:
+            try:
+                ratelimit.count_staff_publish(self.editor_pk)
+            except RateLimited as refusal:
+                self.add_error(None, f"Nothing was published: {refusal.detail}")
         return cleaned
 
     def sends_now(self) -> bool:

@@ -130,7 +130,7 @@ def store_from_request(request: HttpRequest, slug: str) -> Message | idempotency
         ratelimit.count(ratelimit.PUBLISH_BY_KEY, key.prefix)
     else:
         publisher = _staff_publisher(request)
-        ratelimit.count(ratelimit.PUBLISH_BY_USER, str(request.user.pk))
+        ratelimit.count_staff_publish(request.user.pk)
     scope = idempotency.key_scope(key.prefix) if key is not None else idempotency.user_scope(request.user.pk)
     claim = idempotency.claim(request.META.get(idempotency.META_NAME), scope)
     channel = active_channels([slug])[0]

@@ -10,7 +10,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.db import close_old_connections
 from django.template import Context, Template
-from django.test import Client
+from django.test import Client, override_settings
 from django.utils import timezone
 
 from events.announcements import workflow as announcements
@@ -338,3 +338,57 @@ def test_api_keys_in_the_admin(staff_client: Client, news: Channel) -> None:
     assert secret not in staff_client.get(f"/admin/events/apikey/{key.pk}/change/").content.decode()
     staff_client.post("/admin/events/apikey/", {"action": "revoke", "_selected_action": [key.pk]})
     assert not ApiKey.objects.get(pk=key.pk).is_active
+
+
+# --- The per-user publish rate holds on the admin's roads as on the API's ------------
+
+
+@pytest.mark.usefixtures("empty_cache")
+@override_settings(PUSHSITE={"PUBLISH_RATE_MESSAGES": 2, "PUBLISH_RATE_SECONDS": 600})
+def test_admin_publishing_counts_against_the_editors_publish_rate(
+    staff_client: Client, news: Channel
+) -> None:
+    # Two publishes through the JSON API (the editor's session) spend the window...
+    for n in range(2):
+        response = staff_client.post(
+            "/api/channels/news/messages", {"data": n}, content_type="application/json"
+        )
+        assert response.status_code == 201
+    assert (
+        staff_client.post(
+            "/api/channels/news/messages", {"data": 3}, content_type="application/json"
+        ).status_code
+        == 429
+    )
+    # ...and the admin's roads are the same editor: no more publishes there either.
+    response = staff_client.post(
+        "/admin/announcements/announcement/add/", announcement_form(news, _publish_now="1")
+    )
+    assert response.status_code == 200  # the form again, with the reason
+    assert "Nothing was published: This user is publishing too fast." in response.content.decode()
+    assert sent(news) == []
+    assert not Announcement.objects.exists()
+    response = staff_client.post(
+        "/admin/events/channel/", {"action": "send_test_message", "_selected_action": [news.pk]}, follow=True
+    )
+    assert "Stopped: This user is publishing too fast." in response.content.decode()
+    assert "Sent a test message to 0 channel(s)." in response.content.decode()
+    assert Message.objects.filter(channel=news, event="test").count() == 0
+
+
+@pytest.mark.usefixtures("empty_cache")
+@override_settings(PUSHSITE={"PUBLISH_RATE_MESSAGES": 2, "PUBLISH_RATE_SECONDS": 600})
+def test_the_retract_action_stops_at_the_editors_publish_rate(staff_client: Client, news: Channel) -> None:
+    published = [make(news) for _ in range(3)]
+    for announcement in published:
+        announcements.publish_now(announcement, "user:editor")  # the workflow itself counts nothing
+    response = staff_client.post(
+        "/admin/announcements/announcement/",
+        {"action": "retract_selected", "_selected_action": [a.pk for a in published]},
+        follow=True,
+    )
+    body = response.content.decode()
+    assert "Stopped: This user is publishing too fast." in body
+    assert "Retracted 2 announcement(s)." in body
+    assert Announcement.objects.filter(state=AnnouncementState.RETRACTED).count() == 2
+    assert [d["action"] for d in sent(news)].count("retracted") == 2
