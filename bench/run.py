@@ -346,9 +346,19 @@ async def run_all(options: argparse.Namespace, sizes: Sizes, workdir: Path) -> d
             deployment, workdir, sizes, progress, cpu
         )
     if "storm" in wanted:
-        progress.target = "pushsite"
-        results["storm"] = await storm.reconnect_storm(deployment, sizes, progress, cpu)
-        progress.note(f"pushsite: reconnect storm: {results['storm']}")
+        # This checkout's Pushsite, and --baseline's when pushsite-baseline is named (A/B, in the order named).
+        for name in options.servers.split(","):
+            if name not in {"pushsite", "pushsite-baseline"}:
+                continue
+            root = options.baseline if name == "pushsite-baseline" else ROOT
+            if root is None:
+                raise SystemExit("pushsite-baseline needs --baseline DIR (another checkout)")
+            progress.target = name
+            key = "storm" if name == "pushsite" else "storm_baseline"
+            results[key] = await storm.reconnect_storm(
+                deployment, sizes, progress, cpu, name=f"{name}-storm", root=root
+            )
+            progress.note(f"{name}: reconnect storm: {results[key]}")
     if "publish_load" in wanted:
         # (j) issue 17: its own deployments (PostgreSQL and SQLite) and reference server.
         load_sizes = publish_load.QUICK if options.quick else publish_load.LoadSizes()

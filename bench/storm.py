@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
+from pathlib import Path
+
+from tests.support.servers import ROOT
 
 from .loadgen import Crowd, Tally
 from .publisher import Publisher
@@ -22,13 +26,23 @@ PHASE_BEFORE, PHASE_STORM = 7, 8
 
 
 async def reconnect_storm(
-    deployment: PushsiteDeployment, sizes: Sizes, progress: Progress, cpu: int | None
+    deployment: PushsiteDeployment,
+    sizes: Sizes,
+    progress: Progress,
+    cpu: int | None,
+    *,
+    name: str = "pushsite-storm",
+    root: Path = ROOT,
 ) -> dict[str, object]:
-    server = deployment.server("pushsite-storm", cpu=cpu)
+    """The storm against the Pushsite at ``root`` (another checkout's, for an A/B run)."""
+    server = deployment.server(name, cpu=cpu, root=root)
     clients, missed = sizes.storm_clients, sizes.storm_messages
     server.start()
     try:
+        opening_cpu = server.cpu_seconds()
         crowd, _ = await open_crowd(server, clients, progress, "(h) storm: before")
+        # For comparison: the CPU of opening the same number of live streams (no cursor: the directory).
+        opening_cpu = server.cpu_seconds() - opening_cpu
         tally = Tally(PHASE_BEFORE, clients, keep_latencies=False)
         crowd.start_phase(tally)
         publisher = Publisher(HOST, server.port, SLUG, server.api_key)
@@ -56,7 +70,7 @@ async def reconnect_storm(
         )
         tally = Tally(PHASE_STORM, clients * missed, keep_latencies=False)
         storm.tally = tally  # replay arrives with the first frames
-        started = time.perf_counter()
+        started, cpu_before = time.perf_counter(), server.cpu_seconds()
         await storm.open(
             clients,
             concurrency=sizes.storm_concurrency,
@@ -66,6 +80,8 @@ async def reconnect_storm(
         )
         complete = await wait_for(tally, sizes, progress, "(h) storm: catching up")
         seconds = time.perf_counter() - started
+        # Server CPU from the first reconnect to the last delivery (load-robust, unlike the wall time).
+        cpu_used = server.cpu_seconds() - cpu_before
         try:
             return {
                 "clients": clients,
@@ -73,6 +89,10 @@ async def reconnect_storm(
                 "concurrency": sizes.storm_concurrency,
                 "failed_to_reconnect": len(storm.failures),
                 "all_back_and_caught_up_s": round(seconds, 2),
+                "server_cpu_s": round(cpu_used, 2),
+                "server_cpu_ms_per_client": round(cpu_used * 1000 / max(1, clients), 3),
+                "live_open_cpu_ms_per_client": round(opening_cpu * 1000 / max(1, clients), 3),
+                "load_average": os.getloadavg(),
                 **integrity(tally, storm, missed, complete=complete),
             }
         finally:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from types import SimpleNamespace
@@ -376,14 +376,18 @@ def check_read(channel: Channel, reader: Reader) -> None:
     raise unknown_channel(channel.slug, exists=True)
 
 
-def readable_channels(slugs: list[str], reader: Reader) -> list[Channel]:
+def readable_channels(
+    slugs: list[str], reader: Reader, *, active: Mapping[str, Channel] | None = None
+) -> list[Channel]:
     """The active channels named by ``slugs`` that ``reader`` may read, in order.
 
     The first slug that is unknown *or* unreadable is refused, in the order
     asked, so a refusal never depends on whether a later channel exists.
     Credentials must be checked before this (their errors name no channel).
+    ``active``: the active channels by slug, already read for a batch of readers
+    (events/deliver/admission.py); it must hold every active channel of ``slugs``.
     """
-    found = {c.slug: c for c in Channel.objects.active().filter(slug__in=slugs)}
+    found = {c.slug: c for c in Channel.objects.active().filter(slug__in=slugs)} if active is None else active
     channels = []
     for slug in slugs:
         channel = found.get(slug)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
 from typing import Any
@@ -40,6 +41,7 @@ from events.access.auth import (
 from events.access.revocation import Access
 from events.conf import conf
 from events.deliver import directory, history
+from events.deliver.admission import BatchedAdmission
 from events.deliver.direct import claim_direct_writer
 from events.deliver.holdings import Holdings
 from events.deliver.relay import get_relay
@@ -200,8 +202,12 @@ class Authorized:
     rows: list[Channel] = field(default_factory=list)
 
 
-def authorize(request: StreamRequest) -> Authorized:
-    """Check the request against the database: credentials, channels, origin, cursor."""
+def authorize(request: StreamRequest, active: Mapping[str, Channel] | None = None) -> Authorized:
+    """Check the request against the database: credentials, channels, origin, cursor.
+
+    ``active``: the active channels by slug, read once for a batch of requests
+    (events/deliver/admission.py); None reads this request's own.
+    """
     reader = Reader(key=api_key_from(request.authorization))
     if request.token:
         reader.grant = verify_token(request.token)
@@ -209,7 +215,7 @@ def authorize(request: StreamRequest) -> Authorized:
     reader.user = user_from_session(session)
     # After the credentials, whose errors name no channel: an unknown channel
     # and one this reader may not read are refused alike.
-    channels = readable_channels(request.slugs, reader)
+    channels = readable_channels(request.slugs, reader, active=active)
 
     allow_origin = check_origin(request, channels)
 
@@ -258,6 +264,10 @@ def authorize(request: StreamRequest) -> Authorized:
         history=any(positions[c.pk] < c.last_sequence for c in channels),
         rows=channels,
     )
+
+
+# ``authorize`` for the streams opening together: one thread hop and one channel query per batch.
+admit_from_database: BatchedAdmission[StreamRequest, Authorized] = BatchedAdmission(authorize)
 
 
 def admit_from_directory(request: StreamRequest) -> Authorized | None:
@@ -386,7 +396,7 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
             await self.take_shared_stream_slot()
             authorized = admit_from_directory(request)
             if authorized is None:
-                authorized = await database_sync_to_async(authorize)(request)
+                authorized = await admit_from_database(request)
                 get_relay().directory.remember(authorized.rows)
             await self.join_feeds(authorized)
         except PushsiteError as error:

@@ -37,7 +37,7 @@ from asgiref.typing import ASGISendEvent, HTTPResponseBodyEvent
 from events import metrics
 from events.access.revocation import Access
 from events.conf import conf
-from events.deliver import history
+from events.deliver import replay
 from events.deliver.direct import DirectWriter
 from events.deliver.eager import start_eagerly
 from events.metrics import stats
@@ -260,7 +260,8 @@ class Stream:
         batch = conf.REPLAY_BATCH_SIZE
         while not self.closed:
             position = self.positions[channel_id]
-            stored = await history.afetch_frames_after(channel_id, channel.slug, position, batch)
+            # Batched with the other streams reading now (events/deliver/replay.py): one query per channel.
+            stored = await replay.frames_after_batched(channel_id, channel.slug, position, batch)
             for frame in stored:
                 if self.closed:
                     return
