@@ -35,6 +35,8 @@ from events.models import Channel, Kind, Message
 from events.publish import store as publishing
 from events.publish import validate
 
+# Reserved for the room endpoints (apps.py): they publish inside publishing_reserved(EVENT_PREFIX).
+EVENT_PREFIX = "chat."
 MESSAGE_EVENT = "chat.message"
 DELETED_EVENT = "chat.deleted"
 TYPING_EVENT = "chat.typing"

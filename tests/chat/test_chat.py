@@ -227,11 +227,15 @@ async def test_staff_deletion_blanks_the_message_and_stores_a_deleted_event(
 
 def test_the_room_page_shows_messages_as_text(lobby: Channel, alice: User) -> None:
     from events.publish.store import store_message
+    from events.publish.validate import publishing_reserved
 
-    store_message(
-        lobby, {"text": "<img src=x onerror=alert(1)>", "author": {"name": "alice"}}, event="chat.message"
-    )
-    store_message(lobby, {"text": "gone", "author": {"name": "alice"}, "deleted": True}, event="chat.message")
+    with publishing_reserved("chat."):
+        store_message(
+            lobby, {"text": "<img src=x onerror=alert(1)>", "author": {"name": "alice"}}, event="chat.message"
+        )
+        store_message(
+            lobby, {"text": "gone", "author": {"name": "alice"}, "deleted": True}, event="chat.message"
+        )
     client = Client()
     page = client.get("/rooms/lobby/")
     html = page.content.decode()
