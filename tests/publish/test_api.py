@@ -256,11 +256,23 @@ async def test_history_pages_after_an_id(news: Channel, key: str) -> None:
     assert rest["has_more"] is False
 
 
+async def test_history_takes_the_streams_cursors(news: Channel, key: str) -> None:
+    client = AsyncClient()
+    for n in range(3):
+        await post(client, "news", {"data": n}, **bearer(key))
+    for after in ["1", f"1~{news.epoch}", f"news:1~{news.epoch}", "news:1"]:
+        response = await client.get(URL.format(slug="news"), {"after": after})
+        assert response.status_code == 200, response.json()
+        assert [m["id"] for m in response.json()["messages"]] == [2, 3]
+
+
 @pytest.mark.parametrize(
     ("query", "fragment"),
     [
-        ({"after": "x"}, "after must be a whole number"),
-        ({"after": "-1"}, "after must be a whole number"),
+        ({"after": "x"}, "after must be an event id this server sent: a number, or slug:number pairs"),
+        ({"after": "-1"}, "after must be an event id this server sent"),
+        ({"after": "1~zz!"}, "after must be an event id this server sent"),
+        ({"after": "1~00000000"}, "after names another incarnation of channel 'news' (epoch 00000000, now "),
         ({"limit": "0"}, "limit must be at least 1"),
         ({"limit": "1001"}, "at most 1000"),
         ({"limit": "1e3"}, "limit must be a whole number"),
