@@ -24,6 +24,7 @@ from events.access.auth import Reader, check_read, unknown_channel
 from events.chat.conf import chat_conf
 from events.chat.models import ChatMute, ChatNickname
 from events.exceptions import (
+    ChannelNotFound,
     InvalidInput,
     Muted,
     NotAuthenticated,
@@ -96,10 +97,15 @@ def identity(user: User | AnonymousUser, session: SessionBase | None) -> Author 
 
 def get_room(slug: str, user: User | AnonymousUser) -> Channel:
     """The active chat channel ``slug`` if ``user`` may read it (404 / 401 / 403 otherwise)."""
-    channel = Channel.objects.active().filter(slug=slug, kind=Kind.CHAT).first()
+    channel = Channel.objects.active().filter(slug=slug).first()
     if channel is None:
         raise unknown_channel(slug)
-    check_read(channel, Reader(user=user))
+    check_read(channel, Reader(user=user))  # first: a hidden channel stays "no such channel"
+    if channel.kind != Kind.CHAT:
+        raise ChannelNotFound(
+            f"{slug!r} is a feed channel, not a chat room: read it at /channels/{slug}/ "
+            f"and publish with POST /api/channels/{slug}/messages."
+        )
     return channel
 
 
