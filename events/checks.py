@@ -6,7 +6,9 @@ import sys
 from typing import Any
 
 from django.conf import settings
+from django.contrib.staticfiles.storage import ManifestFilesMixin
 from django.core.checks import CheckMessage, Error, Info, Warning, register
+from django.core.files.storage import storages
 
 from events.conf import SettingsGroup, conf
 
@@ -80,6 +82,40 @@ def check_development_server(app_configs: Any, **kwargs: Any) -> list[CheckMessa
             id="events.I001",
         )
     ]
+
+
+# Commands that serve requests, or check that a deployment could: the production checks
+# below apply to them only, so `migrate` or `collectstatic` itself runs before they pass.
+SERVING_COMMANDS = ("serve", "runserver", "check")
+COLLECTSTATIC_COMMAND = ".venv/bin/python manage.py collectstatic --noinput"
+
+
+@register()
+def check_production_serving(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
+    """A server that would answer every request with an error refuses to start instead."""
+    if sys.argv[1:2] not in [[name] for name in SERVING_COMMANDS]:
+        return []
+    messages: list[CheckMessage] = []
+    storage = storages["staticfiles"]
+    if isinstance(storage, ManifestFilesMixin) and not storage.exists(storage.manifest_name):
+        messages.append(
+            Error(
+                f"The static files manifest {storage.path(storage.manifest_name)} is missing: "
+                "with DJANGO_DEBUG off every page would answer 500.",
+                hint=f"Run {COLLECTSTATIC_COMMAND} (it writes DJANGO_STATIC_ROOT) before serving.",
+                id="events.E004",
+            )
+        )
+    if not settings.DEBUG and not settings.ALLOWED_HOSTS:
+        messages.append(
+            Error(
+                "DJANGO_ALLOWED_HOSTS is empty: with DJANGO_DEBUG off every request would answer 400.",
+                hint="Set DJANGO_ALLOWED_HOSTS to the host names this site answers to, e.g. "
+                "DJANGO_ALLOWED_HOSTS=push.example.com.",
+                id="events.E005",
+            )
+        )
+    return messages
 
 
 def _number(source: Any, name: str) -> float | None:

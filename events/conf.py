@@ -54,7 +54,7 @@ class Setting(Generic[T]):
             return kind(value)
         except (TypeError, ValueError) as exc:
             raise ImproperlyConfigured(
-                f"PUSHSITE_{self.name} must be a {kind.__name__}, not {value!r}."
+                f"PUSHSITE_{self.name} must be {'a whole number' if kind is int else 'a number'}, not {value!r}."
             ) from exc
 
 

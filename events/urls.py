@@ -16,4 +16,7 @@ urlpatterns = [
     # Anything else under /api/ is a JSON 404, even with DEBUG on (no feature has /api/ URLs).
     # ([\s\S], not ".": a %0A in the path is a newline, which "." would not match.)
     re_path(r"^api/(?P<rest>[\s\S]*)$", views.api_not_found, name="api-not-found"),
+    # The streams are ASGI routes (events/routing.py): what reaches Django under /events is
+    # no stream, and gets a JSON 404 that names the right URL (a missing slash, usually).
+    re_path(r"^events(?:/(?P<rest>[\s\S]*))?$", views.stream_not_found, name="stream-not-found"),
 ]

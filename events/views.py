@@ -16,6 +16,7 @@ from events.http.responses import error_response, from_exception
 from events.models import Channel, Message, Visibility
 
 API_STREAM_PATH = re.compile(r"/api/channels/[-a-zA-Z0-9_]+/stream")
+STREAM_PATH = re.compile(r"/events/(?:[-a-zA-Z0-9_]+/)?")  # events/routing.py
 # Stored messages a channel page shows when it opens, before going live.
 CHANNEL_PAGE_REWIND = 50
 
@@ -68,6 +69,20 @@ def api_not_found(request: HttpRequest, rest: str = "") -> HttpResponse:
         detail = f"There is no API endpoint at {path}; leave out the trailing slash: {path.rstrip('/')}"
     else:
         detail = f"There is no API endpoint at {path}. The endpoints are listed in the README."
+    return error_response(404, "not_found", detail[:300])
+
+
+@csrf_exempt  # it changes nothing, and a mistyped stream URL should learn why
+def stream_not_found(request: HttpRequest, rest: str = "") -> HttpResponse:
+    """Any path under /events that is not a stream: a JSON 404, naming the stream URL a slash away."""
+    path = request.path
+    if STREAM_PATH.fullmatch(path + "/"):
+        query = request.META.get("QUERY_STRING", "")
+        detail = (
+            f"There is no stream at {path}; add the trailing slash: {path}/{'?' + query if query else ''}"
+        )
+    else:
+        detail = f"There is no stream at {path}. Streams are /events/<slug>/ and /events/?channel=<slug>&channel=<slug>."
     return error_response(404, "not_found", detail[:300])
 
 

@@ -44,7 +44,7 @@ def test_a_value_of_another_kind_is_a_configuration_error(override: object) -> N
         pytest.raises(ImproperlyConfigured) as info,
     ):
         _ = conf.MAX_BACKLOG_BYTES
-    assert str(info.value) == f"PUSHSITE_MAX_BACKLOG_BYTES must be a int, not {override!r}."
+    assert str(info.value) == f"PUSHSITE_MAX_BACKLOG_BYTES must be a whole number, not {override!r}."
 
 
 def test_unknown_names_are_attribute_errors() -> None:

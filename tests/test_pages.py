@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
 from django.test import Client
 
@@ -10,6 +11,7 @@ from events.models import Kind
 from events.provisioning import upsert_channel
 from events.publish.store import publish
 from events.views import CHANNEL_PAGE_REWIND
+from tests.support.servers import ServerProcess
 
 
 def test_the_demo_ticker_publishes_a_readable_text_and_the_numbers() -> None:
@@ -94,6 +96,44 @@ def test_unknown_api_paths_answer_json_404(settings: object, method: str, path: 
     assert response.status_code == 404
     assert response["Content-Type"] == "application/json"
     assert response.json() == {"error": "not_found", "detail": detail}
+
+
+@pytest.mark.parametrize(
+    ("path", "detail"),
+    [
+        ("/events/news", "There is no stream at /events/news; add the trailing slash: /events/news/"),
+        (
+            "/events/news?format=ndjson&after=0",
+            "There is no stream at /events/news; add the trailing slash: /events/news/?format=ndjson&after=0",
+        ),
+        ("/events", "There is no stream at /events; add the trailing slash: /events/"),
+        (
+            "/events/news/extra/",
+            "There is no stream at /events/news/extra/. "
+            "Streams are /events/<slug>/ and /events/?channel=<slug>&channel=<slug>.",
+        ),
+    ],
+)
+def test_stream_urls_missing_a_slash_answer_json_404_naming_the_stream(
+    settings: object, path: str, detail: str
+) -> None:
+    settings.DEBUG = True  # type: ignore[attr-defined]  # even where Django would show its debug page
+    response = Client().get(path)
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"
+    assert response.json() == {"error": "not_found", "detail": detail}
+
+
+async def test_a_stream_url_without_its_slash_is_a_json_404_on_the_served_stack(
+    server: ServerProcess,
+) -> None:
+    async with httpx.AsyncClient(timeout=10) as client:
+        response = await client.get(f"{server.url}/events/news")
+    assert response.status_code == 404
+    assert (
+        response.json()["detail"]
+        == "There is no stream at /events/news; add the trailing slash: /events/news/"
+    )
 
 
 @pytest.mark.django_db

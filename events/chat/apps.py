@@ -13,3 +13,8 @@ class ChatConfig(AppConfig):
 
     def ready(self) -> None:
         from events.chat import nicknames, presence  # noqa: F401  (connects their signal receivers)
+        from events.chat.rules import EVENT_PREFIX
+        from events.publish.validate import reserve_event_prefix
+
+        # A key must not forge an author's chat.message or a moderator's chat.deleted.
+        reserve_event_prefix(EVENT_PREFIX, "a chat room's own endpoints (POST /rooms/<slug>/messages)")

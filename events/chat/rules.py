@@ -24,6 +24,7 @@ from events.access.auth import Reader, check_read, unknown_channel
 from events.chat.conf import chat_conf
 from events.chat.models import ChatMute, ChatNickname
 from events.exceptions import (
+    ChannelNotFound,
     InvalidInput,
     Muted,
     NotAuthenticated,
@@ -35,6 +36,8 @@ from events.models import Channel, Kind, Message
 from events.publish import store as publishing
 from events.publish import validate
 
+# Reserved for the room endpoints (apps.py): they publish inside publishing_reserved(EVENT_PREFIX).
+EVENT_PREFIX = "chat."
 MESSAGE_EVENT = "chat.message"
 DELETED_EVENT = "chat.deleted"
 TYPING_EVENT = "chat.typing"
@@ -100,10 +103,15 @@ def identity(user: User | AnonymousUser, session: SessionBase | None) -> Author 
 
 def get_room(slug: str, user: User | AnonymousUser) -> Channel:
     """The active chat channel ``slug`` if ``user`` may read it (404 / 401 / 403 otherwise)."""
-    channel = Channel.objects.active().filter(slug=slug, kind=Kind.CHAT).first()
+    channel = Channel.objects.active().filter(slug=slug).first()
     if channel is None:
         raise unknown_channel(slug)
-    check_read(channel, Reader(user=user))
+    check_read(channel, Reader(user=user))  # first: a hidden channel stays "no such channel"
+    if channel.kind != Kind.CHAT:
+        raise ChannelNotFound(
+            f"{slug!r} is a feed channel, not a chat room: read it at /channels/{slug}/ "
+            f"and publish with POST /api/channels/{slug}/messages."
+        )
     return channel
 
 

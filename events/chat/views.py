@@ -31,6 +31,7 @@ from events.http.address import client_address
 from events.http.responses import error_response, from_exception
 from events.models import Channel, Kind, Message
 from events.publish import store as publishing
+from events.publish.validate import publishing_reserved
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +121,7 @@ async def _run(request: HttpRequest, slug: str, action: Action, *, methods: str 
             MethodNotAllowed(f"{request.method} is not allowed here; use {methods}.", allow=methods)
         )
     try:
-        outcome = await sync_to_async(action)(request, slug)
+        outcome = await sync_to_async(_as_room)(action, request, slug)
     except PushsiteError as error:
         return from_exception(error)
     except DatabaseError:
@@ -130,10 +131,17 @@ async def _run(request: HttpRequest, slug: str, action: Action, *, methods: str 
         await publishing.fan_out(message)
     if outcome.ephemeral is not None:
         channel, data, event = outcome.ephemeral
-        await publishing.fan_out_ephemeral(channel, data, event=event)
+        with publishing_reserved(chat.EVENT_PREFIX):
+            await publishing.fan_out_ephemeral(channel, data, event=event)
     response = JsonResponse(outcome.payload, status=outcome.status)
     response["Cache-Control"] = "no-store"
     return response
+
+
+def _as_room(action: Action, request: HttpRequest, slug: str) -> Outcome:
+    """Run ``action`` as the room endpoints: the only code that may publish ``chat.*`` events."""
+    with publishing_reserved(chat.EVENT_PREFIX):
+        return action(request, slug)
 
 
 def _post(request: HttpRequest, slug: str) -> Outcome:

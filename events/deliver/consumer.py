@@ -121,6 +121,7 @@ def parse_stream_request(scope: RoutedHTTPScope) -> StreamRequest:
     if cursor is None and output == NDJSON_FORMAT:
         # NDJSON readers resume with the cursor of the last line they read.
         cursor = _last(query, "after")
+        cursors.parse_cursor(cursor, slugs, max_length=conf.MAX_CURSOR_LENGTH, name="after")  # errors name it
     rewind = parse_rewind(_last(query, "rewind"))
     token = _last(query, "token")
     cookie = SimpleCookie()

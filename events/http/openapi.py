@@ -242,7 +242,15 @@ def description() -> dict[str, Any]:
                     "summary": "Stored messages after `after`, oldest first.",
                     "security": PUBLIC_OR_ANY,
                     "parameters": [
-                        {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                        {
+                            "name": "after",
+                            "in": "query",
+                            "description": "A message id, or a stream cursor (12~3fa9c0b1) as the stream's after.",
+                            "schema": {
+                                "type": "string",
+                                "pattern": "^([0-9]{1,19}(~[0-9a-z]{1,16})?|[-a-zA-Z0-9_]{1,50}:[0-9]{1,19}(~[0-9a-z]{1,16})?(,[-a-zA-Z0-9_]{1,50}:[0-9]{1,19}(~[0-9a-z]{1,16})?)*)$",
+                            },
+                        },
                         {
                             "name": "limit",
                             "in": "query",

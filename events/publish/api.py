@@ -44,6 +44,7 @@ from events.http.responses import from_exception
 from events.models import Channel, Message
 from events.publish import idempotency, validate, writers
 from events.publish import store as publishing
+from events.wire import cursors
 from events.wire.frames import isoformat_utc
 
 logger = logging.getLogger(__name__)
@@ -185,7 +186,7 @@ def _staff_publisher(request: HttpRequest) -> str:
 
 def read_history(request: HttpRequest, slug: str) -> dict[str, Any]:
     """One page of a channel's history, under the same rules as subscribing."""
-    after = _int_param(request, "after", default=0, minimum=0)
+    raw_after = request.GET.get("after")
     max_limit = conf.HISTORY_MAX_LIMIT
     limit = _int_param(request, "limit", default=conf.HISTORY_DEFAULT_LIMIT, minimum=1)
     if limit > max_limit:
@@ -195,6 +196,7 @@ def read_history(request: HttpRequest, slug: str) -> dict[str, Any]:
     if token:
         reader.grant = verify_token(token)
     channel = readable_channels([slug], reader)[0]
+    after = _history_start(channel, raw_after)
 
     rows = list(Message.objects.filter(channel=channel, sequence__gt=after).order_by("sequence")[: limit + 1])
     has_more = len(rows) > limit
@@ -213,6 +215,20 @@ def read_history(request: HttpRequest, slug: str) -> dict[str, Any]:
         # When after + 1 < first_available_id, older messages are gone.
         "first_available_id": oldest,
     }
+
+
+def _history_start(channel: Channel, raw: str | None) -> int:
+    """The sequence ``?after=`` names, read as the stream reads a cursor (``12``, ``12~3fa9c0b1``)."""
+    start = cursors.parse_cursor(raw, [channel.slug], max_length=conf.MAX_CURSOR_LENGTH, name="after")
+    position = start.get(channel.slug)
+    if position is None:
+        return 0
+    if position.epoch is not None and position.epoch != channel.epoch:
+        raise InvalidInput(
+            f"after names another incarnation of channel {channel.slug!r} (epoch {position.epoch}, "
+            f"now {channel.epoch}): what it had is gone; read from after=0."
+        )
+    return position.sequence
 
 
 def _int_param(request: HttpRequest, name: str, *, default: int, minimum: int) -> int:

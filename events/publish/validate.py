@@ -21,7 +21,9 @@ import json
 import math
 import re
 import sys
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from django.core.exceptions import RequestDataTooBig
@@ -36,6 +38,11 @@ MESSAGE_FIELDS = frozenset({"event", "data"})
 MESSAGE_SHAPE = '{"event": "<type>", "data": <any JSON>}'
 
 _EVENT_TYPE = re.compile(EVENT_TYPE_PATTERN)
+# Event-type prefixes a feature app keeps for its own endpoints (the chat app's "chat."),
+# with who publishes them; registered in the app's ready(), so the core imports no feature.
+_reserved_prefixes: dict[str, str] = {}
+# The prefixes the code running now publishes as their owner (see :func:`publishing_reserved`).
+_owned: ContextVar[frozenset[str]] = ContextVar("pushsite_owned_event_prefixes", default=frozenset())
 _MAX_FLOAT_INT = int(sys.float_info.max)
 _MAX_INT_DIGITS = len(str(_MAX_FLOAT_INT))
 # A JSON string (possessive, and its closing quote optional, so that an unclosed
@@ -233,7 +240,36 @@ def validate_event_type(event: Any) -> str:
         )
     if event.startswith(RESERVED_EVENT_PREFIX):
         raise InvalidInput(f"event types starting with {RESERVED_EVENT_PREFIX!r} are reserved.")
+    for prefix, publisher in _reserved_prefixes.items():
+        if event.startswith(prefix) and prefix not in _owned.get():
+            raise InvalidInput(
+                f"event {event!r} is reserved: types starting with {prefix!r} are published only by {publisher}."
+            )
     return event
+
+
+def reserve_event_prefix(prefix: str, publisher: str) -> None:
+    """Refuse event types starting with ``prefix`` on every publish path but ``publisher``'s own.
+
+    A feature app calls it in ``AppConfig.ready()``; ``publisher`` completes the refusal
+    ("... are published only by <publisher>"). Its endpoints publish such types inside
+    :func:`publishing_reserved`.
+    """
+    if not prefix or prefix.startswith(RESERVED_EVENT_PREFIX):
+        raise ValueError(f"{prefix!r} cannot be reserved by a feature.")
+    _reserved_prefixes[prefix] = publisher
+
+
+@contextmanager
+def publishing_reserved(prefix: str) -> Iterator[None]:
+    """Within this block (this thread or task only), event types starting with ``prefix`` may be published."""
+    if prefix not in _reserved_prefixes:
+        raise ValueError(f"{prefix!r} is not a reserved event prefix.")
+    token = _owned.set(_owned.get() | {prefix})
+    try:
+        yield
+    finally:
+        _owned.reset(token)
 
 
 def validate_payload(data: Any) -> None:

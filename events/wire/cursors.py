@@ -37,40 +37,45 @@ class Position(NamedTuple):
     epoch: str | None = None
 
 
-def _to_sequence(text: str) -> int:
+def _to_sequence(text: str, name: str) -> int:
     value = int(text)
     if value > MAX_SEQUENCE:
-        raise InvalidInput("Last-Event-ID holds a number that is too large.")
+        raise InvalidInput(f"{name} holds a number that is too large.")
     return value
 
 
-def parse_cursor(raw: str | None, slugs: Iterable[str], *, max_length: int) -> dict[str, Position]:
-    """Positions by slug for the channels of this stream; empty when ``raw`` is empty."""
+def parse_cursor(
+    raw: str | None, slugs: Iterable[str], *, max_length: int, name: str = "Last-Event-ID"
+) -> dict[str, Position]:
+    """Positions by slug for the channels of this stream; empty when ``raw`` is empty.
+
+    ``name`` is what the client called the position (``after`` in a query), for the errors.
+    """
     if raw is None or raw == "":
         return {}
     if len(raw) > max_length:
-        raise InvalidInput(f"Last-Event-ID is longer than {max_length} characters.")
+        raise InvalidInput(f"{name} is longer than {max_length} characters.")
     wanted = list(slugs)
     single = _SINGLE.fullmatch(raw)
     if single is not None:
         if len(wanted) != 1:
             raise InvalidInput(
-                "Last-Event-ID must name each channel (slug:id,slug:id) on a stream of several channels."
+                f"{name} must name each channel (slug:id,slug:id) on a stream of several channels."
             )
         number, epoch = single.groups()
-        return {wanted[0]: Position(_to_sequence(number), epoch)}
+        return {wanted[0]: Position(_to_sequence(number, name), epoch)}
     positions: dict[str, Position] = {}
     for part in raw.split(","):
         match = _PAIR.fullmatch(part)
         if match is None:
             raise InvalidInput(
-                "Last-Event-ID must be an event id this server sent: "
-                "a number, or slug:number pairs joined by commas."
+                f"{name} must be an event id this server sent: "
+                f"a number, or slug:number pairs joined by commas (not {raw[:40]!r})."
             )
         slug, number, epoch = match.groups()
         if slug in positions:
-            raise InvalidInput(f"Last-Event-ID names the channel {slug!r} twice.")
-        positions[slug] = Position(_to_sequence(number), epoch)
+            raise InvalidInput(f"{name} names the channel {slug!r} twice.")
+        positions[slug] = Position(_to_sequence(number, name), epoch)
     # Channels the stream does not carry are ignored, so a saved id keeps
     # working when a page subscribes to fewer channels than before.
     return {slug: position for slug, position in positions.items() if slug in wanted}

@@ -243,11 +243,15 @@ async def test_staff_deletion_blanks_the_message_and_stores_a_deleted_event(
 
 def test_the_room_page_shows_messages_as_text(lobby: Channel, alice: User) -> None:
     from events.publish.store import store_message
+    from events.publish.validate import publishing_reserved
 
-    store_message(
-        lobby, {"text": "<img src=x onerror=alert(1)>", "author": {"name": "alice"}}, event="chat.message"
-    )
-    store_message(lobby, {"text": "gone", "author": {"name": "alice"}, "deleted": True}, event="chat.message")
+    with publishing_reserved("chat."):
+        store_message(
+            lobby, {"text": "<img src=x onerror=alert(1)>", "author": {"name": "alice"}}, event="chat.message"
+        )
+        store_message(
+            lobby, {"text": "gone", "author": {"name": "alice"}, "deleted": True}, event="chat.message"
+        )
     client = Client()
     page = client.get("/rooms/lobby/")
     html = page.content.decode()
@@ -302,3 +306,19 @@ def test_seed_demo_and_create_channel_make_chat_rooms() -> None:
     call_command("create_channel", "staff-talk", "--kind", "chat", "--no-guests-may-post", stdout=out)
     assert out.getvalue() == "Created channel staff-talk (public). It is a chat room.\n"
     assert Channel.objects.get(slug="staff-talk").guests_may_post is False
+
+
+async def test_a_feed_is_no_chat_room_and_the_refusal_says_so(alice: User) -> None:
+    await sync_to_async(upsert_channel)("feed-not-room")
+    await sync_to_async(upsert_channel)("hidden-feed", visibility="private")
+    client = await logged_in(alice)
+    response = await say(client, "feed-not-room", "hi")
+    assert response.status_code == 404
+    assert response.json() == {
+        "error": "channel_not_found",
+        "detail": "'feed-not-room' is a feed channel, not a chat room: read it at /channels/feed-not-room/ "
+        "and publish with POST /api/channels/feed-not-room/messages.",
+    }
+    # A channel the reader may not read still reads as missing (docs/security.md).
+    hidden = await say(client, "hidden-feed", "hi")
+    assert hidden.json()["detail"] == "No active channel is called 'hidden-feed'."

@@ -186,6 +186,14 @@ def test_unknown_format_is_a_400(server: ServerProcess, quiet: str) -> None:
     assert "format must be one of sse, ndjson" in response.json()["detail"]
 
 
+def test_a_bad_after_is_a_400_naming_after(server: ServerProcess, quiet: str) -> None:
+    response = httpx.get(f"{server.url}/events/{quiet}/?format=ndjson&after=zz", timeout=10)
+    assert response.status_code == 400
+    assert response.json()["detail"] == (
+        "after must be an event id this server sent: a number, or slug:number pairs joined by commas (not 'zz')."
+    )
+
+
 async def test_after_is_only_an_alias_for_ndjson(server: ServerProcess, api_key: str, channel: str) -> None:
     # On an SSE stream ?after= is no resume point (the contract names lastEventId):
     # the stream starts at the end, it does not replay.

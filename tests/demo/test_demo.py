@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.support.servers import ServerProcess, Site
+from tests.support.servers import ROOT, ServerProcess, Site
 from tests.support.sse_client import Subscriber
 
 
@@ -69,3 +75,51 @@ async def test_asking_needs_the_csrf_token(server: ServerProcess, answers: str) 
     async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
         response = await client.post("/demo/streamed/ask", data={"question": "x"})
     assert response.status_code == 403
+
+
+def test_demo_ticker_stops_and_says_why_when_its_key_is_refused(server: ServerProcess, site: Site) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "manage.py",
+            "demo_ticker",
+            "--url",
+            server.url,
+            "--api-key",
+            "psk_revoked",
+            "--every",
+            "0.1",
+        ],
+        cwd=ROOT,
+        env=site.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,  # before the fix: retried silently forever
+    )
+    assert result.returncode == 1
+    assert "demo ticker: the server refused the API key (401 " in result.stderr
+    assert "run scripts/demo.sh again" in result.stderr
+
+
+def test_demo_sh_refuses_a_port_in_use_before_seeding(tmp_path: Path) -> None:
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    for name in ("demo.sh", "bootstrap.sh"):
+        shutil.copy(ROOT / "scripts" / name, scripts / name)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = subprocess.run(
+            ["bash", str(scripts / "demo.sh")],
+            cwd=tmp_path,
+            env={**os.environ, "PORT": str(port)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"Port {port} is in use: is the demo already running? Stop it or run PORT={port + 10} scripts/demo.sh\n"
+    )
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["scripts"]  # no .venv, .env or database

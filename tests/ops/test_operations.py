@@ -6,6 +6,7 @@ import logging
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 import pytest
@@ -13,7 +14,17 @@ from channels.layers import channel_layers
 from django.core.checks import run_checks
 from django.test import AsyncClient, override_settings
 
-from tests.support.servers import ROOT, ServerProcess
+from tests.support.servers import ROOT, ServerProcess, collected_static_root, free_port
+
+MANIFEST_STORAGE = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
+PRODUCTION = {
+    "DJANGO_DEBUG": "0",
+    "DJANGO_SECRET_KEY": "a-long-random-production-secret-key-0123456789-abcdefghijklmnopq",
+    "DJANGO_ALLOWED_HOSTS": "push.example.com",
+}
 
 
 @pytest.mark.django_db(transaction=True)
@@ -127,17 +138,74 @@ def test_check_deploy_passes_with_production_settings() -> None:
     result = subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
         cwd=ROOT,
-        env=_settings_env(
-            DJANGO_DEBUG="0",
-            DJANGO_HTTPS="1",
-            DJANGO_SECRET_KEY="a-long-random-production-secret-key-0123456789-abcdefghijklmnopq",
-            DJANGO_ALLOWED_HOSTS="push.example.com",
-        ),
+        env=_settings_env(**PRODUCTION, DJANGO_HTTPS="1", DJANGO_STATIC_ROOT=str(collected_static_root())),
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("command", ["check", "serve", "runserver"])
+def test_a_server_without_collected_static_files_is_a_system_check_error(
+    command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "argv", ["manage.py", command])
+    with override_settings(STORAGES=MANIFEST_STORAGE, STATIC_ROOT=tmp_path):
+        (error,) = [message for message in run_checks() if message.id == "events.E004"]
+        assert "every page would answer 500" in error.msg
+        assert error.hint == (
+            "Run .venv/bin/python manage.py collectstatic --noinput (it writes DJANGO_STATIC_ROOT) before serving."
+        )
+        (tmp_path / "staticfiles.json").write_text('{"paths": {}, "version": "1.1"}')
+        assert "events.E004" not in {message.id for message in run_checks()}
+
+
+def test_the_production_checks_leave_migrate_and_debug_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "argv", ["manage.py", "migrate"])
+    with override_settings(STORAGES=MANIFEST_STORAGE, STATIC_ROOT=tmp_path, DEBUG=False, ALLOWED_HOSTS=[]):
+        assert not {"events.E004", "events.E005"} & {message.id for message in run_checks()}
+    monkeypatch.setattr(sys, "argv", ["manage.py", "serve"])
+    with override_settings(DEBUG=True, ALLOWED_HOSTS=[]):  # tests/settings.py: finders, no manifest
+        assert not {"events.E004", "events.E005"} & {message.id for message in run_checks()}
+
+
+def test_no_allowed_hosts_without_debug_is_a_system_check_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "argv", ["manage.py", "serve"])
+    with override_settings(DEBUG=False, ALLOWED_HOSTS=[]):
+        (error,) = [message for message in run_checks() if message.id == "events.E005"]
+    assert error.msg == "DJANGO_ALLOWED_HOSTS is empty: with DJANGO_DEBUG off every request would answer 400."
+
+
+def test_serve_refuses_to_start_without_collected_static_files(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "manage.py", "serve", "--port", str(free_port())],
+        cwd=ROOT,
+        env=_settings_env(**PRODUCTION, DJANGO_STATIC_ROOT=str(tmp_path)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "(events.E004)" in result.stderr
+    assert "Run .venv/bin/python manage.py collectstatic --noinput" in result.stderr
+
+
+def test_serve_refuses_to_start_without_allowed_hosts() -> None:
+    env = _settings_env(**PRODUCTION, DJANGO_STATIC_ROOT=str(collected_static_root()))
+    del env["DJANGO_ALLOWED_HOSTS"]
+    result = subprocess.run(
+        [sys.executable, "manage.py", "serve", "--port", str(free_port())],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "(events.E005) DJANGO_ALLOWED_HOSTS is empty" in result.stderr
 
 
 def test_environment_settings_reach_pushsite_conf() -> None:

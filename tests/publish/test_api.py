@@ -100,6 +100,24 @@ REJECTIONS = [
     ("event too long", "news", {"data": 1, "event": "e" * 65}, "key", 400, "invalid", "1 to 64"),
     ("empty event", "news", {"data": 1, "event": ""}, "key", 400, "invalid", "1 to 64"),
     ("reserved event", "news", {"data": 1, "event": "pushsite.reset"}, "key", 400, "invalid", "reserved"),
+    (
+        "a chat message forged by a key",
+        "news",
+        {"data": {"text": "hi", "author": {"name": "alice", "guest": False}}, "event": "chat.message"},
+        "key",
+        400,
+        "invalid",
+        "event 'chat.message' is reserved: types starting with 'chat.' are published only by a chat room's own",
+    ),
+    (
+        "a chat deletion from a key",
+        "news",
+        {"data": {"id": 1}, "event": "chat.deleted"},
+        "key",
+        400,
+        "invalid",
+        "'chat.deleted' is reserved",
+    ),
     ("body too large", "news", {"data": "x" * (64 * 1024)}, "key", 413, "too_large", "limit"),
     ("unknown channel", "nope", {"data": 1}, "key", 404, "channel_not_found", "'nope'"),
     ("inactive channel", "closed", {"data": 1}, "key", 404, "channel_not_found", "'closed'"),
@@ -238,11 +256,23 @@ async def test_history_pages_after_an_id(news: Channel, key: str) -> None:
     assert rest["has_more"] is False
 
 
+async def test_history_takes_the_streams_cursors(news: Channel, key: str) -> None:
+    client = AsyncClient()
+    for n in range(3):
+        await post(client, "news", {"data": n}, **bearer(key))
+    for after in ["1", f"1~{news.epoch}", f"news:1~{news.epoch}", "news:1"]:
+        response = await client.get(URL.format(slug="news"), {"after": after})
+        assert response.status_code == 200, response.json()
+        assert [m["id"] for m in response.json()["messages"]] == [2, 3]
+
+
 @pytest.mark.parametrize(
     ("query", "fragment"),
     [
-        ({"after": "x"}, "after must be a whole number"),
-        ({"after": "-1"}, "after must be a whole number"),
+        ({"after": "x"}, "after must be an event id this server sent: a number, or slug:number pairs"),
+        ({"after": "-1"}, "after must be an event id this server sent"),
+        ({"after": "1~zz!"}, "after must be an event id this server sent"),
+        ({"after": "1~00000000"}, "after names another incarnation of channel 'news' (epoch 00000000, now "),
         ({"limit": "0"}, "limit must be at least 1"),
         ({"limit": "1001"}, "at most 1000"),
         ({"limit": "1e3"}, "limit must be a whole number"),

@@ -234,6 +234,25 @@ async def test_invalid_line_stops_the_stream_with_a_clear_error(
     assert [m["event"] for m in stored] == ["message"] * 3 + [END]
 
 
+async def test_a_stream_may_not_forge_chat_events(server: ServerProcess, api_key: str, slug: str) -> None:
+    before = len(history(server, slug))
+    async with httpx.AsyncClient(timeout=10) as client:
+        response = await client.post(
+            f"{server.url}/api/channels/{slug}/stream",
+            content=ndjson_line(
+                {"text": "hi", "author": {"name": "alice", "guest": False}}, event="chat.message"
+            ),
+            headers={"Authorization": f"Bearer {api_key}", "Content-Type": NDJSON},
+        )
+    assert response.status_code == 400
+    problem = response.json()
+    assert problem["detail"].startswith(
+        "Line 1: event 'chat.message' is reserved: types starting with 'chat.' "
+    )
+    assert problem["parts"] == 0
+    assert [m["event"] for m in history(server, slug)[before:]] == [END]  # the failed end, no part
+
+
 # --- limits and refusals ----------------------------------------------------------------------
 
 

@@ -53,3 +53,19 @@ def test_the_documented_retry_loop_publishes_once_when_an_answer_is_lost(
         history = client.get(f"/api/channels/{channel}/messages?after=0").json()["messages"]
     assert [stored["id"] for stored in history] == [message["id"]]
     assert message["data"] == {"text": "once"}
+
+
+def test_the_documented_retry_loop_called_again_with_its_key_publishes_nothing_more(
+    server: ServerProcess, api_key: str, channel: str
+) -> None:
+    publish_once = retry_loop()["publish_once"]
+    body = {"event": "notice", "data": {"text": "later"}}
+    with httpx.Client(
+        base_url=server.url, headers={"Authorization": f"Bearer {api_key}"}, timeout=10
+    ) as client:
+        before = client.get(f"/api/channels/{channel}/messages?after=0").json()["last_id"]
+        first = publish_once(client, channel, body, key="retry-later-0001")
+        again = publish_once(client, channel, body, key="retry-later-0001")  # "retry later with the same key"
+        history = client.get(f"/api/channels/{channel}/messages?after={before}").json()["messages"]
+    assert again == first
+    assert [stored["id"] for stored in history] == [first["id"]]

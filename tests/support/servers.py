@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +19,50 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 30.0
+
+
+_static_root: Path | None = None
+
+
+def collected_static_root() -> Path:
+    """Static files collected once per process for every ``DJANGO_DEBUG=0`` site (events.E004 needs the manifest)."""
+    global _static_root
+    if _static_root is None:
+        root = Path(tempfile.mkdtemp(prefix="pushsite-static-"))
+        atexit.register(shutil.rmtree, root, ignore_errors=True)
+        env = {
+            **_server_env(),
+            "DJANGO_STATIC_ROOT": str(root),
+            "DATABASE_URL": f"sqlite:///{root / 'unused.sqlite3'}",
+        }
+        subprocess.run(
+            [sys.executable, str(ROOT / "manage.py"), "collectstatic", "--noinput", "-v0"],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            timeout=120,
+        )
+        _static_root = root
+    return _static_root
+
+
+def _server_env() -> dict[str, str]:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("PUSHSITE_", "DJANGO_", "DATABASE_URL", "REDIS_URL"))
+    }
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "pushsite.settings",
+            "DJANGO_DEBUG": "0",
+            "DJANGO_ENV_FILE": "",  # never a developer's .env (scripts/demo.sh)
+            "DJANGO_SECRET_KEY": "system-test-secret-key-0123456789-abcdefghijklmnop",
+            "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
 
 
 def free_port() -> int:
@@ -36,23 +83,9 @@ class Site:
     extra_env: dict[str, str] = field(default_factory=dict)
 
     def env(self) -> dict[str, str]:
-        env = {
-            key: value
-            for key, value in os.environ.items()
-            if not key.startswith(("PUSHSITE_", "DJANGO_", "DATABASE_URL", "REDIS_URL"))
-        }
-        env.update(
-            {
-                "DJANGO_SETTINGS_MODULE": "pushsite.settings",
-                "DJANGO_DEBUG": "0",
-                "DJANGO_ENV_FILE": "",  # never a developer's .env (scripts/demo.sh)
-                "DJANGO_SECRET_KEY": "system-test-secret-key-0123456789-abcdefghijklmnop",
-                "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
-                "DJANGO_STATIC_ROOT": str(self.workdir / "static"),
-                "DATABASE_URL": self.database_url,
-                "PYTHONUNBUFFERED": "1",
-            }
-        )
+        env = _server_env()
+        env["DJANGO_STATIC_ROOT"] = str(collected_static_root())
+        env["DATABASE_URL"] = self.database_url
         if self.redis_url:
             env["REDIS_URL"] = self.redis_url
         env.update({f"PUSHSITE_{key}": value for key, value in self.settings.items()})
@@ -77,7 +110,6 @@ class Site:
     def prepare(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.manage("migrate", "--noinput", "-v0")
-        self.manage("collectstatic", "--noinput", "-v0")
 
     def create_channel(self, slug: str, *args: str) -> None:
         self.manage("create_channel", slug, *args)

@@ -40,7 +40,6 @@ def pg(tmp_path_factory: pytest.TempPathFactory, prepared_database: PostgresData
     site = Site(
         workdir=workdir, database_url=prepared_database.url, settings={"PUBLISH_RATE_MESSAGES": "100000"}
     )
-    site.manage("collectstatic", "--noinput", "-v0")
     key = (
         site.shell(
             "from django.contrib.auth.models import User\n"

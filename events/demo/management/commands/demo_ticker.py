@@ -5,7 +5,10 @@ import time
 from typing import Any
 
 import httpx
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+# A key that is refused now is refused on every retry: the ticker stops and says why.
+REFUSED = (401, 403)
 
 
 def score_update(home: int, away: int) -> dict[str, Any]:
@@ -33,7 +36,18 @@ class Command(BaseCommand):
                     away += 1
                 body = {"event": "score", "data": score_update(home, away)}
                 try:
-                    client.post(endpoint, json=body, headers=headers).raise_for_status()
+                    response = client.post(endpoint, json=body, headers=headers)
                 except httpx.HTTPError as exc:
-                    self.stderr.write(f"demo ticker: {exc}")
+                    self.stderr.write(f"demo ticker: {exc} (retrying)")
+                else:
+                    if response.status_code in REFUSED:
+                        raise CommandError(
+                            f"demo ticker: the server refused the API key ({response.status_code} "
+                            f"{response.text.strip()}): it was revoked (seed_demo makes a new one) or is wrong. "
+                            "Stopping; run scripts/demo.sh again to start a ticker with the new key."
+                        )
+                    if response.is_error:
+                        self.stderr.write(
+                            f"demo ticker: {response.status_code} {response.text.strip()} (retrying)"
+                        )
                 time.sleep(options["every"])
