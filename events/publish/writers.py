@@ -128,8 +128,11 @@ class GroupCommit(Generic[Item, T]):
     def _run(self) -> None:
         while True:
             with self._ready:
-                while not self._queue:
-                    self._ready.wait()
+                busy = self._ready.wait_for(lambda: self._queue, timeout=HOLD_SECONDS)
+            if not busy:
+                connections.close_all()  # idle: the connection goes back (to the pool)
+                with self._ready:
+                    self._ready.wait_for(lambda: self._queue)
             with self._turn:
                 with self._ready:
                     batch = [self._queue.popleft() for _ in range(min(len(self._queue), self.max_batch))]
