@@ -471,7 +471,9 @@ Outcome = Message | idempotency.Replay | PushsiteError
 # (each time at least one more of its publishes turns into a replay).
 RECEIPT_ATTEMPTS = 5
 # Rows per INSERT (SQLite allows 999 parameters per statement).
-INSERT_ROWS = 100
+INSERT_ROWS = 64
+# The most rows of one channel in one batch (writers.MAX_BATCH).
+MAX_GROUP_ROWS = writers.MAX_BATCH
 
 
 class _ReceiptTaken(Exception):
@@ -568,34 +570,99 @@ def _store_together(publishes: list[Publish]) -> list[Outcome]:
         outcomes.append(ChannelNotFound(f"No active channel is called {publish.slug!r}."))
         by_slug.setdefault(publish.slug, []).append(index)
     stored: list[tuple[Publish, Message]] = []
+    inserting: list[Message] = []
     # why sorted: every batch (in any process) locks its channels' rows in one
     # order, so two batches never wait for each other in a cycle.
     for slug in sorted(by_slug):
         indexes = by_slug[slug]
-        bumped = _bump_for(slug, [publishes[index] for index in indexes])
-        if bumped is None:
-            continue  # no such active channel: every publish to it stays refused
-        channel_id, last, allowed = bumped
-        taking = [index for index in indexes if publishes[index].key_id in allowed]
-        channel = Channel(pk=channel_id, slug=slug)
-        first = last - len(taking) + 1
-        for offset, index in enumerate(taking):
-            publish = publishes[index]
-            message = Message(
-                channel=channel,
-                sequence=first + offset,
-                event=publish.event,
-                data=publish.data,
-                publisher=publish.publisher,
-                created_at=now,
-            )
+        group = [publishes[index] for index in indexes]
+        keys = {publish.key_id for publish in group}
+        if connection.vendor == "postgresql" and len(keys) == 1:
+            # One key (the usual case): the bump and the INSERT in one statement.
+            taking = indexes
+            messages = _bump_and_insert_all(slug, keys.pop(), group, now)
+            if not messages:
+                continue  # refused, or no such active channel
+        else:
+            bumped = _bump_for(slug, group)
+            if bumped is None:
+                continue  # no such active channel: every publish to it stays refused
+            channel_id, last, allowed = bumped
+            taking = [index for index in indexes if publishes[index].key_id in allowed]
+            channel = Channel(pk=channel_id, slug=slug)
+            first = last - len(taking) + 1
+            messages = [
+                _new_stored(publishes[index], channel, first + offset, now)
+                for offset, index in enumerate(taking)
+            ]
+            inserting += messages
+        for index, message in zip(taking, messages, strict=True):
             outcomes[index] = message
-            stored.append((publish, message))
-        if taking and last // conf.PRUNE_EVERY != (first - 1) // conf.PRUNE_EVERY:
-            _prune(channel_id, last)
-    _insert_all([message for _, message in stored])
+            stored.append((publishes[index], message))
+        if (
+            messages
+            and messages[-1].sequence // conf.PRUNE_EVERY != (messages[0].sequence - 1) // conf.PRUNE_EVERY
+        ):
+            _prune(messages[0].channel_id, messages[-1].sequence)
+    _insert_all(inserting)
     _insert_receipts([(publish, message) for publish, message in stored if publish.claim is not None], now)
     return outcomes
+
+
+def _new_stored(publish: Publish, channel: Channel, sequence: int, now: Any) -> Message:
+    return Message(
+        channel=channel,
+        sequence=sequence,
+        event=publish.event,
+        data=publish.data,
+        publisher=publish.publisher,
+        created_at=now,
+    )
+
+
+def _bump_and_insert_all(slug: str, key_id: int | None, publishes: list[Publish], now: Any) -> list[Message]:
+    """PostgreSQL: the channel's bump by ``len(publishes)`` and their INSERT in one statement.
+
+    Their messages in order, stored; none when the channel is not active or ``key_id``
+    may not publish there (the statement then stores nothing).
+    """
+    count = len(publishes)
+    partial = Channel(slug=slug)
+    messages = [_new_stored(publish, partial, 0, now) for publish in publishes]
+    params: list[Any] = [count, slug, True]
+    if key_id is not None:
+        params += key_allows_channel_params(key_id)
+    params.append(count)
+    for position, message in enumerate(messages, start=1):
+        params += [position, *_prepared(message, _CARRIED)]
+    with connection.cursor() as cursor:
+        cursor.execute(_bump_and_insert_all_sql(count, key_id is not None), params)
+        rows = cursor.fetchall()
+    if not rows:
+        return []
+    ids = {int(sequence): (pk, int(channel_id)) for pk, channel_id, sequence in rows}
+    first = min(ids)
+    channel = Channel(pk=ids[first][1], slug=slug)
+    for offset, message in enumerate(messages):
+        message.channel = channel
+        message.sequence = first + offset
+        _stored(message, ids[message.sequence][0])
+    return messages
+
+
+@functools.lru_cache(maxsize=2 * MAX_GROUP_ROWS)
+def _bump_and_insert_all_sql(rows: int, with_key: bool) -> str:
+    condition = f" AND {KEY_ALLOWS_CHANNEL_SQL}" if with_key else ""
+    columns = [str(field.column) for field in _CARRIED]
+    row = f"(%s::integer, {', '.join(f'%s::{field.cast_db_type(connection)}' for field in _CARRIED)})"
+    return (
+        f"WITH bumped AS (UPDATE {Channel._meta.db_table} SET last_sequence = last_sequence + %s"
+        f" WHERE slug = %s AND is_active = %s{condition} RETURNING id, last_sequence)"
+        f" INSERT INTO {Message._meta.db_table} (channel_id, sequence, {', '.join(columns)})"
+        f" SELECT bumped.id, bumped.last_sequence - %s + v.position, {', '.join(f'v.{c}' for c in columns)}"
+        f" FROM bumped, (VALUES {', '.join([row] * rows)}) AS v (position, {', '.join(columns)})"
+        f" RETURNING {Message._meta.pk.column}, channel_id, sequence"
+    )
 
 
 def _bump_for(slug: str, publishes: list[Publish]) -> tuple[int, int, set[int | None]] | None:

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from channels.db import database_sync_to_async as db
 from django.db import OperationalError, connection
 from django.db.backends.base.base import BaseDatabaseWrapper
 
@@ -56,13 +57,20 @@ async def all_queued(committer: writers.GroupCommit[Any, Any], count: int) -> No
             await asyncio.sleep(0.005)
 
 
+async def stored_rows() -> list[tuple[int, Any]]:
+    rows: list[tuple[int, Any]] = await db(
+        lambda: list(Message.objects.order_by("sequence").values_list("sequence", "data"))
+    )()
+    return rows
+
+
 def body(data: Any, event: str = "note") -> bytes:
     return json.dumps({"event": event, "data": data}).encode()
 
 
 async def test_a_lone_publish_is_stored_at_once_in_a_batch_of_one(committer: Recording) -> None:
-    await asyncio.to_thread(upsert_channel, "news")
-    _, secret = await asyncio.to_thread(create_api_key, "k", all_channels=True)
+    await db(upsert_channel)("news")
+    _, secret = await db(create_api_key)("k", all_channels=True)
     started = time.monotonic()
     message = await api.publish_with_key(f"Bearer {secret}", "news", body(1))
     assert isinstance(message, Message)
@@ -72,9 +80,9 @@ async def test_a_lone_publish_is_stored_at_once_in_a_batch_of_one(committer: Rec
 
 
 async def test_publishes_queued_together_are_one_batch_in_order_per_channel(committer: Recording) -> None:
-    await asyncio.to_thread(upsert_channel, "news")
-    await asyncio.to_thread(upsert_channel, "sport")
-    _, secret = await asyncio.to_thread(create_api_key, "k", all_channels=True)
+    await db(upsert_channel)("news")
+    await db(upsert_channel)("sport")
+    _, secret = await db(create_api_key)("k", all_channels=True)
     await api.publish_with_key(f"Bearer {secret}", "news", body(0))  # the key is now remembered
     slugs = ["news", "sport", "news", "news", "sport", "news"]
     with committer.held():
@@ -93,13 +101,13 @@ async def test_publishes_queued_together_are_one_batch_in_order_per_channel(comm
         ("sport", 2, 5),
         ("news", 5, 6),
     ]
-    rows = await asyncio.to_thread(
+    rows = await db(
         lambda: list(
             Message.objects.order_by("channel__slug", "sequence").values_list(
                 "channel__slug", "sequence", "data"
             )
         )
-    )
+    )()
     assert rows == [
         ("news", 1, 0),
         ("news", 2, 1),
@@ -109,18 +117,18 @@ async def test_publishes_queued_together_are_one_batch_in_order_per_channel(comm
         ("sport", 1, 2),
         ("sport", 2, 5),
     ]
-    sequences = await asyncio.to_thread(lambda: dict(Channel.objects.values_list("slug", "last_sequence")))
+    sequences = await db(lambda: dict(Channel.objects.values_list("slug", "last_sequence")))()
     assert sequences == {"news": 5, "sport": 2}
 
 
 async def test_a_revoked_key_is_refused_alone_and_a_repeated_key_stores_once(committer: Recording) -> None:
-    await asyncio.to_thread(upsert_channel, "news")
-    _, good = await asyncio.to_thread(create_api_key, "good", all_channels=True)
-    revoked_key, revoked = await asyncio.to_thread(create_api_key, "revoked", all_channels=True)
+    await db(upsert_channel)("news")
+    _, good = await db(create_api_key)("good", all_channels=True)
+    revoked_key, revoked = await db(create_api_key)("revoked", all_channels=True)
     for secret in (good, revoked):
         await api.publish_with_key(f"Bearer {secret}", "news", body("warm"))  # remembered
     # Revoked as another process would: no signal, the remembered key stays.
-    await asyncio.to_thread(lambda: ApiKey.objects.filter(pk=revoked_key.pk).update(is_active=False))
+    await db(lambda: ApiKey.objects.filter(pk=revoked_key.pk).update(is_active=False))()
     requests = [
         (good, body("a"), "once"),
         (revoked, body("r"), None),
@@ -145,20 +153,18 @@ async def test_a_revoked_key_is_refused_alone_and_a_repeated_key_stores_once(com
     assert (replayed.status, replayed.body["id"], replayed.message_id) == (201, 3, first.pk)
     assert type(refused).__name__ == type(refused_with_key).__name__ == "NotAuthenticated"
     assert type(reused).__name__ == "IdempotencyKeyReused"
-    stored = await asyncio.to_thread(
-        lambda: list(Message.objects.order_by("sequence").values_list("sequence", "data"))
-    )
+    stored = await stored_rows()
     assert stored == [(1, "warm"), (2, "warm"), (3, "a"), (4, "b")]
-    receipts = await asyncio.to_thread(lambda: list(PublishReceipt.objects.values_list("key", "message_id")))
+    receipts = await db(lambda: list(PublishReceipt.objects.values_list("key", "message_id")))()
     assert receipts == [("once", first.pk)]
-    assert await asyncio.to_thread(lambda: Channel.objects.get(slug="news").last_sequence) == 4
+    assert await db(lambda: Channel.objects.get(slug="news").last_sequence)() == 4
 
 
 async def test_a_batch_whose_commit_fails_answers_no_201_and_a_retry_stores_once(
     committer: Recording, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    await asyncio.to_thread(upsert_channel, "news")
-    _, secret = await asyncio.to_thread(create_api_key, "k", all_channels=True)
+    await db(upsert_channel)("news")
+    _, secret = await db(create_api_key)("k", all_channels=True)
     await api.publish_with_key(f"Bearer {secret}", "news", body(0))
     commits: list[str] = []
     real_commit = BaseDatabaseWrapper.commit
@@ -185,7 +191,7 @@ async def test_a_batch_whose_commit_fails_answers_no_201_and_a_retry_stores_once
     assert commits == ["failed"]  # one batch, one commit, never tried again
     assert committer.batches[-1] == 3
     monkeypatch.setattr(BaseDatabaseWrapper, "commit", real_commit)
-    assert await asyncio.to_thread(Message.objects.count) == 1
+    assert await db(Message.objects.count)() == 1
     # The clients retry with their Idempotency-Key: each stored once.
     retried = await asyncio.gather(*(store(n, f"retry-{n}") for n in range(1, 4)))
     again = await asyncio.gather(*(store(n, f"retry-{n}") for n in range(1, 4)))
@@ -193,9 +199,7 @@ async def test_a_batch_whose_commit_fails_answers_no_201_and_a_retry_stores_once
     assert [r["Idempotent-Replayed"] if r.has_header("Idempotent-Replayed") else None for r in again] == [
         "true"
     ] * 3
-    stored = await asyncio.to_thread(
-        lambda: list(Message.objects.order_by("sequence").values_list("sequence", "data"))
-    )
+    stored = await stored_rows()
     assert stored == [(1, 0), (2, 1), (3, 2), (4, 3)]
 
 
@@ -203,10 +207,10 @@ async def test_a_receipt_taken_by_another_transaction_rolls_the_batch_back_and_r
     committer: Recording, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Another process committed the same key after the batch looked: stored once, the batch's others too."""
-    news = await asyncio.to_thread(lambda: upsert_channel("news")[0])
-    _, secret = await asyncio.to_thread(create_api_key, "k", all_channels=True)
+    news = await db(lambda: upsert_channel("news")[0])()
+    _, secret = await db(create_api_key)("k", all_channels=True)
     await api.publish_with_key(f"Bearer {secret}", "news", body(0))
-    prefix = await asyncio.to_thread(lambda: ApiKey.objects.get().prefix)
+    prefix = await db(lambda: ApiKey.objects.get().prefix)()
     looked = threading.Event()
     real_receipt_for = idempotency.receipt_for
 
@@ -245,9 +249,7 @@ async def test_a_receipt_taken_by_another_transaction_rolls_the_batch_back_and_r
     assert isinstance(plain, Message)
     assert raced.body["id"] == 2  # the other process's message
     assert plain.sequence == 3  # the rolled-back attempt left no gap
-    stored = await asyncio.to_thread(
-        lambda: list(Message.objects.order_by("sequence").values_list("sequence", "data"))
-    )
+    stored = await stored_rows()
     assert stored == [(1, 0), (2, "a"), (3, "b")]
 
 
