@@ -9,11 +9,16 @@ thread keeps its connection for its next publish when that comes within
 connection that sat idle is checked again before use; a kept PostgreSQL connection
 whose backend was killed meanwhile is noticed without a round trip and replaced;
 one that saw an error is never kept.
+
+:class:`GroupCommit` is the thread that stores the publishes themselves (issue 17):
+what is queued when it is free goes in one transaction (events/publish/store.py
+``store_batch``), and every publisher in it is answered after that commit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections import deque
@@ -24,6 +29,8 @@ from typing import Any, Generic, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.db import connections
+
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Item = TypeVar("Item")
@@ -143,7 +150,11 @@ class GroupCommit(Generic[Item, T]):
         outcomes: Sequence[T | Exception]
         try:
             outcomes = holding_connection(lambda: self._store(items))
-        except Exception as error:  # the batch's transaction failed: nobody in it was stored
+            if len(outcomes) != len(items):
+                raise RuntimeError(f"{len(outcomes)} outcomes for a batch of {len(items)}.")
+        except Exception as error:
+            # The transaction or its commit failed: nobody in the batch is told "stored".
+            logger.warning("A batch of %s publishes failed: %s", len(items), error)
             outcomes = [error] * len(batch)
         answers: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[T], T | Exception]]] = {}
         for (_, loop, future), outcome in zip(batch, outcomes, strict=True):
