@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +21,7 @@ from events.access.auth import (
     Reader,
     active_channels,
     api_key_from,
+    bearer_secret,
     key_for_publishing,
     key_publisher,
     mint_token,
@@ -41,7 +43,7 @@ from events.exceptions import (
     ServiceUnavailable,
 )
 from events.http.responses import from_exception
-from events.models import Channel, Message
+from events.models import ApiKey, Channel, Message, hash_secret
 from events.publish import idempotency, validate, writers
 from events.publish import store as publishing
 from events.wire import cursors
@@ -62,7 +64,7 @@ async def channel_messages(request: HttpRequest, slug: str) -> HttpResponse:
     """``POST`` publishes to the channel; ``GET`` reads its history."""
     if request.method == "POST":
         return await publish_response(
-            functools.partial(store_from_request, request, slug), slug, request.path
+            functools.partial(publish_from_request, request, slug), slug, request.path
         )
     try:
         if request.method in {"GET", "HEAD"}:
@@ -82,19 +84,16 @@ async def channel_messages(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 async def publish_response(
-    store: Callable[[], Message | idempotency.Replay], slug: str, path: str
+    store: Callable[[], Awaitable[Message | idempotency.Replay]], slug: str, path: str
 ) -> HttpResponse:
-    """Run ``store`` in a database thread, fan out, answer 201; errors as the contract says.
+    """Await ``store`` (the group commit), fan out, answer 201; errors as the contract says.
 
     Shared by the Django view and the ASGI fast path (events/publish/fast_path.py).
     A repeated ``Idempotency-Key`` gets the first answer again, marked as replayed.
     """
     started = time.perf_counter()
     try:
-        # Not thread-sensitive: Django's handler gives each request its own
-        # thread for thread-sensitive calls, and so its own new database
-        # connection; the publish threads keep theirs (events/publish/writers.py).
-        message = await writers.run(store)
+        message = await store()
     except PushsiteError as error:
         return from_exception(error)
     except DatabaseError:
@@ -123,8 +122,17 @@ def database_unavailable() -> HttpResponse:
     )
 
 
-def store_from_request(request: HttpRequest, slug: str) -> Message | idempotency.Replay:
-    """Authenticate, validate and store one publish request (runs in a worker thread)."""
+async def publish_from_request(request: HttpRequest, slug: str) -> Message | idempotency.Replay:
+    """Check the request in a publish thread, then store it in the group commit."""
+    # Not thread-sensitive: Django's handler gives each request its own
+    # thread for thread-sensitive calls, and so its own new database
+    # connection; the publish threads keep theirs (events/publish/writers.py).
+    publish = await writers.run(functools.partial(prepare_from_request, request, slug))
+    return await publishing.store_grouped(publish)
+
+
+def prepare_from_request(request: HttpRequest, slug: str) -> publishing.Publish:
+    """Authenticate, count and validate one publish request (runs in a worker thread)."""
     key = api_key_from(request.META.get("HTTP_AUTHORIZATION"))
     if key is not None:
         publisher = key_publisher(key)
@@ -137,39 +145,90 @@ def store_from_request(request: HttpRequest, slug: str) -> Message | idempotency
     channel = active_channels([slug])[0]
     if key is not None:
         require_key_for(key, channel)
-    return store_body(channel, validate.request_body(request), publisher, claim)
+    event, data = validate.read_message(validate.request_body(request))
+    return publishing.prepared(channel, data, event=event, publisher=publisher, claim=claim)
+
+
+async def publish_with_key(
+    authorization: str, slug: str, body: bytes, idempotency_key: str | None = None
+) -> Message | idempotency.Replay:
+    """The API-key publish (the fast path): :func:`store_with_key` in the group commit.
+
+    A remembered key with rate to spare is checked on the event loop, with no
+    thread hop; otherwise in a publish thread. A refusal by the storing statement
+    runs the full check (401, 404 or 403), then stores on that check's word.
+    """
+    checked = _prepare_on_loop(authorization, slug, body, idempotency_key)
+    if checked is None:
+        checked = await writers.run(
+            functools.partial(prepare_with_key, authorization, slug, body, idempotency_key)
+        )
+    publish, digest = checked
+    try:
+        return await publishing.store_grouped(publish)
+    except ChannelNotFound:
+        verified_keys.forget(digest)
+    key, _channel = await writers.run(
+        functools.partial(key_for_publishing, authorization, slug, missing=PUBLISH_NEEDS)
+    )
+    return await publishing.store_grouped(
+        dataclasses.replace(publish, key_id=key.pk, publisher=key_publisher(key)[:200])
+    )
+
+
+def _prepare_on_loop(
+    authorization: str, slug: str, body: bytes, idempotency_key: str | None
+) -> tuple[publishing.Publish, str] | None:
+    """:func:`prepare_with_key` when it needs no I/O (a remembered key, rate held); else None."""
+    secret = bearer_secret(authorization)
+    if secret is None:
+        raise NotAuthenticated(PUBLISH_NEEDS)
+    digest = hash_secret(secret)
+    key = verified_keys.get(digest)
+    if key is None or not ratelimit.count_held(ratelimit.PUBLISH_BY_KEY, key.prefix):
+        return None
+    return _checked_with_key(key, slug, body, idempotency_key), digest
+
+
+def prepare_with_key(
+    authorization: str, slug: str, body: bytes, idempotency_key: str | None = None
+) -> tuple[publishing.Publish, str]:
+    """Authenticate ``Authorization: Bearer``, count and validate (runs in a worker thread).
+
+    The publish and the digest its key is remembered by.
+    """
+    key, digest = publishing_key(authorization, slug, missing=PUBLISH_NEEDS)
+    ratelimit.count(ratelimit.PUBLISH_BY_KEY, key.prefix)
+    return _checked_with_key(key, slug, body, idempotency_key), digest
+
+
+def _checked_with_key(key: ApiKey, slug: str, body: bytes, idempotency_key: str | None) -> publishing.Publish:
+    claim = idempotency.claim(idempotency_key, idempotency.key_scope(key.prefix))
+    event, data = validate.read_message(body)
+    return publishing.prepared(
+        slug, data, event=event, publisher=key_publisher(key), key_id=key.pk, claim=claim
+    )
 
 
 def store_with_key(
     authorization: str, slug: str, body: bytes, idempotency_key: str | None = None
 ) -> Message | idempotency.Replay:
-    """Authenticate ``Authorization: Bearer``, validate and store (runs in a worker thread).
+    """Sync twin of :func:`publish_with_key`: stores alone, in the calling thread's transaction.
 
     A key verified a moment ago costs no query: its authority is checked in the
     statement that stores (issue 17). When that statement refuses, the full
     check runs to say why (401, 404 or 403); should it pass (the key or channel
     changed in between), the message is stored on that check's word.
     """
-    key, digest = publishing_key(authorization, slug, missing=PUBLISH_NEEDS)
-    ratelimit.count(ratelimit.PUBLISH_BY_KEY, key.prefix)
-    claim = idempotency.claim(idempotency_key, idempotency.key_scope(key.prefix))
-    event, data = validate.read_message(body)
-    publisher = key_publisher(key)
+    publish, digest = prepare_with_key(authorization, slug, body, idempotency_key)
     try:
-        return publishing.store_once(slug, data, event=event, publisher=publisher, claim=claim, key_id=key.pk)
+        return publishing.store_prepared(publish)
     except ChannelNotFound:
         verified_keys.forget(digest)
-    key, channel = key_for_publishing(authorization, slug, missing=PUBLISH_NEEDS)
-    return publishing.store_once(
-        channel, data, event=event, publisher=key_publisher(key), claim=claim, key_id=key.pk
+    key, _channel = key_for_publishing(authorization, slug, missing=PUBLISH_NEEDS)
+    return publishing.store_prepared(
+        dataclasses.replace(publish, key_id=key.pk, publisher=key_publisher(key)[:200])
     )
-
-
-def store_body(
-    channel: Channel, body: bytes, publisher: str, claim: idempotency.Claim | None = None
-) -> Message | idempotency.Replay:
-    event, data = validate.read_message(body)
-    return publishing.store_once(channel, data, event=event, publisher=publisher, claim=claim)
 
 
 def _staff_publisher(request: HttpRequest) -> str:

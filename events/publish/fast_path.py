@@ -91,7 +91,7 @@ class KeyPublishEndpoint:
             return  # the client left before sending its body
         slug = scope["url_route"]["kwargs"]["slug"]
         store = functools.partial(
-            api.store_with_key, headers["authorization"], slug, body, headers.get(idempotency.ASGI_NAME)
+            api.publish_with_key, headers["authorization"], slug, body, headers.get(idempotency.ASGI_NAME)
         )
         response = await api.publish_response(store, slug, scope["path"])
         patch_vary_headers(response, ("origin",))  # as CorsMiddleware does under CORS_URLS_REGEX

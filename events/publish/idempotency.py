@@ -138,9 +138,9 @@ def once(
     describe: Callable[[Message], dict[str, Any]],
 ) -> Message | Replay:
     """``store()`` and the key's receipt in one transaction; the first answer instead when the key was used."""
-    earlier = _earlier(claim, channel)
+    earlier = receipt_for(claim, channel)
     if earlier is not None:
-        return _replay(earlier, fingerprint)
+        return replay(earlier, fingerprint)
     try:
         with transaction.atomic():
             message = store()
@@ -155,14 +155,14 @@ def once(
             )
     except IntegrityError:
         # A concurrent retry committed first: its message stands, this one rolled back.
-        earlier = _earlier(claim, channel)
+        earlier = receipt_for(claim, channel)
         if earlier is None:
             raise
-        return _replay(earlier, fingerprint)
+        return replay(earlier, fingerprint)
     return message
 
 
-def _earlier(claim: Claim, channel: Channel | str) -> PublishReceipt | None:
+def receipt_for(claim: Claim, channel: Channel | str) -> PublishReceipt | None:
     """The key's receipt on this channel; an expired one is deleted (and None returned)."""
     receipts = PublishReceipt.objects.filter(scope=claim.scope, key=claim.key)
     if isinstance(channel, Channel):
@@ -180,18 +180,24 @@ def _expired(receipt: PublishReceipt, now: datetime) -> bool:
     return receipt.created_at < now - retention()
 
 
-def _replay(earlier: PublishReceipt, fingerprint: str) -> Replay:
+def replay(earlier: PublishReceipt, fingerprint: str) -> Replay:
+    """The receipt's answer for a request with ``fingerprint``; IdempotencyKeyReused (422) for another request."""
     if earlier.status is None or earlier.response is None or earlier.fingerprint != fingerprint:
-        raise IdempotencyKeyReused(
-            f"This {HEADER} was already used on this channel for a different request "
-            "(another body, or the other publish endpoint); send a new key with a new message."
-        )
+        raise reused()
     logger.info("Replayed the answer for %s %s %r.", earlier.scope, HEADER, earlier.key)
     return Replay(
         status=earlier.status,
         body=earlier.response,
         channel_id=earlier.channel_id,
         message_id=earlier.message_id,
+    )
+
+
+def reused() -> IdempotencyKeyReused:
+    """The refusal of a key used before for another message."""
+    return IdempotencyKeyReused(
+        f"This {HEADER} was already used on this channel for a different request "
+        "(another body, or the other publish endpoint); send a new key with a new message."
     )
 
 
@@ -270,7 +276,7 @@ class StreamReplay:
     def answer(self) -> Replay:
         if self.digest.hexdigest() != self.receipt.fingerprint:
             raise self._reused()
-        return _replay(self.receipt, self.receipt.fingerprint)
+        return replay(self.receipt, self.receipt.fingerprint)
 
     def _reused(self) -> IdempotencyKeyReused:
         return IdempotencyKeyReused(

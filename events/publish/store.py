@@ -11,18 +11,19 @@ from __future__ import annotations
 import functools
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from asgiref.sync import async_to_sync
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, models, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from events import metrics
 from events.access.auth import KEY_ALLOWS_CHANNEL_SQL, key_allows_channel_params, key_id_allows
 from events.conf import conf
-from events.exceptions import ChannelNotFound
-from events.models import RESERVED_EVENT_PREFIX, Channel, Message
+from events.exceptions import ChannelNotFound, PushsiteError
+from events.models import RESERVED_EVENT_PREFIX, Channel, Message, PublishReceipt
 from events.publish import fanout, idempotency, writers
 from events.publish.validate import validate_event_type, validate_payload
 from events.wire import frames
@@ -125,8 +126,8 @@ def _new_message(slug: str, event: str, data: Any, publisher: str) -> Message:
     )
 
 
-def _prepared(message: Message, fields: list[Any]) -> list[Any]:
-    return [field.get_db_prep_save(getattr(message, field.attname), connection) for field in fields]
+def _prepared(instance: models.Model, fields: list[Any]) -> list[Any]:
+    return [field.get_db_prep_save(getattr(instance, field.attname), connection) for field in fields]
 
 
 def _stored(message: Message, pk: int) -> None:
@@ -244,6 +245,10 @@ def _prune_if_due(channel_id: int, sequence: int) -> None:
     # a channel may hold up to PRUNE_EVERY messages more than its retention.
     if sequence % conf.PRUNE_EVERY != 0:
         return
+    _prune(channel_id, sequence)
+
+
+def _prune(channel_id: int, sequence: int) -> None:
     retention_count, retention_age = Channel.objects.filter(pk=channel_id).values_list(
         "retention_count", "retention_age"
     )[0]
@@ -361,6 +366,15 @@ def publish(
     return message
 
 
+async def store_grouped(publish: Publish) -> Message | idempotency.Replay:
+    """Store ``publish`` in the process's group commit: answered once its batch's transaction committed.
+
+    Raises what refused it alone (ChannelNotFound when its key may not publish
+    there, IdempotencyKeyReused), or the DatabaseError of its whole batch.
+    """
+    return await group_commit.submit(publish)
+
+
 async def apublish(
     channel: Channel | str,
     data: Any,
@@ -370,19 +384,18 @@ async def apublish(
     idempotency_key: str | None = None,
     key_id: int | None = None,
 ) -> Message:
-    """Async twin of :func:`publish`: stores in a publish thread, then hands it to the fan-out.
+    """Async twin of :func:`publish`: stores in the group commit, then hands it to the fan-out.
 
     With ``key_id`` (a streamed publish's API key), only while that key may still
-    publish to the channel, checked as :func:`store_message` checks it.
+    publish to the channel, checked in the statement that takes the sequence as for
+    any keyed publish (ChannelNotFound otherwise).
     """
     started = time.perf_counter()
     claim = idempotency.claim(idempotency_key, idempotency.code_scope(publisher))
-    # A publish thread keeps its connection between calls (events/publish/writers.py):
-    # a streamed publish stores one part after another (issue 17).
-    message: Message | idempotency.Replay = await writers.run(
-        functools.partial(
-            store_once, channel, data, event=event, publisher=publisher, claim=claim, key_id=key_id
-        )
+    # Stored with whatever else is being published at that moment (group commit,
+    # issue 17); a streamed publish stores one part after another.
+    message = await store_grouped(
+        prepared(channel, data, event=event, publisher=publisher, claim=claim, key_id=key_id)
     )
     if isinstance(message, idempotency.Replay):
         original: Message = await writers.run(functools.partial(idempotency.original_message, message))
@@ -413,3 +426,353 @@ def message_json(message: Message, slug: str) -> dict[str, Any]:
         data=message.data,
         published_at=message.created_at,
     )
+
+
+# --- group commit (issue 17) ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Publish:
+    """One publish, authenticated, counted and validated: what the group commit stores."""
+
+    slug: str
+    event: str
+    data: Any
+    publisher: str
+    # The API key whose authority is checked in the statement that takes the sequence.
+    key_id: int | None = None
+    claim: idempotency.Claim | None = None
+
+
+def prepared(
+    channel: Channel | str,
+    data: Any,
+    *,
+    event: str,
+    publisher: str,
+    key_id: int | None = None,
+    claim: idempotency.Claim | None = None,
+) -> Publish:
+    """A :class:`Publish` after the checks :func:`store_message` makes (validation)."""
+    validate_event_type(event)
+    validate_payload(data)
+    slug = channel.slug if isinstance(channel, Channel) else channel
+    return Publish(slug, event, data, publisher[:200], key_id, claim)
+
+
+def store_prepared(publish: Publish) -> Message | idempotency.Replay:
+    """Store ``publish`` alone, in the calling thread's transaction (:func:`store_once`)."""
+    return store_once(
+        publish.slug,
+        publish.data,
+        event=publish.event,
+        publisher=publish.publisher,
+        claim=publish.claim,
+        key_id=publish.key_id,
+    )
+
+
+# What one publish of a batch came to: stored, the first answer replayed, or refused.
+Outcome = Message | idempotency.Replay | PushsiteError
+
+# A batch whose receipts met a concurrent retry's is rolled back and stored again
+# (each time at least one more of its publishes turns into a replay).
+RECEIPT_ATTEMPTS = 5
+# Rows per INSERT (SQLite allows 999 parameters per statement).
+INSERT_ROWS = 64
+# The most rows of one channel in one batch (writers.MAX_BATCH).
+MAX_GROUP_ROWS = writers.MAX_BATCH
+
+
+class _ReceiptTaken(Exception):
+    """A key's receipt was committed by another transaction after the batch looked."""
+
+
+def store_batch(publishes: list[Publish]) -> list[Outcome]:
+    """Store ``publishes`` in one transaction, with one sequence bump per channel (group commit).
+
+    Each publish keeps its own rules: its key's authority is checked in its
+    channel's bump (a refused one stores nothing and gets ChannelNotFound, the
+    others are stored), its idempotency key gets its own receipt (a key used
+    twice in the batch stores once, the second gets the first's answer), and
+    within a channel the sequences follow the order of ``publishes``. A
+    DatabaseError (commit included) is raised for the whole batch: nothing
+    of it may be reported stored, and it is never tried again here.
+    """
+    if not connection.features.can_return_columns_from_insert:
+        return [_store_alone(publish) for publish in publishes]
+    outcomes: list[Outcome | None] = [None] * len(publishes)
+    for _attempt in range(RECEIPT_ATTEMPTS):
+        duplicates = _settle_receipts(publishes, outcomes)
+        storing = [
+            index for index, outcome in enumerate(outcomes) if outcome is None and index not in duplicates
+        ]
+        try:
+            with transaction.atomic():
+                stored = _store_together([publishes[index] for index in storing])
+        except _ReceiptTaken:
+            continue  # rolled back: nothing of this attempt is stored
+        for index, outcome in zip(storing, stored, strict=True):
+            outcomes[index] = outcome
+        for index, first in duplicates.items():
+            outcomes[index] = _answer_of(outcomes[first], publishes[first], publishes[index])
+        return [outcome for outcome in outcomes if outcome is not None]
+    raise IntegrityError("Idempotency receipts kept colliding with concurrent publishes; nothing was stored.")
+
+
+def _store_alone(publish: Publish) -> Outcome:
+    try:
+        return store_prepared(publish)
+    except PushsiteError as error:
+        return error
+
+
+def _settle_receipts(publishes: list[Publish], outcomes: list[Outcome | None]) -> dict[int, int]:
+    """Answer the publishes whose key already has a receipt; pair the batch's repeated keys with their first."""
+    firsts: dict[tuple[str, str, str], int] = {}
+    duplicates: dict[int, int] = {}
+    for index, publish in enumerate(publishes):
+        claim = publish.claim
+        if claim is None or outcomes[index] is not None:
+            continue
+        ident = (publish.slug, claim.scope, claim.key)
+        if ident in firsts:
+            duplicates[index] = firsts[ident]
+            continue
+        earlier = idempotency.receipt_for(claim, publish.slug)
+        if earlier is None:
+            firsts[ident] = index
+            continue
+        try:
+            outcomes[index] = idempotency.replay(earlier, _fingerprint(publish))
+        except PushsiteError as error:
+            outcomes[index] = error
+    return duplicates
+
+
+def _fingerprint(publish: Publish) -> str:
+    return idempotency.message_fingerprint(publish.event, publish.data)
+
+
+def _answer_of(first_outcome: Outcome | None, first: Publish, publish: Publish) -> Outcome:
+    """A repeated key's answer: what a retry after the first publish's commit would get."""
+    assert first_outcome is not None
+    if not isinstance(first_outcome, Message):
+        return first_outcome  # refused: the same key on the same channel is refused again
+    if _fingerprint(first) != _fingerprint(publish):
+        return idempotency.reused()
+    return idempotency.Replay(
+        status=201,
+        body=message_json(first_outcome, publish.slug),
+        channel_id=first_outcome.channel_id,
+        message_id=first_outcome.pk,
+    )
+
+
+def _store_together(publishes: list[Publish]) -> list[Outcome]:
+    """In the caller's transaction: one bump per channel, one INSERT of the messages, one of the receipts."""
+    now = timezone.now()
+    outcomes: list[Outcome] = []
+    by_slug: dict[str, list[int]] = {}
+    for index, publish in enumerate(publishes):
+        outcomes.append(ChannelNotFound(f"No active channel is called {publish.slug!r}."))
+        by_slug.setdefault(publish.slug, []).append(index)
+    stored: list[tuple[Publish, Message]] = []
+    inserting: list[Message] = []
+    # why sorted: every batch (in any process) locks its channels' rows in one
+    # order, so two batches never wait for each other in a cycle.
+    for slug in sorted(by_slug):
+        indexes = by_slug[slug]
+        group = [publishes[index] for index in indexes]
+        keys = {publish.key_id for publish in group}
+        if connection.vendor == "postgresql" and len(keys) == 1:
+            # One key (the usual case): the bump and the INSERT in one statement.
+            taking = indexes
+            messages = _bump_and_insert_all(slug, keys.pop(), group, now)
+            if not messages:
+                continue  # refused, or no such active channel
+        else:
+            bumped = _bump_for(slug, group)
+            if bumped is None:
+                continue  # no such active channel: every publish to it stays refused
+            channel_id, last, allowed = bumped
+            taking = [index for index in indexes if publishes[index].key_id in allowed]
+            channel = Channel(pk=channel_id, slug=slug)
+            first = last - len(taking) + 1
+            messages = [
+                _new_stored(publishes[index], channel, first + offset, now)
+                for offset, index in enumerate(taking)
+            ]
+            inserting += messages
+        for index, message in zip(taking, messages, strict=True):
+            outcomes[index] = message
+            stored.append((publishes[index], message))
+        if (
+            messages
+            and messages[-1].sequence // conf.PRUNE_EVERY != (messages[0].sequence - 1) // conf.PRUNE_EVERY
+        ):
+            _prune(messages[0].channel_id, messages[-1].sequence)
+    _insert_all(inserting)
+    _insert_receipts([(publish, message) for publish, message in stored if publish.claim is not None], now)
+    return outcomes
+
+
+def _new_stored(publish: Publish, channel: Channel, sequence: int, now: Any) -> Message:
+    return Message(
+        channel=channel,
+        sequence=sequence,
+        event=publish.event,
+        data=publish.data,
+        publisher=publish.publisher,
+        created_at=now,
+    )
+
+
+def _bump_and_insert_all(slug: str, key_id: int | None, publishes: list[Publish], now: Any) -> list[Message]:
+    """PostgreSQL: the channel's bump by ``len(publishes)`` and their INSERT in one statement.
+
+    Their messages in order, stored; none when the channel is not active or ``key_id``
+    may not publish there (the statement then stores nothing).
+    """
+    count = len(publishes)
+    partial = Channel(slug=slug)
+    messages = [_new_stored(publish, partial, 0, now) for publish in publishes]
+    params: list[Any] = [count, slug, True]
+    if key_id is not None:
+        params += key_allows_channel_params(key_id)
+    params.append(count)
+    for position, message in enumerate(messages, start=1):
+        params += [position, *_prepared(message, _CARRIED)]
+    with connection.cursor() as cursor:
+        cursor.execute(_bump_and_insert_all_sql(count, key_id is not None), params)
+        rows = cursor.fetchall()
+    if not rows:
+        return []
+    ids = {int(sequence): (pk, int(channel_id)) for pk, channel_id, sequence in rows}
+    first = min(ids)
+    channel = Channel(pk=ids[first][1], slug=slug)
+    for offset, message in enumerate(messages):
+        message.channel = channel
+        message.sequence = first + offset
+        _stored(message, ids[message.sequence][0])
+    return messages
+
+
+@functools.lru_cache(maxsize=2 * MAX_GROUP_ROWS)
+def _bump_and_insert_all_sql(rows: int, with_key: bool) -> str:
+    condition = f" AND {KEY_ALLOWS_CHANNEL_SQL}" if with_key else ""
+    columns = [str(field.column) for field in _CARRIED]
+    row = f"(%s::integer, {', '.join(f'%s::{field.cast_db_type(connection)}' for field in _CARRIED)})"
+    return (
+        f"WITH bumped AS (UPDATE {Channel._meta.db_table} SET last_sequence = last_sequence + %s"
+        f" WHERE slug = %s AND is_active = %s{condition} RETURNING id, last_sequence)"
+        f" INSERT INTO {Message._meta.db_table} (channel_id, sequence, {', '.join(columns)})"
+        f" SELECT bumped.id, bumped.last_sequence - %s + v.position, {', '.join(f'v.{c}' for c in columns)}"
+        f" FROM bumped, (VALUES {', '.join([row] * rows)}) AS v (position, {', '.join(columns)})"
+        f" RETURNING {Message._meta.pk.column}, channel_id, sequence"
+    )
+
+
+def _bump_for(slug: str, publishes: list[Publish]) -> tuple[int, int, set[int | None]] | None:
+    """Bump the channel's sequence by the number of its publishes whose key may publish there.
+
+    One statement: each key's authority is checked in it (as ``KEY_ALLOWS_CHANNEL_SQL``
+    does for a single publish), and only the allowed publishes are counted. The
+    channel id, its new ``last_sequence`` and the allowed key ids (None: no key to
+    check); None when no active channel is called ``slug``.
+    """
+    counts: dict[int | None, int] = {}
+    for publish in publishes:
+        counts[publish.key_id] = counts.get(publish.key_id, 0) + 1
+    key_ids = sorted(key_id for key_id in counts if key_id is not None)
+    params: list[Any] = [counts.get(None, 0)]
+    for key_id in key_ids:
+        params += [*key_allows_channel_params(key_id), counts[key_id]]
+    params += [slug, True]
+    for key_id in key_ids:
+        params += key_allows_channel_params(key_id)
+    with connection.cursor() as cursor:
+        cursor.execute(_bump_for_keys_sql(len(key_ids)), params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    allowed: set[int | None] = {None}
+    allowed.update(key_id for key_id, allows in zip(key_ids, row[2:], strict=True) if allows)
+    return int(row[0]), int(row[1]), allowed
+
+
+@functools.lru_cache(maxsize=64)
+def _bump_for_keys_sql(keys: int) -> str:
+    counted = "".join(f" + CASE WHEN {KEY_ALLOWS_CHANNEL_SQL} THEN %s ELSE 0 END" for _ in range(keys))
+    returned = "".join(f", {KEY_ALLOWS_CHANNEL_SQL}" for _ in range(keys))
+    return (
+        f"UPDATE {Channel._meta.db_table} SET last_sequence = last_sequence + %s{counted}"
+        f" WHERE slug = %s AND is_active = %s RETURNING id, last_sequence{returned}"
+    )
+
+
+def _insert_all(messages: list[Message]) -> None:
+    for start in range(0, len(messages), INSERT_ROWS):
+        rows = messages[start : start + INSERT_ROWS]
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _insert_rows_sql(len(rows)),
+                [value for message in rows for value in _prepared(message, _INSERTED)],
+            )
+            ids = {(int(channel_id), int(sequence)): pk for pk, channel_id, sequence in cursor.fetchall()}
+        for message in rows:
+            _stored(message, ids[(message.channel_id, message.sequence)])
+
+
+@functools.lru_cache(maxsize=INSERT_ROWS)
+def _insert_rows_sql(rows: int) -> str:
+    values = ", ".join([f"({', '.join(['%s'] * len(_INSERTED))})"] * rows)
+    return (
+        f"INSERT INTO {Message._meta.db_table} ({_INSERTED_COLUMNS}) VALUES {values}"
+        f" RETURNING {Message._meta.pk.column}, channel_id, sequence"
+    )
+
+
+def _insert_receipts(stored: list[tuple[Publish, Message]], now: Any) -> None:
+    """The receipts of the batch's idempotency keys; _ReceiptTaken if another transaction has one of them."""
+    for start in range(0, len(stored), INSERT_ROWS):
+        receipts = [
+            PublishReceipt(
+                channel_id=message.channel_id,
+                scope=publish.claim.scope,
+                key=publish.claim.key,
+                fingerprint=_fingerprint(publish),
+                status=201,
+                response=message_json(message, publish.slug),
+                message_id=message.pk,
+                created_at=now,
+            )
+            for publish, message in stored[start : start + INSERT_ROWS]
+            if publish.claim is not None
+        ]
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _insert_receipts_sql(len(receipts)),
+                [value for receipt in receipts for value in _prepared(receipt, _RECEIPT_FIELDS)],
+            )
+            written = len(cursor.fetchall())
+        if written != len(receipts):
+            # A concurrent publish with the same key committed since _settle_receipts
+            # looked (PostgreSQL waited for it): roll back, look again, store again.
+            raise _ReceiptTaken
+
+
+_RECEIPT_FIELDS = [field for field in PublishReceipt._meta.concrete_fields if not field.primary_key]
+
+
+@functools.lru_cache(maxsize=INSERT_ROWS)
+def _insert_receipts_sql(rows: int) -> str:
+    values = ", ".join([f"({', '.join(['%s'] * len(_RECEIPT_FIELDS))})"] * rows)
+    return (
+        f"INSERT INTO {PublishReceipt._meta.db_table}"
+        f" ({', '.join(str(field.column) for field in _RECEIPT_FIELDS)}) VALUES {values}"
+        f" ON CONFLICT DO NOTHING RETURNING {PublishReceipt._meta.pk.column}"
+    )
+
+
+group_commit: writers.GroupCommit[Publish, Message | idempotency.Replay] = writers.GroupCommit(store_batch)

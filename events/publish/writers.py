@@ -9,20 +9,31 @@ thread keeps its connection for its next publish when that comes within
 connection that sat idle is checked again before use; a kept PostgreSQL connection
 whose backend was killed meanwhile is noticed without a round trip and replaced;
 one that saw an error is never kept.
+
+:class:`GroupCommit` is the thread that stores the publishes themselves (issue 17):
+what is queued when it is free goes in one transaction (events/publish/store.py
+``store_batch``), and every publisher in it is answered after that commit.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import threading
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from contextlib import contextmanager, suppress
+from typing import Any, Generic, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.db import connections
 
+logger = logging.getLogger(__name__)
+
 T = TypeVar("T")
+Item = TypeVar("Item")
 
 # Each may hold one pooled connection (DATABASE_POOL_SIZE is 10 by default).
 PUBLISH_THREADS = 4
@@ -42,7 +53,8 @@ def executor() -> ThreadPoolExecutor:
         return _executor
 
 
-def _holding_connection(func: Callable[[], T]) -> T:
+def holding_connection(func: Callable[[], T]) -> T:
+    """``func()`` on this thread's kept connection (closed first if it sat idle, dropped after an error)."""
     last_used: float | None = getattr(_local, "last_used", None)
     if last_used is None or time.monotonic() - last_used > HOLD_SECONDS:
         connections.close_all()
@@ -64,6 +76,99 @@ def _holding_connection(func: Callable[[], T]) -> T:
 
 async def run(func: Callable[[], T]) -> T:
     """Run ``func`` (a store) in a publish thread, on that thread's kept connection."""
-    runner = sync_to_async(_holding_connection, thread_sensitive=False, executor=executor())
+    runner = sync_to_async(holding_connection, thread_sensitive=False, executor=executor())
     result: T = await runner(func)
     return result
+
+
+# --- group commit (issue 17) ----------------------------------------------------------
+
+# Most publishes stored in one transaction.
+MAX_BATCH = 64
+
+
+class GroupCommit(Generic[Item, T]):
+    """One thread storing what is queued together: ``store(batch)`` in one transaction, then every answer.
+
+    A publisher queues its item and waits. The thread takes everything queued
+    when it is free (at most ``max_batch``), so a lone publisher is stored at
+    once and never waits for a window; while one batch commits, the next
+    gathers. ``store`` returns one outcome per item, in order: a value, or an
+    exception for that item alone; when ``store`` raises (the transaction or
+    its commit failed), every item of the batch gets that exception, so no
+    publisher hears "stored" unless the batch's commit returned.
+    """
+
+    def __init__(
+        self, store: Callable[[list[Item]], Sequence[T | Exception]], max_batch: int = MAX_BATCH
+    ) -> None:
+        self._store = store
+        self.max_batch = max_batch
+        self._queue: deque[tuple[Item, asyncio.AbstractEventLoop, asyncio.Future[T]]] = deque()
+        self._ready = threading.Condition()
+        # Held by the thread while it takes and stores a batch.
+        self._turn = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    async def submit(self, item: Item) -> T:
+        """Queue ``item``; its outcome once its batch has committed (or its exception)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        with self._ready:
+            self._queue.append((item, loop, future))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="pushsite-group-commit", daemon=True)
+                self._thread.start()
+            self._ready.notify()
+        return await future
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """While held, nothing is stored; what is queued meanwhile is stored together (tests)."""
+        with self._turn:
+            yield
+
+    def queued(self) -> int:
+        with self._ready:
+            return len(self._queue)
+
+    def _run(self) -> None:
+        while True:
+            with self._ready:
+                busy = self._ready.wait_for(lambda: self._queue, timeout=HOLD_SECONDS)
+            if not busy:
+                connections.close_all()  # idle: the connection goes back (to the pool)
+                with self._ready:
+                    self._ready.wait_for(lambda: self._queue)
+            with self._turn:
+                with self._ready:
+                    batch = [self._queue.popleft() for _ in range(min(len(self._queue), self.max_batch))]
+                self._write(batch)
+
+    def _write(self, batch: list[tuple[Item, asyncio.AbstractEventLoop, asyncio.Future[T]]]) -> None:
+        items = [item for item, _, _ in batch]
+        outcomes: Sequence[T | Exception]
+        try:
+            outcomes = holding_connection(lambda: self._store(items))
+            if len(outcomes) != len(items):
+                raise RuntimeError(f"{len(outcomes)} outcomes for a batch of {len(items)}.")
+        except Exception as error:
+            # The transaction or its commit failed: nobody in the batch is told "stored".
+            logger.warning("A batch of %s publishes failed: %s", len(items), error)
+            outcomes = [error] * len(batch)
+        answers: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[T], T | Exception]]] = {}
+        for (_, loop, future), outcome in zip(batch, outcomes, strict=True):
+            answers.setdefault(loop, []).append((future, outcome))
+        for loop, answered in answers.items():
+            with suppress(RuntimeError):  # that loop is closed: nobody waits there any more
+                loop.call_soon_threadsafe(_answer, answered)
+
+
+def _answer(answered: list[tuple[asyncio.Future[Any], Any]]) -> None:
+    for future, outcome in answered:
+        if future.done():
+            continue  # its publisher left (cancelled); the outcome stands all the same
+        if isinstance(outcome, Exception):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)

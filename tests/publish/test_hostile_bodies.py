@@ -90,8 +90,8 @@ async def json_publish(body: str, key: str, alice: User) -> Refusal:
 
 
 async def fast_path_publish(body: str, key: str, alice: User) -> Refusal:
-    # The API-key fast path (events/publish/fast_path.py) stores through api.store_with_key.
-    store = functools.partial(api.store_with_key, f"Bearer {key}", "hostile", body.encode())
+    # The API-key fast path (events/publish/fast_path.py) stores through api.publish_with_key.
+    store = functools.partial(api.publish_with_key, f"Bearer {key}", "hostile", body.encode())
     response = await api.publish_response(store, "hostile", "/api/channels/hostile/messages")
     return await _django(response)
 

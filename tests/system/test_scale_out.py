@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 
 from tests.support import api
@@ -334,3 +335,72 @@ async def test_serve_with_workers_shares_one_port(
         workers.stop()
         running.stop()
         running.redis.stop()
+
+
+async def test_group_commits_of_both_processes_store_each_publish_once_in_order(
+    cluster: Cluster, prepared_database: PostgresDatabase
+) -> None:
+    """Issue 17: both processes batch concurrent publishes on one PostgreSQL; rows = 201s, no id twice, no gap.
+
+    Some requests are sent to both processes at once with the same Idempotency-Key:
+    one message between them, both answered with its id.
+    """
+    slugs = ["sys-group-a", "sys-group-b"]
+    cluster.site.create_channels(*slugs)
+    publishers, per_publisher = 8, 40
+    headers = {"Authorization": f"Bearer {cluster.key}"}
+
+    async def post(client: httpx.AsyncClient, url: str, slug: str, data: object, key: str) -> tuple[str, int]:
+        response = await client.post(
+            f"{url}/api/channels/{slug}/messages",
+            json={"data": data},
+            headers={**headers, "Idempotency-Key": key},
+        )
+        assert response.status_code == 201, response.text
+        return slug, response.json()["id"]
+
+    async def publisher(n: int) -> list[tuple[str, int]]:
+        mine, other = (cluster.a, cluster.b) if n % 2 else (cluster.b, cluster.a)
+        acknowledged: list[tuple[str, int]] = []
+        async with httpx.AsyncClient(timeout=30) as client:
+            for i in range(per_publisher):
+                slug = slugs[(n + i) % 2] if n % 4 < 2 else slugs[0]
+                data, key = {"p": n, "i": i}, f"group-{n}-{i}"
+                if i % 8 == 0:
+                    both = await asyncio.gather(
+                        post(client, mine.url, slug, data, key), post(client, other.url, slug, data, key)
+                    )
+                    assert both[0] == both[1], "one Idempotency-Key, two messages"
+                    acknowledged.append(both[0])
+                else:
+                    acknowledged.append(await post(client, mine.url, slug, data, key))
+        return acknowledged
+
+    answers = [
+        pair for acked in await asyncio.gather(*(publisher(n) for n in range(publishers))) for pair in acked
+    ]
+    assert len(answers) == publishers * per_publisher
+    assert len(set(answers)) == len(answers), "an id was acknowledged twice"
+    with psycopg.connect(prepared_database.url) as connection:
+        rows = connection.execute(
+            "SELECT c.slug, m.sequence, m.data FROM events_message m"
+            " JOIN events_channel c ON c.id = m.channel_id WHERE c.slug = ANY(%s)",
+            [slugs],
+        ).fetchall()
+        last: dict[str, int] = dict(
+            connection.execute(
+                "SELECT slug, last_sequence FROM events_channel WHERE slug = ANY(%s)", [slugs]
+            ).fetchall()
+        )
+    assert sorted((slug, sequence) for slug, sequence, _ in rows) == sorted(answers)  # rows = 201s
+    for slug in slugs:
+        assert sorted(sequence for s, sequence, _ in rows if s == slug) == list(range(1, last[slug] + 1))
+    # Each publisher's messages are in the order it sent them, per channel.
+    for n in range(publishers):
+        for slug in slugs:
+            sent = [
+                data["i"]
+                for s, _, data in sorted(rows, key=lambda row: row[1])
+                if s == slug and data["p"] == n
+            ]
+            assert sent == sorted(sent)
