@@ -7,7 +7,7 @@ The endpoint that serves ``GET /events/<slug>/`` and ``GET /events/?channel=a&ch
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from http.cookies import SimpleCookie
+from http.cookies import Morsel, SimpleCookie
 from urllib.parse import parse_qs
 
 from asgiref.typing import (
@@ -84,8 +84,14 @@ def parse_stream_request(scope: RoutedHTTPScope) -> StreamRequest:
     headers = request_headers(scope)
     host = check_host(headers)
 
+    query_string = scope.get("query_string", b"")
     try:
-        query = parse_qs(scope.get("query_string", b"").decode(), keep_blank_values=True, max_num_fields=100)
+        # Most streams have none (an EventSource on /events/<slug>/): no parser then.
+        query = (
+            parse_qs(query_string.decode(), keep_blank_values=True, max_num_fields=100)
+            if query_string
+            else {}
+        )
     except (UnicodeDecodeError, ValueError) as exc:
         raise InvalidInput("The query string is malformed.") from exc
     path_slug = scope.get("url_route", {}).get("kwargs", {}).get("slug")
@@ -107,12 +113,7 @@ def parse_stream_request(scope: RoutedHTTPScope) -> StreamRequest:
         cursor = _last(query, "after")
     rewind = parse_rewind(_last(query, "rewind"))
     token = _last(query, "token")
-    cookie = SimpleCookie()
-    try:
-        cookie.load(headers.get("cookie", ""))
-    except Exception:  # a malformed Cookie header just means no session
-        cookie = SimpleCookie()
-    morsel = cookie.get(settings.SESSION_COOKIE_NAME)
+    morsel = _session_morsel(headers.get("cookie"))
     scheme = scope.get("scheme", "http")
     return StreamRequest(
         slugs=slugs,
@@ -125,6 +126,18 @@ def parse_stream_request(scope: RoutedHTTPScope) -> StreamRequest:
         format=output,
         rewind=rewind,
     )
+
+
+def _session_morsel(raw: str | None) -> Morsel[str] | None:
+    """The session cookie in a Cookie header, None without one."""
+    if not raw:
+        return None
+    cookie: SimpleCookie = SimpleCookie()
+    try:
+        cookie.load(raw)
+    except Exception:  # a malformed Cookie header just means no session
+        return None
+    return cookie.get(settings.SESSION_COOKIE_NAME)
 
 
 def _last(query: dict[str, list[str]], name: str) -> str | None:

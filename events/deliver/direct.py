@@ -24,7 +24,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-# The scope extension's name: scope["extensions"][DIRECT_WRITES]["claim"](high_water=...).
+# The scope extension's name: scope["extensions"][DIRECT_WRITES]["claim"](high_water=...),
+# and ["start"](status, headers, high_water=...) before any head was sent.
 DIRECT_WRITES = "pushsite.transport"
 
 
@@ -61,6 +62,26 @@ class DirectWriter(Protocol):
 
 
 Claim = Callable[..., DirectWriter | None]
+Start = Callable[..., DirectWriter | None]
+Headers = tuple[tuple[bytes, bytes], ...]
+
+
+def start_direct_response(
+    scope: Mapping[str, Any], status: int, headers: Headers, *, high_water: int
+) -> DirectWriter | None:
+    """Start a chunked response and own its connection at once, if the server offers it; else None.
+
+    The server writes ``status`` and ``headers`` (plus its own default headers and
+    chunked framing) with the first chunk, in one write: no ``http.response.start``
+    through ASGI. None: send the head through ASGI, then try
+    :func:`claim_direct_writer`. ``headers`` must be the same tuple for the same
+    head (the server encodes each distinct head once).
+    """
+    offer = (scope.get("extensions") or {}).get(DIRECT_WRITES)
+    if not offer or "start" not in offer:
+        return None
+    start: Start = offer["start"]
+    return start(status, headers, high_water=high_water)
 
 
 def claim_direct_writer(scope: Mapping[str, Any], *, high_water: int) -> DirectWriter | None:

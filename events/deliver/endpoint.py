@@ -43,7 +43,7 @@ from events.deliver.consumer import (
     parse_stream_request,
     request_headers,
 )
-from events.deliver.direct import claim_direct_writer
+from events.deliver.direct import claim_direct_writer, start_direct_response
 from events.deliver.holdings import Holdings
 from events.deliver.relay import get_relay
 from events.deliver.stream import AsgiSend, Stream
@@ -98,6 +98,27 @@ def stream_head(content_type: str, allow_origin: str | None) -> Headers:
     if allow_origin is not None:
         headers += ((b"access-control-allow-origin", allow_origin.encode()),)
     return headers
+
+
+@functools.lru_cache(maxsize=1024)
+def opening(
+    slugs: tuple[str, ...],
+    cursor: str,
+    retry_milliseconds: int,
+    titles: tuple[tuple[str, str], ...] | None,
+    history: bool,
+) -> bytes:
+    """A stream's first bytes (``frames.open_frame``), encoded once for the streams that open alike.
+
+    Readers of the same channels between two publishes get the very same bytes.
+    """
+    return frames.open_frame(
+        list(slugs),
+        cursor=cursor,
+        retry_milliseconds=retry_milliseconds,
+        titles=dict(titles) if titles is not None else None,
+        history=history,
+    )
 
 
 class EventStreamEndpoint:
@@ -258,12 +279,12 @@ class StreamConnection:
             message = {**message, "headers": self._complete_head(self.scope, tuple(message["headers"]))}
         await self.send(cast(ASGISendEvent, message))
 
-    async def send_head(self, status: int, headers: Headers) -> None:
-        """The response head, with the site's headers (pushsite/headers.py)."""
+    async def send_head(self, status: int, headers: Headers, *, complete: bool = True) -> None:
+        """The response head through ASGI, with the site's headers (pushsite/headers.py) unless it has them."""
         head: HTTPResponseStartEvent = {
             "type": "http.response.start",
             "status": status,
-            "headers": self._complete_head(self.scope, headers),
+            "headers": self._complete_head(self.scope, headers) if complete else headers,
             "trailers": False,
         }
         await self.send(head)
@@ -275,13 +296,18 @@ class StreamConnection:
             content_type, asgi_send = ndjson.NDJSON, ndjson_send(self.send)
         else:
             content_type, asgi_send = sse.EVENT_STREAM, self.send
-        await self.send_head(200, stream_head(content_type, authorized.allow_origin))
-        # Below ASGI where the server offers it (SSE only: NDJSON rewrites every frame in send).
-        direct = (
-            claim_direct_writer(self.scope, high_water=max(1, conf.MAX_BACKLOG_BYTES // 4))
-            if output == SSE_FORMAT and self.scope["method"] != "HEAD"
-            else None
-        )
+        head = self._complete_head(self.scope, stream_head(content_type, authorized.allow_origin))
+        # Below ASGI where the server offers it (SSE only: NDJSON rewrites every frame in send):
+        # the server writes the head with the first frame, or after ASGI sent it.
+        direct = None
+        below_asgi = output == SSE_FORMAT and self.scope["method"] != "HEAD"
+        high_water = max(1, conf.MAX_BACKLOG_BYTES // 4)
+        if below_asgi:
+            direct = start_direct_response(self.scope, 200, head, high_water=high_water)
+        if direct is None:
+            await self.send_head(200, head, complete=False)
+            if below_asgi:
+                direct = claim_direct_writer(self.scope, high_water=high_water)
 
         closer = DetachedClose(self.holdings) if direct is not None else None
         stream = Stream(
@@ -306,12 +332,12 @@ class StreamConnection:
         # stream's id, so the client has a resume point even if nothing is
         # published before it reconnects. Resets and replay follow it.
         stream.write(
-            frames.open_frame(
-                [c.slug for c in authorized.channels],
-                cursor=stream.cursor(),
-                retry_milliseconds=conf.RETRY_MILLISECONDS,
-                titles=authorized.titles,
-                history=authorized.history,
+            opening(
+                tuple(c.slug for c in authorized.channels),
+                stream.cursor(),
+                conf.RETRY_MILLISECONDS,
+                tuple(authorized.titles.items()) if authorized.titles is not None else None,
+                authorized.history,
             )
         )
         relay = get_relay()
