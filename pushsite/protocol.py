@@ -1,16 +1,18 @@
 """Pushsite's uvicorn protocol: httptools, plus streams that own their connection.
 
 uvicorn's httptools protocol, with one addition: every request's scope offers
-the ``pushsite.transport`` extension (events/deliver/direct.py). A stream that
-has sent its response head through ASGI claims the connection: the transport
-gets a :class:`DetachedConnection` as its protocol, uvicorn's request cycle is
-marked complete, and the ASGI task ends while the stream lives. From then on
+the ``pushsite.transport`` extension (events/deliver/direct.py). A stream
+starts its response here (``start``: the head, encoded once per distinct head,
+leaves with the first frame in one write) or, after sending the head through
+ASGI, claims the connection (``claim``): either way the transport gets a
+:class:`DetachedConnection` as its protocol, uvicorn's request cycle is marked
+complete, and the ASGI task ends while the stream lives. From then on
 the stream writes chunked frames to the transport itself (no ``send``
 coroutine, message dict or header-middleware call per frame), and hears of the
 client leaving from ``connection_lost`` instead of ``http.disconnect``. An idle
 stream then costs a transport, a :class:`DetachedConnection` and its
 ``Stream``; uvicorn's protocol, parser, cycle, scope, the ASGI task and the
-Channels consumer are released (docs/performance.md, issue 16).
+endpoint's per-request object are released (docs/performance.md, issue 16).
 
 ``manage.py serve`` uses it unless ``--portable``; any other server leaves the
 extension out and streams use plain ASGI ``send``.

@@ -2,9 +2,10 @@
 
 A server that offers the ``pushsite.transport`` extension in the request's
 scope (Pushsite's own uvicorn protocol, pushsite/protocol.py, under
-``manage.py serve``) lets a stream claim its connection once the response head
-has gone out through ASGI ``send``. The claim detaches the response from ASGI:
-the server is done with it, the ASGI task and the consumer end, and the stream
+``manage.py serve``) lets a stream start its response there (``start``: the
+server writes the head with the first frame) or claim its connection once the
+head has gone out through ASGI ``send`` (``claim``). Either detaches the response
+from ASGI: the server is done with it, the request's ASGI task ends, and the stream
 holds the connection to its end. It writes frames without a coroutine, a
 ``send`` call or a message dict per frame, reads the transport's write buffer
 for flow control and eviction, hears of the client leaving through
@@ -15,7 +16,7 @@ idle stream so costs its transport, the writer and the ``Stream``
 (docs/performance.md, issue 16).
 
 Every other server (daphne, ``runserver``) offers nothing, and the stream uses
-plain ASGI ``send`` (events/deliver/stream.py) with its consumer's task alive:
+plain ASGI ``send`` (events/deliver/stream.py) with its request's task alive:
 the portable path.
 """
 
