@@ -93,6 +93,8 @@ ROWS: list[tuple[str, tuple[str, ...]]] = [
     ("(b) lost / duplicates / reordered", ("fanout", "lost+duplicates+reordered")),
     ("(b) server CPU % / client CPU %", ("fanout", "server_cpu_pct+client_cpu_pct")),
     ("(c) open connections s", ("connections", "open_seconds")),
+    ("(c) opens per second", ("connections", "opens_per_s")),
+    ("(c) server CPU per open µs", ("connections", "cpu_us_per_open")),
     ("(c) server KiB per connection", ("connections", "kib_per_connection")),
     ("(c) one message to all ms", ("connections", "reach_all_ms")),
     ("(c) lost / duplicates", ("connections", "lost+duplicates")),

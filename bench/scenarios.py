@@ -244,7 +244,10 @@ async def connections(server: Server, sizes: Sizes, progress: Progress) -> dict[
         await asyncio.sleep(1.5)
         rss_before = server.rss_kib()
 
+        cpu_before = server.cpu_seconds()
         crowd, open_seconds = await open_crowd(server, sizes.connections, progress, "(c) connections")
+        # Server CPU per open: what compares when neighbours take the core (wall time does not).
+        open_cpu = server.cpu_seconds() - cpu_before
         try:
             await asyncio.sleep(2.0)  # idle, as they would be
             rss_after = server.rss_kib()
@@ -255,6 +258,8 @@ async def connections(server: Server, sizes: Sizes, progress: Progress) -> dict[
             return {
                 "connections": sizes.connections,
                 "open_seconds": round(open_seconds, 2),
+                "opens_per_s": round(sizes.connections / max(open_seconds, 1e-9)),
+                "cpu_us_per_open": round(open_cpu * 1e6 / sizes.connections),
                 "rss_before_kib": rss_before,
                 "rss_after_kib": rss_after,
                 "kib_per_connection": round((rss_after - rss_before) / sizes.connections, 2),

@@ -12,8 +12,20 @@ from typing import Any, Generic, TypeVar, overload
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 
 T = TypeVar("T", int, float)
+
+# Each setting's converted value, until the settings change (override_settings, the
+# ``settings`` fixture): why: a stream open reads seven of them (issue 16).
+_values: dict[str, Any] = {}
+
+
+@receiver(setting_changed)
+def _settings_changed(setting: str, **kwargs: Any) -> None:
+    if setting == "PUSHSITE":
+        _values.clear()
 
 
 class Setting(Generic[T]):
@@ -41,7 +53,11 @@ class Setting(Generic[T]):
     def __get__(self, instance: SettingsGroup | None, owner: type[Any]) -> Setting[T] | T:
         if instance is None:
             return self
-        return self.current()
+        try:
+            value: T = _values[self.name]
+        except KeyError:
+            value = _values[self.name] = self.current()
+        return value
 
     def current(self) -> T:
         """The value now: the override in ``settings.PUSHSITE`` converted to the default's type, or the default."""

@@ -20,8 +20,9 @@ tick = Signal()
 # Sent in the database thread once a subscriber has been allowed in, with
 # ``channels`` (the Channel rows of the stream), ``user`` and ``session``. A
 # receiver may return a StreamAttachment: it is opened with the stream and
-# closed when the stream ends (chat presence is one).
-stream_authorized = Signal()
+# closed when the stream ends (chat presence is one). Sent on every stream open:
+# its receivers are looked up once per sender, not on every send (issue 16).
+stream_authorized = Signal(use_caching=True)
 
 # Sent by the channel's admin change page with ``channel`` and ``request``;
 # each receiver returns a dict of extra template context (the widget snippets).

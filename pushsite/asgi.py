@@ -1,16 +1,19 @@
 """ASGI entry point: ``pushsite.asgi:application``.
 
-SSE streams go to the Channels consumer; everything else to Django. One layer
-around it all sets the security headers on every response (pushsite/headers.py).
-On SIGTERM every open stream ends cleanly so that clients resume elsewhere
-(events/runtime/shutdown.py).
+The stream URLs go to the stream endpoint, matched first by a path test
+(events/routing.py ``stream_route``) with no Channels router or consumer on the
+way (issue 16: opens per second); its response heads carry the security
+headers, built once per shape (``complete_head``). Everything else goes through
+one layer that sets the security headers on every response (pushsite/headers.py),
+then Channels' routes and Django. On SIGTERM every open stream ends cleanly so
+that clients resume elsewhere (events/runtime/shutdown.py).
 """
 
 from __future__ import annotations
 
 import os
 
-from asgiref.typing import ASGI3Application
+from asgiref.typing import ASGI3Application, ASGIReceiveCallable, ASGISendCallable, Scope
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "pushsite.settings")
@@ -23,11 +26,12 @@ django_application: ASGI3Application = get_asgi_application()  # type: ignore[as
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import path, re_path  # noqa: E402
 
+from events.deliver.endpoint import EventStreamEndpoint  # noqa: E402
 from events.http.bodies import BoundedBody  # noqa: E402
 from events.publish.fast_path import KeyPublishEndpoint  # noqa: E402
-from events.routing import http_urlpatterns  # noqa: E402
+from events.routing import http_urlpatterns, stream_route  # noqa: E402
 from events.runtime.lifespan import lifespan  # noqa: E402
-from pushsite.headers import SecurityHeadersMiddleware  # noqa: E402
+from pushsite.headers import SecurityHeadersMiddleware, complete_head  # noqa: E402
 
 # Bodies read whole are bounded in size and time first (events/http/bodies.py).
 bounded_publish = BoundedBody(KeyPublishEndpoint(django_application))
@@ -49,4 +53,16 @@ routes: ASGI3Application = ProtocolTypeRouter(
     }
 )
 
-application: ASGI3Application = SecurityHeadersMiddleware(routes)
+site: ASGI3Application = SecurityHeadersMiddleware(routes)
+streams = EventStreamEndpoint(complete_head=complete_head)
+
+
+async def application(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+    """Streams straight to their endpoint; every other request to the site."""
+    if scope["type"] == "http":
+        route = stream_route(scope["path"])
+        if route is not None:
+            # A copy, as a router hands on a scope; the server's own scope stays as it was.
+            await streams({**scope, "url_route": route}, receive, send)  # type: ignore[arg-type]
+            return
+    await site(scope, receive, send)

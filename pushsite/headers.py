@@ -17,7 +17,7 @@ decided its framing with ``frame-ancestors`` (the iframe embed does) and gets no
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterable
 from typing import Any
 
 from asgiref.typing import (
@@ -77,23 +77,49 @@ def security_headers(secure: bool) -> Headers:
 @receiver(setting_changed)
 def _settings_changed(**kwargs: Any) -> None:
     security_headers.cache_clear()
+    _completed.cache_clear()
 
 
-def add_security_headers(message: Any, scope: HTTPScope) -> Any:
-    """``message`` (an ``http.response.start``) with each security header it lacks."""
-    present = {name.lower() for name, _value in message.get("headers", ())}
+def wanted_headers(scope: HTTPScope) -> Headers:
+    """The security headers for a response to this request (HSTS only on a secure one, when configured)."""
     wanted = security_headers(False)
     if wanted != security_headers(True):  # HSTS is configured: only on secure requests
         request_headers = {
             name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]
         }
         wanted = security_headers(is_secure(scope.get("scheme"), request_headers))
+    return wanted
+
+
+def _missing(headers: Iterable[tuple[bytes, bytes]], wanted: Headers) -> Headers:
+    """The security headers a response lacks; none of the framing ones when it sets its own CSP."""
+    present = {name.lower() for name, _value in headers}
     own_framing = CONTENT_SECURITY_POLICY_HEADER in present
-    missing = [
+    return tuple(
         (name, value)
         for name, value in wanted
         if name.lower() not in present and not (own_framing and name.lower() == X_FRAME_OPTIONS)
-    ]
+    )
+
+
+@functools.lru_cache(maxsize=512)
+def _completed(headers: Headers, wanted: Headers) -> Headers:
+    return headers + _missing(headers, wanted)
+
+
+def complete_head(scope: HTTPScope, headers: Headers) -> Headers:
+    """``headers`` plus each security header they lack: built once per distinct head, then reused.
+
+    For an endpoint that answers outside this layer (the stream endpoint,
+    pushsite/asgi.py): the same rule as the middleware, without its per-request
+    ``send`` wrapper or a new header list per response.
+    """
+    return _completed(headers, wanted_headers(scope))
+
+
+def add_security_headers(message: Any, scope: HTTPScope) -> Any:
+    """``message`` (an ``http.response.start``) with each security header it lacks."""
+    missing = _missing(message.get("headers", ()), wanted_headers(scope))
     if not missing:
         return message
     return {**message, "headers": [*message.get("headers", ()), *missing]}

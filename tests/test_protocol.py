@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from pushsite.protocol import DetachedConnection
+from pushsite.protocol import DetachedConnection, encoded_headers
 
 
 class Transport:
@@ -90,3 +90,26 @@ async def test_drain_waits_for_resume_and_for_loss() -> None:
     conn.connection_lost(ConnectionResetError())
     await asyncio.wait_for(waiter, 1)
     assert not conn.paused
+
+
+def test_a_started_response_head_leaves_with_the_first_chunk() -> None:
+    transport = Transport()
+    conn = DetachedConnection(transport, paused=False, head=b"HTTP/1.1 200 OK\r\n\r\n")  # type: ignore[arg-type]
+    assert conn.write(b"data: x\n\n")
+    assert conn.write(b"data: y\n\n")
+    assert transport.written == [b"HTTP/1.1 200 OK\r\n\r\n9\r\ndata: x\n\n\r\n", b"9\r\ndata: y\n\n\r\n"]
+
+
+def test_a_started_response_that_ends_at_once_still_sends_its_head() -> None:
+    transport = Transport()
+    conn = DetachedConnection(transport, paused=False, head=b"HTTP/1.1 200 OK\r\n\r\n")  # type: ignore[arg-type]
+    assert conn.finish()
+    assert transport.written == [b"HTTP/1.1 200 OK\r\n\r\n0\r\n\r\n"]
+
+
+def test_encoded_headers_are_uvicorns_lines_or_none_for_an_invalid_one() -> None:
+    assert encoded_headers(((b"Content-Type", b"text/event-stream"), (b"vary", b"Origin"))) == (
+        b"content-type: text/event-stream\r\nvary: Origin\r\n"
+    )
+    assert encoded_headers(((b"x-evil", b"a\r\nset-cookie: x"),)) is None
+    assert encoded_headers(((b"bad name", b"x"),)) is None

@@ -1,7 +1,7 @@
 """Open streams per client address, counted across every server process when Redis is there.
 
 Each process counts its own streams first (synchronously, so a burst on one
-process cannot overshoot: events/deliver/consumer.py). With ``REDIS_URL`` set,
+process cannot overshoot: events/deliver/endpoint.py). With ``REDIS_URL`` set,
 every stream also holds a *lease* in one sorted set per address, scored by when
 the lease lapses: taking one is a single Lua call that drops lapsed leases,
 counts and adds, so simultaneous connects on several processes never get more

@@ -2,9 +2,10 @@
 
 A server that offers the ``pushsite.transport`` extension in the request's
 scope (Pushsite's own uvicorn protocol, pushsite/protocol.py, under
-``manage.py serve``) lets a stream claim its connection once the response head
-has gone out through ASGI ``send``. The claim detaches the response from ASGI:
-the server is done with it, the ASGI task and the consumer end, and the stream
+``manage.py serve``) lets a stream start its response there (``start``: the
+server writes the head with the first frame) or claim its connection once the
+head has gone out through ASGI ``send`` (``claim``). Either detaches the response
+from ASGI: the server is done with it, the request's ASGI task ends, and the stream
 holds the connection to its end. It writes frames without a coroutine, a
 ``send`` call or a message dict per frame, reads the transport's write buffer
 for flow control and eviction, hears of the client leaving through
@@ -15,7 +16,7 @@ idle stream so costs its transport, the writer and the ``Stream``
 (docs/performance.md, issue 16).
 
 Every other server (daphne, ``runserver``) offers nothing, and the stream uses
-plain ASGI ``send`` (events/deliver/stream.py) with its consumer's task alive:
+plain ASGI ``send`` (events/deliver/stream.py) with its request's task alive:
 the portable path.
 """
 
@@ -24,7 +25,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-# The scope extension's name: scope["extensions"][DIRECT_WRITES]["claim"](high_water=...).
+# The scope extension's name: scope["extensions"][DIRECT_WRITES]["claim"](high_water=...),
+# and ["start"](status, headers, high_water=...) before any head was sent.
 DIRECT_WRITES = "pushsite.transport"
 
 
@@ -61,6 +63,26 @@ class DirectWriter(Protocol):
 
 
 Claim = Callable[..., DirectWriter | None]
+Start = Callable[..., DirectWriter | None]
+Headers = tuple[tuple[bytes, bytes], ...]
+
+
+def start_direct_response(
+    scope: Mapping[str, Any], status: int, headers: Headers, *, high_water: int
+) -> DirectWriter | None:
+    """Start a chunked response and own its connection at once, if the server offers it; else None.
+
+    The server writes ``status`` and ``headers`` (plus its own default headers and
+    chunked framing) with the first chunk, in one write: no ``http.response.start``
+    through ASGI. None: send the head through ASGI, then try
+    :func:`claim_direct_writer`. ``headers`` must be the same tuple for the same
+    head (the server encodes each distinct head once).
+    """
+    offer = (scope.get("extensions") or {}).get(DIRECT_WRITES)
+    if not offer or "start" not in offer:
+        return None
+    start: Start = offer["start"]
+    return start(status, headers, high_water=high_water)
 
 
 def claim_direct_writer(scope: Mapping[str, Any], *, high_water: int) -> DirectWriter | None:

@@ -2,11 +2,11 @@
 
 A stream takes a slot in its address's count (and, with Redis, a lease in the
 count shared by every process), and features attach things to it
-(``signals.stream_authorized``). On the portable path the consumer owns the
-stream to its end; on a direct connection (events/deliver/direct.py) the
-consumer's task ends once the stream is open, so these travel with the stream
-instead of with the consumer, and whichever ends first (a refusal before the
-stream exists, or the stream's close) gives them back.
+(``signals.stream_authorized``). On the portable path the request's task
+(events/deliver/endpoint.py) owns the stream to its end; on a direct connection
+(events/deliver/direct.py) that task ends once the stream is open, so these
+travel with the stream instead of with the task, and whichever ends first (a
+refusal before the stream exists, or the stream's close) gives them back.
 """
 
 from __future__ import annotations

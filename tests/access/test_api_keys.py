@@ -7,7 +7,7 @@ from asgiref.testing import ApplicationCommunicator
 from django.contrib.auth.models import User
 from django.test import AsyncClient
 
-from events.deliver.consumer import EventStreamConsumer
+from events.deliver.endpoint import EventStreamEndpoint
 from events.models import Channel
 from tests.support.asgi import django_answer, http_scope, stream_publish, subscribe_refused
 from tests.support.fixtures import messages
@@ -26,7 +26,7 @@ async def test_basic_authorization_is_ignored_on_public_reads(news: Channel) -> 
     scope = http_scope(
         "GET", "/events/news/", {"authorization": BASIC}, url_route={"args": (), "kwargs": {"slug": "news"}}
     )
-    communicator = ApplicationCommunicator(EventStreamConsumer.as_asgi(), scope)
+    communicator = ApplicationCommunicator(EventStreamEndpoint(), scope)
     await communicator.send_input({"type": "http.request", "body": b"", "more_body": False})
     start = await communicator.receive_output(timeout=10)
     assert start["status"] == 200

@@ -8,7 +8,7 @@ from typing import Any
 
 from asgiref.testing import ApplicationCommunicator
 
-from events.deliver.consumer import EventStreamConsumer
+from events.deliver.endpoint import EventStreamEndpoint
 from events.publish.ingest import StreamPublishConsumer
 
 NDJSON = "application/x-ndjson"
@@ -92,7 +92,7 @@ async def subscribe_refused(method: str = "GET", headers: dict[str, str] | None 
     scope = http_scope(
         method, "/events/news/", headers or {}, url_route={"args": (), "kwargs": {"slug": "news"}}
     )
-    communicator = ApplicationCommunicator(EventStreamConsumer.as_asgi(), scope)
+    communicator = ApplicationCommunicator(EventStreamEndpoint(), scope)
     await communicator.send_input({"type": "http.request", "body": b"", "more_body": False})
     return await answer_of(communicator)
 
