@@ -15,6 +15,7 @@ import pytest
 
 from events.publish.body_lines import IDLE_BURST_BYTES
 from events.wire.sse import ServerSentEvent
+from tests.conftest import SERVER_SETTINGS
 from tests.support.servers import ServerProcess, Site
 from tests.support.sse_client import Subscriber, sequence_of
 
@@ -393,6 +394,13 @@ async def test_a_key_revoked_mid_stream_on_a_fold_channel_stores_no_done_stream(
         await request.send(b"\n")
         await asyncio.wait([revoking], timeout=0.5)
     await revoking
+    # A fold channel's parts store nothing, so the key is checked again once
+    # PUSHSITE_REVOCATION_SECONDS have passed since its last check (docs/security.md):
+    # a part sent sooner may still pass. Wait that bound out, then the next part is refused.
+    bound_ends = time.monotonic() + float(SERVER_SETTINGS["REVOCATION_SECONDS"]) + 0.2
+    while time.monotonic() < bound_ends:
+        await request.send(b"\n")
+        await asyncio.sleep(0.25)
     await request.send(ndjson_line("after"))
     await request.send(b"")  # the body's end
     status, body = await request.response()
