@@ -202,6 +202,9 @@ class StreamConnection:
             if authorized is None:
                 authorized = await admit_from_database(request)
                 get_relay().directory.remember(authorized.rows)
+            if method == "HEAD":
+                await self.answer_head(authorized, request.format)
+                return False
             await self.join_feeds(authorized)
         except PushsiteError as error:
             await self.send_error(error)
@@ -267,6 +270,18 @@ class StreamConnection:
         if origin:
             headers += ((b"access-control-allow-origin", origin.encode()), *PREFLIGHT_HEADERS)
         await self.send_head(204, headers)
+        await self.send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def answer_head(self, authorized: Authorized, output: str) -> None:
+        """HEAD: the head a GET would get, and no stream.
+
+        A HEAD response has no body, so a stream behind it would hold an address slot
+        and a feed for nothing until the client left (a monitor's HEAD probe held
+        them for good).
+        """
+        content_type = ndjson.NDJSON if output == NDJSON_FORMAT else sse.EVENT_STREAM
+        head = self._complete_head(self.scope, stream_head(content_type, authorized.allow_origin))
+        await self.send_head(200, head, complete=False)
         await self.send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def send_error(self, error: PushsiteError) -> None:

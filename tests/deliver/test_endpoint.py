@@ -85,3 +85,22 @@ async def test_a_refusal_has_the_security_headers_too(server: ServerProcess) -> 
     for response in (refused, preflight):
         assert response.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
         assert response.headers.get_list("x-content-type-options") == ["nosniff"]
+
+
+@pytest.mark.parametrize(
+    ("query", "content_type"), [("", EVENT_STREAM), ("?format=ndjson", "application/x-ndjson")]
+)
+async def test_head_answers_what_a_get_would_and_holds_no_stream(
+    server: ServerProcess, query: str, content_type: str
+) -> None:
+    # A HEAD response has no body: the stream behind it held an address slot and a feed
+    # until the client left (a monitor's HEAD probe never answered at all).
+    async with httpx.AsyncClient(timeout=5) as client:
+        for _ in range(3):
+            response = await client.head(f"{server.url}/events/partner-feed/{query}")
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith(content_type)
+            assert response.headers["x-content-type-options"] == "nosniff"
+            assert response.content == b""
+        refused = await client.head(f"{server.url}/events/no-such-channel/")
+        assert refused.status_code == 404
