@@ -87,7 +87,8 @@ def check_development_server(app_configs: Any, **kwargs: Any) -> list[CheckMessa
 # Commands that serve requests, or check that a deployment could: the production checks
 # below apply to them only, so `migrate` or `collectstatic` itself runs before they pass.
 SERVING_COMMANDS = ("serve", "runserver", "check")
-COLLECTSTATIC_COMMAND = ".venv/bin/python manage.py collectstatic --noinput"
+# With DJANGO_DEBUG on (demo.sh's .env) collectstatic writes no manifest: say it with debug off.
+COLLECTSTATIC_COMMAND = "DJANGO_DEBUG=0 .venv/bin/python manage.py collectstatic --noinput"
 
 
 @register()

@@ -11,7 +11,7 @@ URL="http://127.0.0.1:$PORT"
 
 # Before anything else: seeding would revoke a running demo's key and start a second ticker.
 if (: <"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
-  echo "Port $PORT is in use: is the demo already running? Stop it or run PORT=$((PORT + 10)) scripts/demo.sh" >&2
+  echo "Port $PORT is in use: is the demo already running? Stop it first (Ctrl+C); for a second demo beside it, run PORT=$((PORT + 10)) scripts/demo.sh from another clone (in this folder it would seed again and revoke the running demo's key)" >&2
   exit 1
 fi
 ensure_venv requirements.txt

@@ -120,6 +120,8 @@ def test_demo_sh_refuses_a_port_in_use_before_seeding(tmp_path: Path) -> None:
         )
     assert result.returncode == 1
     assert result.stderr == (
-        f"Port {port} is in use: is the demo already running? Stop it or run PORT={port + 10} scripts/demo.sh\n"
+        f"Port {port} is in use: is the demo already running? Stop it first (Ctrl+C); for a second demo "
+        f"beside it, run PORT={port + 10} scripts/demo.sh from another clone (in this folder it would "
+        "seed again and revoke the running demo's key)\n"
     )
     assert sorted(path.name for path in tmp_path.iterdir()) == ["scripts"]  # no .venv, .env or database

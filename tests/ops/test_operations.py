@@ -155,7 +155,8 @@ def test_a_server_without_collected_static_files_is_a_system_check_error(
         (error,) = [message for message in run_checks() if message.id == "events.E004"]
         assert "every page would answer 500" in error.msg
         assert error.hint == (
-            "Run .venv/bin/python manage.py collectstatic --noinput (it writes DJANGO_STATIC_ROOT) before serving."
+            "Run DJANGO_DEBUG=0 .venv/bin/python manage.py collectstatic --noinput "
+            "(it writes DJANGO_STATIC_ROOT) before serving."
         )
         (tmp_path / "staticfiles.json").write_text('{"paths": {}, "version": "1.1"}')
         assert "events.E004" not in {message.id for message in run_checks()}
@@ -190,7 +191,7 @@ def test_serve_refuses_to_start_without_collected_static_files(tmp_path: Path) -
     )
     assert result.returncode != 0
     assert "(events.E004)" in result.stderr
-    assert "Run .venv/bin/python manage.py collectstatic --noinput" in result.stderr
+    assert "Run DJANGO_DEBUG=0 .venv/bin/python manage.py collectstatic --noinput" in result.stderr
 
 
 def test_serve_refuses_to_start_without_allowed_hosts() -> None:

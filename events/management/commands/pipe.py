@@ -46,4 +46,5 @@ class Command(BaseCommand):
             stream.end(FAILED, "The pipe was interrupted.")
             raise CommandError(f"Stream {stream.id} interrupted after {stream.parts} parts.") from None
         stream.end(DONE)
-        self.stdout.write(f"Streamed {stream.parts} parts into {slug} (stream {stream.id}, done).")
+        parts = "1 part" if stream.parts == 1 else f"{stream.parts} parts"
+        self.stdout.write(f"Streamed {parts} into {slug} (stream {stream.id}, done).")

@@ -44,7 +44,7 @@ class Command(BaseCommand):
                         raise CommandError(
                             f"demo ticker: the server refused the API key ({response.status_code} "
                             f"{response.text.strip()}): it was revoked (seed_demo makes a new one) or is wrong. "
-                            "Stopping; run scripts/demo.sh again to start a ticker with the new key."
+                            "Stopping; stop the demo (Ctrl+C) and run scripts/demo.sh again to start a ticker with the new key."
                         )
                     if response.is_error:
                         self.stderr.write(
