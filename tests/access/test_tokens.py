@@ -11,7 +11,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.core import signing
 from django.core.management import CommandError, call_command
-from django.test import AsyncClient
+from django.test import AsyncClient, override_settings
 
 from events.access.auth import (
     TOKEN_SALT,
@@ -224,3 +224,12 @@ def test_the_mint_token_command_names_channels_by_identity_and_refuses_unknown_o
     assert grant.key_id is None
     with pytest.raises(CommandError, match="No active channel is called 'nope'"):
         call_command("mint_token", "nope", stdout=StringIO())
+
+
+@override_settings(PUSHSITE={"TOKEN_MAX_AGE_SECONDS": 600})
+def test_mint_token_says_when_it_caps_the_lifetime(vault: Channel) -> None:
+    out, err = StringIO(), StringIO()
+    call_command("mint_token", "vault", "--ttl", "999999", stdout=out, stderr=err)
+    grant = verify_token(out.getvalue().strip())  # stdout is the token alone
+    assert grant.expires_at - time.time() <= 600
+    assert "--ttl 999999 is above PUSHSITE_TOKEN_MAX_AGE_SECONDS: the token lasts 600 s." in err.getvalue()

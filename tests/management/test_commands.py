@@ -162,4 +162,5 @@ def test_listen_reports_a_refusal_instead_of_retrying(server: ServerProcess, sit
     )
     assert result.returncode != 0
     assert "404" in result.stderr  # a private channel is refused as if it did not exist
+    assert "(a private channel needs --token or --api-key)" in result.stderr
     assert time.monotonic() - started < 20

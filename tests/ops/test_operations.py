@@ -131,7 +131,11 @@ def test_secret_key_is_required_when_debug_is_off() -> None:
         timeout=60,
     )
     assert result.returncode != 0
-    assert "DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is off" in result.stderr
+    # The sentence alone, not buried under a traceback.
+    assert result.stderr.startswith(
+        "Configuration error: DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is off"
+    )
+    assert "Traceback" not in result.stderr
 
 
 def test_check_deploy_passes_with_production_settings() -> None:

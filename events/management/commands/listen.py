@@ -53,6 +53,10 @@ class Command(BaseCommand):
                 api_key=options["api_key"],
             )
         except ListenError as exc:
-            raise CommandError(f"The server refused the subscription: {exc}") from exc
+            hint = ""
+            if str(exc).startswith("404") and not (options["token"] or options["api_key"]):
+                # Private channels answer as if they did not exist (docs/security.md).
+                hint = " (a private channel needs --token or --api-key)"
+            raise CommandError(f"The server refused the subscription: {exc}{hint}") from exc
         except KeyboardInterrupt:
             return

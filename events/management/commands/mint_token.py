@@ -24,6 +24,12 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         ttl = options["ttl"] if options["ttl"] is not None else conf.TOKEN_MAX_AGE_SECONDS
+        if ttl > conf.TOKEN_MAX_AGE_SECONDS:
+            # Said on stderr: stdout stays the token alone, for scripts.
+            self.stderr.write(
+                f"--ttl {ttl} is above PUSHSITE_TOKEN_MAX_AGE_SECONDS: "
+                f"the token lasts {conf.TOKEN_MAX_AGE_SECONDS} s."
+            )
         try:
             # Named by identity: a channel re-created with the same slug is not granted.
             channels = active_channels(list(dict.fromkeys(options["slugs"])))
