@@ -10,10 +10,11 @@ docs/performance.md has the before / after.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import AsyncIterator
+from typing import IO, Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
-from django.http import HttpRequest, HttpResponseBase
+from django.http import FileResponse, HttpRequest, HttpResponseBase
 from whitenoise.middleware import WhiteNoiseMiddleware
 
 
@@ -37,6 +38,24 @@ class AsyncWhiteNoiseMiddleware(WhiteNoiseMiddleware):  # type: ignore[misc]  # 
             served: HttpResponseBase = await sync_to_async(self.serve, thread_sensitive=False)(
                 static_file, request
             )
+            if isinstance(served, FileResponse):
+                # Its file as an async iterator: Django's ASGI handler reads a sync one
+                # whole into memory first, with a warning on every server's first file.
+                # (The response still closes the file when it is done.)
+                served.streaming_content = read_in_threads(served.file_to_stream)
             return served
         response: HttpResponseBase = await self.get_response(request)
         return response
+
+
+# Bytes read per thread hop while a static file is sent.
+STATIC_CHUNK_BYTES = 64 * 1024
+
+
+async def read_in_threads(file: IO[bytes] | None) -> AsyncIterator[bytes]:
+    """``file``'s bytes, each chunk read in a worker thread (none for a 304 or a HEAD)."""
+    if file is None:
+        return
+    read = sync_to_async(file.read, thread_sensitive=False)
+    while chunk := await read(STATIC_CHUNK_BYTES):
+        yield chunk

@@ -11,7 +11,7 @@ from events.models import Kind
 from events.provisioning import upsert_channel
 from events.publish.store import publish
 from events.views import CHANNEL_PAGE_REWIND
-from tests.support.servers import ServerProcess
+from tests.support.servers import ROOT, ServerProcess
 
 
 def test_the_demo_ticker_publishes_a_readable_text_and_the_numbers() -> None:
@@ -185,3 +185,23 @@ def test_operators_find_the_live_operations_page(client: Client) -> None:
     assert "Django administration" not in index
     assert 'href="/admin/events/channel/operations/">Live operations</a>' in index
     assert client.get("/admin/events/channel/operations/").status_code == 200
+
+
+def test_static_files_are_served_whole_in_ranges_and_without_a_sync_iterator(server: ServerProcess) -> None:
+    # AsyncWhiteNoiseMiddleware hands Django an async iterator: a sync one is read whole
+    # into memory by Django's ASGI handler, with a warning in every server's log.
+    url = f"{server.url}/static/events/widget.js"
+    expected = (ROOT / "events" / "static" / "events" / "widget.js").read_bytes()
+    plain = {"Accept-Encoding": "identity"}
+    whole = httpx.get(url, headers=plain)
+    assert whole.status_code == 200
+    assert whole.content == expected
+    ranged = httpx.get(url, headers={**plain, "Range": "bytes=0-9"})
+    assert ranged.status_code == 206
+    assert ranged.content == expected[:10]
+    head = httpx.head(url, headers=plain)
+    assert head.status_code == 200
+    assert head.content == b""
+    unchanged = httpx.get(url, headers={**plain, "If-None-Match": whole.headers["etag"]})
+    assert unchanged.status_code == 304
+    assert "must consume synchronous iterators" not in server.log()
