@@ -329,11 +329,19 @@ LOGGING = {
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
     },
+    "filters": {"without_traceback": {"()": "pushsite.logfilters.WithoutTraceback"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {
         "events": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
         "pushsite": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
         "django": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        # A request for a host this site does not serve: one line, not a traceback each.
+        "django.security.DisallowedHost": {
+            "handlers": ["console"],
+            "level": "INFO",
+            "filters": ["without_traceback"],
+            "propagate": False,
+        },
     },
 }

@@ -205,3 +205,12 @@ def test_static_files_are_served_whole_in_ranges_and_without_a_sync_iterator(ser
     unchanged = httpx.get(url, headers={**plain, "If-None-Match": whole.headers["etag"]})
     assert unchanged.status_code == 304
     assert "must consume synchronous iterators" not in server.log()
+
+
+def test_a_request_for_another_host_is_one_log_line_not_a_traceback(server: ServerProcess) -> None:
+    before = len(server.log())
+    response = httpx.get(f"{server.url}/", headers={"Host": "evil.example"})
+    assert response.status_code == 400
+    logged = server.log()[before:]
+    assert "Invalid HTTP_HOST header: 'evil.example'" in logged
+    assert "Traceback" not in logged
