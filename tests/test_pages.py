@@ -214,3 +214,13 @@ def test_a_request_for_another_host_is_one_log_line_not_a_traceback(server: Serv
     logged = server.log()[before:]
     assert "Invalid HTTP_HOST header: 'evil.example'" in logged
     assert "Traceback" not in logged
+
+
+def test_pages_name_their_icon_and_it_is_served(server: ServerProcess) -> None:
+    # Without one every page's first load logged a 404 for /favicon.ico.
+    page = httpx.get(f"{server.url}/").text
+    assert '<link rel="icon" href="/static/events/favicon' in page
+    icon = page.split('<link rel="icon" href="', 1)[1].split('"', 1)[0]
+    served = httpx.get(f"{server.url}{icon}")
+    assert served.status_code == 200
+    assert served.headers["content-type"].startswith("image/svg+xml")
