@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from asgiref.sync import async_to_sync
-from django.db import IntegrityError, connection, models, transaction
+from django.db import IntegrityError, OperationalError, connection, models, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -497,7 +497,9 @@ def store_batch(publishes: list[Publish]) -> list[Outcome]:
     twice in the batch stores once, the second gets the first's answer), and
     within a channel the sequences follow the order of ``publishes``. A
     DatabaseError (commit included) is raised for the whole batch: nothing
-    of it may be reported stored, and it is never tried again here.
+    of it may be reported stored, and it is never tried again here, but for
+    one the database says it rolled back itself (a deadlock, a serialization
+    failure: :func:`_rolled_back_by_the_database`), whose outcome is known.
     """
     if not connection.features.can_return_columns_from_insert:
         return [_store_alone(publish) for publish in publishes]
@@ -512,12 +514,32 @@ def store_batch(publishes: list[Publish]) -> list[Outcome]:
                 stored = _store_together([publishes[index] for index in storing])
         except _ReceiptTaken:
             continue  # rolled back: nothing of this attempt is stored
+        except OperationalError as error:
+            if not _rolled_back_by_the_database(error):
+                raise
+            # Two processes' batches met in a lock cycle (pruning, receipts' keys) and
+            # PostgreSQL aborted this one: nothing of it is stored, so it runs again.
+            logger.info(
+                "Publish batch of %d rolled back by the database (%s); storing it again.", len(storing), error
+            )
+            continue
         for index, outcome in zip(storing, stored, strict=True):
             outcomes[index] = outcome
         for index, first in duplicates.items():
             outcomes[index] = _answer_of(outcomes[first], publishes[first], publishes[index])
         return [outcome for outcome in outcomes if outcome is not None]
-    raise IntegrityError("Idempotency receipts kept colliding with concurrent publishes; nothing was stored.")
+    raise IntegrityError(
+        "Concurrent publishes kept colliding with this batch (receipts or locks); nothing was stored."
+    )
+
+
+# SQLSTATEs of a transaction the database aborted itself and rolled back: its outcome is
+# known (nothing stored), unlike a connection lost during COMMIT, so it may run again.
+ROLLED_BACK_BY_THE_DATABASE = frozenset({"40P01", "40001"})  # deadlock_detected, serialization_failure
+
+
+def _rolled_back_by_the_database(error: OperationalError) -> bool:
+    return getattr(error.__cause__, "sqlstate", None) in ROLLED_BACK_BY_THE_DATABASE
 
 
 def _store_alone(publish: Publish) -> Outcome:

@@ -203,6 +203,49 @@ async def test_a_batch_whose_commit_fails_answers_no_201_and_a_retry_stores_once
     assert stored == [(1, 0), (2, 1), (3, 2), (4, 3)]
 
 
+class DeadlockDetected(Exception):
+    """What psycopg raises when PostgreSQL aborts a transaction caught in a lock cycle."""
+
+    sqlstate = "40P01"
+
+
+async def test_a_batch_the_database_rolled_back_itself_is_stored_again_once(
+    committer: Recording, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Seen under a frozen Redis with two processes on one PostgreSQL: their batches met
+    # in a lock cycle and the database aborted one; its publishers got 503s although the
+    # outcome was known (rolled back). Now it runs again, and stores each publish once.
+    await db(upsert_channel)("news")
+    _, secret = await db(create_api_key)("k", all_channels=True)
+    await api.publish_with_key(f"Bearer {secret}", "news", body("first"))  # the key verified: queued in order
+    real_store_together = publishing._store_together
+    aborted: list[int] = []
+
+    def store_then_deadlock(publishes: list[publishing.Publish]) -> list[publishing.Outcome]:
+        outcomes = real_store_together(publishes)  # rows written, then the transaction is aborted
+        if not aborted:
+            aborted.append(len(publishes))
+            try:
+                raise DeadlockDetected("deadlock detected")
+            except DeadlockDetected as cause:
+                raise OperationalError("deadlock detected") from cause
+        return outcomes
+
+    monkeypatch.setattr(publishing, "_store_together", store_then_deadlock)
+    with committer.held():
+        tasks = [
+            asyncio.create_task(api.publish_with_key(f"Bearer {secret}", "news", body(n), f"k-{n}"))
+            for n in range(3)
+        ]
+        await all_queued(committer, 3)
+    stored = await asyncio.gather(*tasks)
+    assert aborted == [3]
+    assert committer.batches[-1] == 3
+    assert [message.sequence for message in stored] == [2, 3, 4]  # type: ignore[union-attr]
+    assert await stored_rows() == [(1, "first"), (2, 0), (3, 1), (4, 2)]
+    assert await db(PublishReceipt.objects.count)() == 3
+
+
 async def test_a_receipt_taken_by_another_transaction_rolls_the_batch_back_and_replays(
     committer: Recording, monkeypatch: pytest.MonkeyPatch
 ) -> None:
