@@ -11,11 +11,12 @@ from __future__ import annotations
 import functools
 import logging
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
 from asgiref.sync import async_to_sync
-from django.db import IntegrityError, OperationalError, connection, models, transaction
+from django.db import DatabaseError, IntegrityError, OperationalError, connection, models, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -522,9 +523,12 @@ def store_batch(publishes: list[Publish]) -> list[Outcome]:
         storing = [
             index for index, outcome in enumerate(outcomes) if outcome is None and index not in duplicates
         ]
+        batch = [publishes[index] for index in storing]
+        pruning: list[tuple[int, int]] = []
         try:
-            with transaction.atomic():
-                stored = _store_together([publishes[index] for index in storing])
+            # One statement is its own transaction: BEGIN and COMMIT would be two more round trips.
+            with nullcontext() if _one_statement(batch) else transaction.atomic():
+                stored = _store_together(batch, pruning)
         except _ReceiptTaken:
             continue  # rolled back: nothing of this attempt is stored
         except OperationalError as error:
@@ -538,6 +542,8 @@ def store_batch(publishes: list[Publish]) -> list[Outcome]:
             continue
         for index, outcome in zip(storing, stored, strict=True):
             outcomes[index] = outcome
+        for channel_id, sequence in pruning:
+            _prune_after_commit(channel_id, sequence)
         for index, first in duplicates.items():
             outcomes[index] = _answer_of(outcomes[first], publishes[first], publishes[index])
         return [outcome for outcome in outcomes if outcome is not None]
@@ -549,6 +555,36 @@ def store_batch(publishes: list[Publish]) -> list[Outcome]:
 # SQLSTATEs of a transaction the database aborted itself and rolled back: its outcome is
 # known (nothing stored), unlike a connection lost during COMMIT, so it may run again.
 ROLLED_BACK_BY_THE_DATABASE = frozenset({"40P01", "40001"})  # deadlock_detected, serialization_failure
+
+
+def _one_statement(publishes: list[Publish]) -> bool:
+    """Whether ``publishes`` are stored by one statement (:func:`_bump_and_insert_all`), needing no transaction.
+
+    PostgreSQL, one channel, one key, no idempotency receipts: the usual batch of
+    a busy channel. Its kept connection was checked before the batch
+    (``writers.holding_connection``); a statement that fails on it fails the
+    batch (503), as a failed COMMIT does, and is never run again.
+    """
+    return (
+        connection.vendor == "postgresql"
+        and len({publish.slug for publish in publishes}) == 1
+        and len({publish.key_id for publish in publishes}) == 1
+        and all(publish.claim is None for publish in publishes)
+    )
+
+
+def _prune_after_commit(channel_id: int, sequence: int) -> None:
+    """Prune a channel's history once its batch has committed, in a transaction of its own.
+
+    Not in the publish's transaction: its locks on old rows were held until
+    the batch committed (two processes' batches deadlocked on them), and a
+    failure here must not undo publishes already stored; a later batch prunes.
+    """
+    try:
+        with transaction.atomic():
+            _prune(channel_id, sequence)
+    except DatabaseError as error:
+        logger.warning("Pruning channel %s failed (a later publish prunes it): %s", channel_id, error)
 
 
 def _rolled_back_by_the_database(error: OperationalError) -> bool:
@@ -604,8 +640,11 @@ def _answer_of(first_outcome: Outcome | None, first: Publish, publish: Publish) 
     )
 
 
-def _store_together(publishes: list[Publish]) -> list[Outcome]:
-    """In the caller's transaction: one bump per channel, one INSERT of the messages, one of the receipts."""
+def _store_together(publishes: list[Publish], pruning: list[tuple[int, int]]) -> list[Outcome]:
+    """In the caller's transaction: one bump per channel, one INSERT of the messages, one of the receipts.
+
+    Appends to ``pruning`` each channel (and its last sequence) due for pruning after the commit.
+    """
     now = timezone.now()
     outcomes: list[Outcome] = []
     by_slug: dict[str, list[int]] = {}
@@ -646,7 +685,7 @@ def _store_together(publishes: list[Publish]) -> list[Outcome]:
             messages
             and messages[-1].sequence // conf.PRUNE_EVERY != (messages[0].sequence - 1) // conf.PRUNE_EVERY
         ):
-            _prune(messages[0].channel_id, messages[-1].sequence)
+            pruning.append((messages[0].channel_id, messages[-1].sequence))
     _insert_all(inserting)
     _insert_receipts([(publish, message) for publish, message in stored if publish.claim is not None], now)
     return outcomes

@@ -221,8 +221,10 @@ async def test_a_batch_the_database_rolled_back_itself_is_stored_again_once(
     real_store_together = publishing._store_together
     aborted: list[int] = []
 
-    def store_then_deadlock(publishes: list[publishing.Publish]) -> list[publishing.Outcome]:
-        outcomes = real_store_together(publishes)  # rows written, then the transaction is aborted
+    def store_then_deadlock(
+        publishes: list[publishing.Publish], pruning: list[tuple[int, int]]
+    ) -> list[publishing.Outcome]:
+        outcomes = real_store_together(publishes, pruning)  # rows written, then the transaction is aborted
         if not aborted:
             aborted.append(len(publishes))
             try:
@@ -349,3 +351,67 @@ def test_two_group_commits_on_their_own_connections_interleave_without_gap_or_du
         for slug in ("news", "sport"):
             order = [m.data["i"] for m in mine if m.channel.slug == slug and m.data is not None]
             assert order == sorted(order)
+
+
+async def test_a_batch_for_one_channel_and_key_commits_without_a_transaction_on_postgresql(
+    committer: Recording, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue 17: on PostgreSQL such a batch is one statement (the bump and the INSERT),
+    # which commits by itself: BEGIN and COMMIT would be two more round trips per batch.
+    await db(upsert_channel)("news")
+    _, secret = await db(create_api_key)("k", all_channels=True)
+    await api.publish_with_key(f"Bearer {secret}", "news", body(0))
+    commits: list[str] = []
+    real_commit = BaseDatabaseWrapper.commit
+
+    def counted_commit(self: BaseDatabaseWrapper) -> None:
+        if threading.current_thread().name == "pushsite-group-commit":
+            commits.append("commit")
+        real_commit(self)
+
+    monkeypatch.setattr(BaseDatabaseWrapper, "commit", counted_commit)
+    with committer.held():
+        tasks = [
+            asyncio.create_task(api.publish_with_key(f"Bearer {secret}", "news", body(n))) for n in (1, 2, 3)
+        ]
+        await all_queued(committer, 3)
+    stored = await asyncio.gather(*tasks)
+    assert committer.batches[-1] == 3
+    assert [message.sequence for message in stored] == [2, 3, 4]  # type: ignore[union-attr]
+    assert await stored_rows() == [(1, 0), (2, 1), (3, 2), (4, 3)]
+    assert commits == ([] if connection.vendor == "postgresql" else ["commit"])
+
+
+async def test_pruning_runs_after_the_batch_commits_and_its_failure_loses_no_publish(
+    committer: Recording, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, settings: Any
+) -> None:
+    # Pruning used to run inside the publish transaction: its locks on old rows were held
+    # until the batch committed (two processes' batches deadlocked on them), and a failed
+    # prune failed the publishes with it.
+    news = await db(lambda: upsert_channel("news")[0])()
+    news.retention_count = 2
+    await db(news.save)()
+    _, secret = await db(create_api_key)("k", all_channels=True)
+    settings.PUSHSITE = {**getattr(settings, "PUSHSITE", {}), "PRUNE_EVERY": 3}
+    in_transaction: list[bool] = []
+    real_prune = publishing._prune
+
+    def observed_prune(channel_id: int, sequence: int) -> None:
+        # The batch's rows are visible to another connection: it has committed.
+        in_transaction.append(connection.in_atomic_block)
+        real_prune(channel_id, sequence)
+
+    monkeypatch.setattr(publishing, "_prune", observed_prune)
+    for n in range(1, 4):
+        await api.publish_with_key(f"Bearer {secret}", "news", body(n))
+    assert in_transaction == [True]  # its own transaction (select_for_update needs one)
+    assert [sequence for sequence, _ in await stored_rows()] == [2, 3]
+
+    def failing_prune(channel_id: int, sequence: int) -> None:
+        raise OperationalError("canceling statement due to lock timeout")
+
+    monkeypatch.setattr(publishing, "_prune", failing_prune)
+    answers = [await api.publish_with_key(f"Bearer {secret}", "news", body(n)) for n in range(4, 7)]
+    assert [message.sequence for message in answers] == [4, 5, 6]  # type: ignore[union-attr]
+    assert [sequence for sequence, _ in await stored_rows()] == [2, 3, 4, 5, 6]  # stored, not pruned
+    assert "Pruning channel" in caplog.text
