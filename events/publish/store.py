@@ -16,7 +16,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from asgiref.sync import async_to_sync
-from django.db import DatabaseError, IntegrityError, OperationalError, connection, models, transaction
+from django.db import (
+    DEFAULT_DB_ALIAS,
+    DatabaseError,
+    IntegrityError,
+    OperationalError,
+    connection,
+    connections,
+    models,
+    transaction,
+)
 from django.db.models import F
 from django.utils import timezone
 
@@ -128,13 +137,16 @@ def _new_message(slug: str, event: str, data: Any, publisher: str) -> Message:
 
 
 def _prepared(instance: models.Model, fields: list[Any]) -> list[Any]:
-    return [field.get_db_prep_save(getattr(instance, field.attname), connection) for field in fields]
+    # The connection itself, not django.db.connection: every attribute read through that
+    # proxy is a context-local lookup (≈ 8 µs), and each field reads several (issue 17).
+    database = connections[DEFAULT_DB_ALIAS]
+    return [field.get_db_prep_save(getattr(instance, field.attname), database) for field in fields]
 
 
 def _stored(message: Message, pk: int) -> None:
     message.pk = pk
     message._state.adding = False
-    message._state.db = connection.alias
+    message._state.db = DEFAULT_DB_ALIAS
 
 
 def _bump_and_insert(message: Message, slug: str, key_id: int | None) -> tuple[int, int]:
@@ -494,8 +506,6 @@ Outcome = Message | idempotency.Replay | PushsiteError
 RECEIPT_ATTEMPTS = 5
 # Rows per INSERT (SQLite allows 999 parameters per statement).
 INSERT_ROWS = 64
-# The most rows of one channel in one batch (writers.MAX_BATCH).
-MAX_GROUP_ROWS = writers.MAX_BATCH
 
 
 class _ReceiptTaken(Exception):
@@ -715,10 +725,13 @@ def _bump_and_insert_all(slug: str, key_id: int | None, publishes: list[Publish]
     if key_id is not None:
         params += key_allows_channel_params(key_id)
     params.append(count)
-    for position, message in enumerate(messages, start=1):
-        params += [position, *_prepared(message, _CARRIED)]
+    # One array per column, whatever the batch's size: the statement's text never
+    # changes, so psycopg parses it once (a VALUES row per publish made a new text per
+    # batch size, parsed again on each cache miss: ≈ 0.1 to 2.6 ms of CPU a batch).
+    rows_of_fields = [_prepared(message, _CARRIED) for message in messages]
+    params += [list(column) for column in zip(*rows_of_fields, strict=True)]
     with connection.cursor() as cursor:
-        cursor.execute(_bump_and_insert_all_sql(count, key_id is not None), params)
+        cursor.execute(_bump_and_insert_all_sql(key_id is not None), params)
         rows = cursor.fetchall()
     if not rows:
         return []
@@ -732,17 +745,17 @@ def _bump_and_insert_all(slug: str, key_id: int | None, publishes: list[Publish]
     return messages
 
 
-@functools.lru_cache(maxsize=2 * MAX_GROUP_ROWS)
-def _bump_and_insert_all_sql(rows: int, with_key: bool) -> str:
+@functools.cache
+def _bump_and_insert_all_sql(with_key: bool) -> str:
     condition = f" AND {KEY_ALLOWS_CHANNEL_SQL}" if with_key else ""
     columns = [str(field.column) for field in _CARRIED]
-    row = f"(%s::integer, {', '.join(f'%s::{field.cast_db_type(connection)}' for field in _CARRIED)})"
+    arrays = ", ".join(f"%s::{field.cast_db_type(connection)}[]" for field in _CARRIED)
     return (
         f"WITH bumped AS (UPDATE {Channel._meta.db_table} SET last_sequence = last_sequence + %s"
         f" WHERE slug = %s AND is_active = %s{condition} RETURNING id, last_sequence)"
         f" INSERT INTO {Message._meta.db_table} (channel_id, sequence, {', '.join(columns)})"
         f" SELECT bumped.id, bumped.last_sequence - %s + v.position, {', '.join(f'v.{c}' for c in columns)}"
-        f" FROM bumped, (VALUES {', '.join([row] * rows)}) AS v (position, {', '.join(columns)})"
+        f" FROM bumped, unnest({arrays}) WITH ORDINALITY AS v ({', '.join(columns)}, position)"
         f" RETURNING {Message._meta.pk.column}, channel_id, sequence"
     )
 
