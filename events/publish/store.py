@@ -8,6 +8,7 @@ and hands the bytes to its local connections.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
@@ -388,6 +389,19 @@ async def store_grouped(publish: Publish) -> Message | idempotency.Replay:
     return await group_commit.submit(publish)
 
 
+def store_unit(publishes: list[Publish]) -> asyncio.Future[list[Message | idempotency.Replay | Exception]]:
+    """Queue ``publishes`` in the process's group commit as one unit; returns at once.
+
+    For the parts of one streamed publish: one channel, one key, no idempotency
+    claim, at most ``writers.MAX_BATCH``. They go into one batch side by side, so
+    they get consecutive sequences in their order and are stored in one
+    transaction: their key's authority, checked in their channel's bump, takes
+    all or none of them. The future: one outcome per publish, or the DatabaseError
+    of the whole batch.
+    """
+    return group_commit.submit_unit(publishes)
+
+
 async def apublish(
     channel: Channel | str,
     data: Any,
@@ -406,7 +420,7 @@ async def apublish(
     started = time.perf_counter()
     claim = idempotency.claim(idempotency_key, idempotency.code_scope(publisher))
     # Stored with whatever else is being published at that moment (group commit,
-    # issue 17); a streamed publish stores one part after another.
+    # issue 17); a streamed publish's parts go in units of many (store_unit).
     message = await store_grouped(
         prepared(channel, data, event=event, publisher=publisher, claim=claim, key_id=key_id)
     )
