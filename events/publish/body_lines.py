@@ -1,9 +1,9 @@
 """Reading a streamed request body as it arrives: NDJSON lines or SSE events, one part each.
 
 Both parsers take the body chunk by chunk and yield each part as soon as its
-line (or event) is complete, so the caller publishes it before the next one is
-parsed: when line 7 is invalid, lines 1 to 6 are already out and nothing after
-is read. Every buffer is bounded by the largest message.
+line (or event) is complete, so the caller has it on its way before the next one
+is parsed: when line 7 is invalid, lines 1 to 6 are published (the caller stores
+them before it answers) and nothing after is read. Every buffer is bounded by the largest message.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 Django's ASGI handler reads a whole request body before calling a view, so this
 is a Channels consumer: each ``http.request`` message (a chunk of the body) is
 parsed at once and every complete line is published before the next chunk is
-read. The body is NDJSON (one ``{"event", "data"}`` per line) or
+read. Its kept parts are stored in chunks of their own, each while the next parts
+are read (StreamPublication.aqueue, issue 17). The body is NDJSON (one ``{"event", "data"}`` per line) or
 ``text/event-stream``; the parts and the end event are events/publish/stream_publication.py's.
 
 Only API keys are accepted here. Browsers cannot stream a request body over
@@ -216,17 +217,28 @@ class StreamPublishConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channel
         assert self.parser is not None
         assert self.publication is not None
         step = self.parser.slice_bytes
-        for offset in range(0, len(body), step):
-            piece = body[offset : offset + step]
-            for part in self.pace.read(self.parser.feed(piece), len(piece)):
-                await self._publish(part)
-            # A turn for other requests after each slice, and a pause once the body's
-            # bytes that publish nothing outrun their pace (issue 13).
-            await asyncio.sleep(self.pace.wait)
+        try:
+            for offset in range(0, len(body), step):
+                piece = body[offset : offset + step]
+                for part in self.pace.read(self.parser.feed(piece), len(piece)):
+                    await self._publish(part)
+                # A turn for other requests after each slice, and a pause once the body's
+                # bytes that publish nothing outrun their pace (issue 13).
+                await asyncio.sleep(self.pace.wait)
+            if not more:
+                for part in self.parser.close():
+                    await self._publish(part)
+        except Exception:
+            # The parts before the one refused are stored first, as they were when each
+            # part was stored before the next was read; a chunk of them that fails is
+            # the earlier failure, and answers instead.
+            await self._flush()
+            raise
+        # Every part of this piece of the body stored and sent before the next is
+        # awaited: a slow publisher's parts are never held back.
+        await self._flush()
         if more:
             return
-        for part in self.parser.close():
-            await self._publish(part)
         if self.publication.fold:
             await self._check_key()  # the whole stream is stored now, in its end event
         await self.publication.aend(DONE)
@@ -235,7 +247,12 @@ class StreamPublishConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channel
         raise StopConsumer()
 
     async def _publish(self, part: lines.Part) -> None:
-        """One part: counted against the key's publish rate (429 past it), then published."""
+        """One part: counted against the key's publish rate (429 past it), then queued.
+
+        Kept parts are stored in chunks, each while the next parts are read
+        (StreamPublication.aqueue); the key's authority is checked in each chunk's
+        storing statement.
+        """
         assert self.publication is not None
         # From the process's reserved block on the loop; a thread only to reserve the next one.
         if not ratelimit.count_held(ratelimit.PUBLISH_BY_KEY, self.key_prefix):
@@ -245,8 +262,16 @@ class StreamPublishConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channel
         if self.publication.fold and time.monotonic() - self.key_checked >= conf.REVOCATION_SECONDS:
             # A fold channel's parts are live-only: no storing statement checks the key.
             await self._check_key()
+        await self._refused_by_key(self.publication.aqueue(part.data, event=part.event))
+
+    async def _flush(self) -> None:
+        """Every part queued so far stored and sent (or the refusal or failure of the first that was not)."""
+        assert self.publication is not None
+        await self._refused_by_key(self.publication.aflush())
+
+    async def _refused_by_key(self, storing: Awaitable[None]) -> None:
         try:
-            await self.publication.apart(part.data, event=part.event)
+            await storing
         except ChannelNotFound:
             # The key was revoked or narrowed, or the channel switched off, since the
             # stream began: the full check says which (401, 403, 404).

@@ -8,6 +8,7 @@ and hands the bytes to its local connections.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
@@ -141,6 +142,31 @@ def _prepared(instance: models.Model, fields: list[Any]) -> list[Any]:
     # proxy is a context-local lookup (≈ 8 µs), and each field reads several (issue 17).
     database = connections[DEFAULT_DB_ALIAS]
     return [field.get_db_prep_save(getattr(instance, field.attname), database) for field in fields]
+
+
+def _prepared_rows(instances: list[Any], fields: list[Any]) -> list[Any]:
+    """Every row's values (as :func:`_prepared`), one after another: a batch's INSERT parameters.
+
+    why: preparing each value through the ``connection`` proxy (a thread-local look-up
+    per value) and preparing the batch's shared ``created_at`` and publisher again for
+    each row were most of the CPU of storing a streamed part (issue 17). A value that
+    is the very object the row before held is prepared once.
+    """
+    wrapper = connections[DEFAULT_DB_ALIAS]
+    values: list[Any] = []
+    last: list[tuple[Any, Any]] = [(_UNSET, None)] * len(fields)
+    for instance in instances:
+        for index, field in enumerate(fields):
+            value = getattr(instance, field.attname)
+            seen, prepared = last[index]
+            if seen is not value:
+                prepared = field.get_db_prep_save(value, wrapper)
+                last[index] = (value, prepared)
+            values.append(prepared)
+    return values
+
+
+_UNSET = object()
 
 
 def _stored(message: Message, pk: int) -> None:
@@ -401,6 +427,19 @@ async def store_grouped(publish: Publish) -> Message | idempotency.Replay:
     return await group_commit.submit(publish)
 
 
+def store_unit(publishes: list[Publish]) -> asyncio.Future[list[Message | idempotency.Replay | Exception]]:
+    """Queue ``publishes`` in the process's group commit as one unit; returns at once.
+
+    For the parts of one streamed publish: one channel, one key, no idempotency
+    claim, at most ``writers.MAX_BATCH``. They go into one batch side by side, so
+    they get consecutive sequences in their order and are stored in one
+    transaction: their key's authority, checked in their channel's bump, takes
+    all or none of them. The future: one outcome per publish, or the DatabaseError
+    of the whole batch.
+    """
+    return group_commit.submit_unit(publishes)
+
+
 async def apublish(
     channel: Channel | str,
     data: Any,
@@ -419,7 +458,7 @@ async def apublish(
     started = time.perf_counter()
     claim = idempotency.claim(idempotency_key, idempotency.code_scope(publisher))
     # Stored with whatever else is being published at that moment (group commit,
-    # issue 17); a streamed publish stores one part after another.
+    # issue 17); a streamed publish's parts go in units of many (store_unit).
     message = await store_grouped(
         prepared(channel, data, event=event, publisher=publisher, claim=claim, key_id=key_id)
     )
@@ -728,8 +767,9 @@ def _bump_and_insert_all(slug: str, key_id: int | None, publishes: list[Publish]
     # One array per column, whatever the batch's size: the statement's text never
     # changes, so psycopg parses it once (a VALUES row per publish made a new text per
     # batch size, parsed again on each cache miss: ≈ 0.1 to 2.6 ms of CPU a batch).
-    rows_of_fields = [_prepared(message, _CARRIED) for message in messages]
-    params += [list(column) for column in zip(*rows_of_fields, strict=True)]
+    prepared = _prepared_rows(messages, _CARRIED)
+    width = len(_CARRIED)
+    params += [prepared[column::width] for column in range(width)]
     with connection.cursor() as cursor:
         cursor.execute(_bump_and_insert_all_sql(key_id is not None), params)
         rows = cursor.fetchall()
@@ -804,7 +844,7 @@ def _insert_all(messages: list[Message]) -> None:
         with connection.cursor() as cursor:
             cursor.execute(
                 _insert_rows_sql(len(rows)),
-                [value for message in rows for value in _prepared(message, _INSERTED)],
+                _prepared_rows(rows, _INSERTED),
             )
             ids = {(int(channel_id), int(sequence)): pk for pk, channel_id, sequence in cursor.fetchall()}
         for message in rows:
@@ -840,7 +880,7 @@ def _insert_receipts(stored: list[tuple[Publish, Message]], now: Any) -> None:
         with connection.cursor() as cursor:
             cursor.execute(
                 _insert_receipts_sql(len(receipts)),
-                [value for receipt in receipts for value in _prepared(receipt, _RECEIPT_FIELDS)],
+                _prepared_rows(receipts, _RECEIPT_FIELDS),
             )
             written = len(cursor.fetchall())
         if written != len(receipts):

@@ -10,14 +10,24 @@ How parts are kept depends on the channel's ``stream_storage``: ``keep`` stores
 each part like any message (late joiners replay them); ``fold`` sends parts to
 live subscribers only (publishing.fan_out_ephemeral) and stores the whole
 stream once, as its end event with the parts under ``"folded"``.
+
+Kept parts are stored in chunks (issue 17): :meth:`StreamPublication.aqueue`
+checks a part and queues it; while one chunk commits, the next parts are read
+and wait; when it has committed (and been fanned out), the parts waiting then
+(at most ``writers.MAX_BATCH``) go to the group commit as the next chunk, one
+unit stored in one transaction. No timer: a lone part goes at once. A chunk that
+fails stores nothing, and nothing read after it is stored, so the stored parts
+are always the first ones, numbered in order.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -27,7 +37,8 @@ from events.conf import conf
 from events.exceptions import PayloadTooLarge
 from events.models import Channel, Message, StreamStorage
 from events.publish import store as publishing
-from events.publish import validate
+from events.publish import validate, writers
+from events.publish.idempotency import Replay
 from events.wire import frames
 
 logger = logging.getLogger(__name__)
@@ -38,6 +49,25 @@ FAILED = "failed"
 MAX_REASON_LENGTH = 300
 # Room in a folded end event for everything but the parts (id, counts, reason).
 FOLD_ENVELOPE_BYTES = 512
+
+
+@dataclass(frozen=True, slots=True)
+class _Queued:
+    """A kept part, checked and numbered, not yet stored."""
+
+    event: str
+    data: Any
+    size: int
+    publish: publishing.Publish
+
+
+@dataclass(frozen=True, slots=True)
+class _Chunk:
+    """Parts handed to the group commit as one unit."""
+
+    parts: list[_Queued]
+    stored: asyncio.Future[list[Message | Replay | Exception]]
+    started: float
 
 
 def new_stream_id() -> str:
@@ -56,8 +86,14 @@ class StreamPublication:
         # revoked or no longer allowed on the channel (ChannelNotFound, as store.py says).
         self.key_id = key_id
         self.fold = channel.stream_storage == StreamStorage.FOLD
+        # Parts published (stored and sent; fold: sent), and their data's bytes.
         self.parts = 0
         self.bytes = 0
+        # Parts accepted (checked and numbered), published or not yet.
+        self.accepted = 0
+        self.accepted_bytes = 0
+        self._waiting: list[_Queued] = []
+        self._chunk: _Chunk | None = None
         self.status: str | None = None
         self.end_message: Message | None = None
         # Called with the end event's message inside the transaction that stores
@@ -75,10 +111,10 @@ class StreamPublication:
         validate.validate_event_type(event)
         size = len(frames.dumps(data).encode())
         max_parts = conf.STREAM_MAX_PARTS
-        if self.parts >= max_parts:
+        if self.accepted >= max_parts:
             raise PayloadTooLarge(f"A stream may have at most {max_parts} parts.")
         max_bytes = conf.STREAM_MAX_BYTES
-        if self.bytes + size > max_bytes:
+        if self.accepted_bytes + size > max_bytes:
             raise PayloadTooLarge(f"A stream may carry at most {max_bytes} bytes of data in all.")
         if self.fold:
             room = conf.MAX_MESSAGE_BYTES - FOLD_ENVELOPE_BYTES
@@ -87,11 +123,15 @@ class StreamPublication:
                     f"The channel {self.channel.slug!r} folds each stream into one message, and this "
                     f"stream would no longer fit in {conf.MAX_MESSAGE_BYTES} bytes."
                 )
-        return {"stream": self.id, "part": self.parts + 1, "data": data}, size
+        return {"stream": self.id, "part": self.accepted + 1, "data": data}, size
 
     @staticmethod
     def _folded_size(event: str, data: Any) -> int:
         return len(frames.dumps({"event": event, "data": data}).encode()) + 1
+
+    def _accept(self, size: int) -> None:
+        self.accepted += 1
+        self.accepted_bytes += size
 
     def _count(self, event: str, data: Any, size: int) -> None:
         self.parts += 1
@@ -122,17 +162,90 @@ class StreamPublication:
 
     async def apart(self, data: Any, *, event: str = "message") -> None:
         """Publish the next part: stored and fanned out, or (fold) live-only."""
+        await self.aqueue(data, event=event)
+        await self.aflush()
+
+    async def aqueue(self, data: Any, *, event: str = "message") -> None:
+        """Accept the next part: checked now, stored with the parts around it (fold: sent now).
+
+        Raises what refuses it (nothing of it is stored), or the failure of an
+        earlier chunk that has just been found to fail.
+        """
         payload, size = self._prepare(event, data)
         if self.fold:
             await publishing.fan_out_ephemeral(self.channel, payload, event=event)
-        else:
-            await publishing.apublish(
-                self.channel, payload, event, publisher=self.publisher, key_id=self.key_id
+            self._accept(size)
+            self._count(event, data, size)
+            return
+        publish = publishing.prepared(
+            self.channel, payload, event=event, publisher=self.publisher, key_id=self.key_id
+        )
+        self._accept(size)
+        self._waiting.append(_Queued(event, data, size, publish))
+        # why: waiting for the chunk in flight only once a whole chunk waits bounds
+        # what a stream holds (two chunks) while the body is read on meanwhile.
+        await self._advance(wait=len(self._waiting) >= writers.MAX_BATCH)
+
+    async def aflush(self) -> None:
+        """Every accepted part stored and fanned out; raises the failure of the first chunk that was not."""
+        while self._chunk is not None or self._waiting:
+            await self._advance(wait=True)
+
+    async def _advance(self, *, wait: bool) -> None:
+        """Settle the chunk in flight if it is done (or ``wait``), then send the waiting parts as the next."""
+        if self._chunk is not None and (wait or self._chunk.stored.done()):
+            await self._settle()
+        if self._chunk is None and self._waiting:
+            parts = self._waiting[: writers.MAX_BATCH]
+            del self._waiting[: writers.MAX_BATCH]
+            self._chunk = _Chunk(
+                parts, publishing.store_unit([part.publish for part in parts]), time.perf_counter()
             )
-        self._count(event, data, size)
+
+    async def _settle(self) -> None:
+        """The chunk in flight, once committed: each part fanned out and counted, in order."""
+        chunk = self._chunk
+        assert chunk is not None
+        try:
+            outcomes = await chunk.stored
+        except BaseException:
+            self._chunk = None
+            self._waiting.clear()  # never stored after a chunk that was not
+            raise
+        self._chunk = None
+        for part, outcome in zip(chunk.parts, outcomes, strict=True):
+            if not isinstance(outcome, Message):
+                # Refused (the key revoked or narrowed, the channel switched off): a
+                # chunk shares its key and channel, so none of it was stored.
+                self._waiting.clear()
+                if isinstance(outcome, Exception):
+                    raise outcome
+                raise RuntimeError(f"A part of stream {self.id} was answered {outcome!r}.")
+            await publishing.fan_out(outcome)
+            publishing.record_published(outcome, chunk.started)
+            self._count(part.event, part.data, part.size)
+
+    async def _abandon(self) -> None:
+        """Drop the parts not sent yet; the chunk in flight, if any, is counted if it commits."""
+        self._waiting.clear()
+        if self._chunk is not None:
+            try:
+                await self._settle()
+            except Exception as error:
+                logger.info("The last chunk of stream %s was not stored: %s", self.id, error)
 
     async def aend(self, status: str = DONE, reason: str | None = None) -> Message | None:
-        """Store and send the end event (once); None if the stream had already ended."""
+        """Store and send the end event (once), after the parts; None if the stream had already ended.
+
+        ``done`` stores every accepted part first (raising if they cannot be);
+        ``failed`` keeps only the parts already handed to the group commit.
+        """
+        if self.status is not None:
+            return None
+        if status == DONE:
+            await self.aflush()
+        else:
+            await self._abandon()
         if not self._ending(status):
             return None
         started = time.perf_counter()
@@ -151,6 +264,7 @@ class StreamPublication:
             publishing.fan_out_ephemeral_now(self.channel, payload, event=event)
         else:
             publishing.publish(self.channel, payload, event, publisher=self.publisher)
+        self._accept(size)
         self._count(event, data, size)
 
     def end(self, status: str = DONE, reason: str | None = None) -> Message | None:

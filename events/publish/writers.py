@@ -87,6 +87,10 @@ async def run(func: Callable[[], T]) -> T:
 MAX_BATCH = 64
 
 
+# A queued unit: its items, the loop of its publisher and the future answered there.
+_Entry = tuple[list[Item], asyncio.AbstractEventLoop, asyncio.Future[list[T | Exception]]]
+
+
 class GroupCommit(Generic[Item, T]):
     """One thread storing what is queued together: ``store(batch)`` in one transaction, then every answer.
 
@@ -97,6 +101,10 @@ class GroupCommit(Generic[Item, T]):
     exception for that item alone; when ``store`` raises (the transaction or
     its commit failed), every item of the batch gets that exception, so no
     publisher hears "stored" unless the batch's commit returned.
+
+    A unit (:meth:`submit_unit`, the parts of one streamed publish) is several
+    items queued at once: they go into one batch together, side by side and in
+    order, never split between two transactions.
     """
 
     def __init__(
@@ -104,7 +112,7 @@ class GroupCommit(Generic[Item, T]):
     ) -> None:
         self._store = store
         self.max_batch = max_batch
-        self._queue: deque[tuple[Item, asyncio.AbstractEventLoop, asyncio.Future[T]]] = deque()
+        self._queue: deque[_Entry[Item, T]] = deque()
         self._ready = threading.Condition()
         # Held by the thread while it takes and stores a batch.
         self._turn = threading.Lock()
@@ -112,15 +120,28 @@ class GroupCommit(Generic[Item, T]):
 
     async def submit(self, item: Item) -> T:
         """Queue ``item``; its outcome once its batch has committed (or its exception)."""
+        outcome = (await self.submit_unit([item]))[0]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def submit_unit(self, items: list[Item]) -> asyncio.Future[list[T | Exception]]:
+        """Queue ``items`` as one unit (at most ``max_batch``): stored in one batch, in order.
+
+        The future (of the running loop) gets one outcome per item once that batch
+        has committed, or the batch's exception when its transaction or commit failed.
+        """
+        if not 0 < len(items) <= self.max_batch:
+            raise ValueError(f"A unit holds 1 to {self.max_batch} items, not {len(items)}.")
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
+        future: asyncio.Future[list[T | Exception]] = loop.create_future()
         with self._ready:
-            self._queue.append((item, loop, future))
+            self._queue.append((items, loop, future))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="pushsite-group-commit", daemon=True)
                 self._thread.start()
             self._ready.notify()
-        return await future
+        return future
 
     @contextmanager
     def held(self) -> Iterator[None]:
@@ -129,8 +150,9 @@ class GroupCommit(Generic[Item, T]):
             yield
 
     def queued(self) -> int:
+        """The items queued (a unit counts each of its items)."""
         with self._ready:
-            return len(self._queue)
+            return sum(len(items) for items, _, _ in self._queue)
 
     def _run(self) -> None:
         while True:
@@ -142,11 +164,15 @@ class GroupCommit(Generic[Item, T]):
                     self._ready.wait_for(lambda: self._queue)
             with self._turn:
                 with self._ready:
-                    batch = [self._queue.popleft() for _ in range(min(len(self._queue), self.max_batch))]
+                    batch = [self._queue.popleft()]
+                    size = len(batch[0][0])
+                    while self._queue and size + len(self._queue[0][0]) <= self.max_batch:
+                        size += len(self._queue[0][0])
+                        batch.append(self._queue.popleft())
                 self._write(batch)
 
-    def _write(self, batch: list[tuple[Item, asyncio.AbstractEventLoop, asyncio.Future[T]]]) -> None:
-        items = [item for item, _, _ in batch]
+    def _write(self, batch: list[_Entry[Item, T]]) -> None:
+        items = [item for unit, _, _ in batch for item in unit]
         outcomes: Sequence[T | Exception]
         try:
             outcomes = holding_connection(lambda: self._store(items))
@@ -155,10 +181,16 @@ class GroupCommit(Generic[Item, T]):
         except Exception as error:
             # The transaction or its commit failed: nobody in the batch is told "stored".
             logger.warning("A batch of %s publishes failed: %s", len(items), error)
-            outcomes = [error] * len(batch)
-        answers: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[T], T | Exception]]] = {}
-        for (_, loop, future), outcome in zip(batch, outcomes, strict=True):
-            answers.setdefault(loop, []).append((future, outcome))
+            outcomes = [error] * len(items)
+            failed: Exception | None = error
+        else:
+            failed = None
+        answers: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any]]] = {}
+        start = 0
+        for unit, loop, future in batch:
+            answer = failed if failed is not None else list(outcomes[start : start + len(unit)])
+            start += len(unit)
+            answers.setdefault(loop, []).append((future, answer))
         for loop, answered in answers.items():
             with suppress(RuntimeError):  # that loop is closed: nobody waits there any more
                 loop.call_soon_threadsafe(_answer, answered)

@@ -125,7 +125,7 @@ async def test_a_failure_inside_the_streaming_publish_still_ends_the_stream_fail
     news: Channel, key: str
 ) -> None:
     bug = RuntimeError("a bug")
-    with mock.patch.object(StreamPublication, "apart", side_effect=bug):
+    with mock.patch.object(StreamPublication, "aqueue", side_effect=bug):
         answer = await stream_publish("news", [b'{"data": 1}\n'], authorization=f"Bearer {key}")
     assert answer.status == 500
     assert answer.json()["error"] == "internal"
