@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -11,7 +10,6 @@ import pytest
 from asgiref.testing import ApplicationCommunicator
 from channels.db import database_sync_to_async as db
 from django.db import OperationalError
-from django.db.backends.base.base import BaseDatabaseWrapper
 
 from events.access import auth
 from events.models import ApiKey, Channel, Message
@@ -135,17 +133,20 @@ async def test_a_slow_publishers_part_is_stored_and_sent_before_more_body_arrive
 async def test_a_chunk_whose_commit_fails_ends_the_stream_and_nothing_after_it_is_stored(
     committer: Recording, monkeypatch: pytest.MonkeyPatch, sent: list[int | None], news: Channel, key: str
 ) -> None:
+    # The third chunk's transaction fails (on PostgreSQL a chunk is one statement that
+    # commits by itself, so the failure is injected where both databases store it).
     commits: list[str] = []
-    real_commit = BaseDatabaseWrapper.commit
+    real_store_together = publishing._store_together
 
-    def third_commit_fails(self: BaseDatabaseWrapper) -> None:
-        if threading.current_thread().name == "pushsite-group-commit":
-            commits.append("commit")
-            if len(commits) == 3:
-                raise OperationalError("server closed the connection unexpectedly")
-        real_commit(self)
+    def third_store_fails(
+        publishes: list[publishing.Publish], pruning: list[tuple[int, int]]
+    ) -> list[publishing.Outcome]:
+        commits.append("commit")
+        if len(commits) == 3:
+            raise OperationalError("server closed the connection unexpectedly")
+        return real_store_together(publishes, pruning)
 
-    monkeypatch.setattr(BaseDatabaseWrapper, "commit", third_commit_fails)
+    monkeypatch.setattr(publishing, "_store_together", third_store_fails)
     answer = await stream_publish("news", [lines(1, 200)], authorization=f"Bearer {key}")
     assert answer.status == 503
     assert answer.json()["error"] == "unavailable"
