@@ -10,9 +10,9 @@ from django.urls import Resolver404, resolve
 from django.views.decorators.csrf import csrf_exempt
 
 from events.access.auth import Reader, check_read
-from events.exceptions import ChannelNotFound, MethodNotAllowed
+from events.exceptions import ChannelNotFound
 from events.http import openapi
-from events.http.responses import error_response, from_exception
+from events.http.responses import allow_methods, error_response
 from events.models import Channel, Message, Visibility
 
 API_STREAM_PATH = re.compile(r"/api/channels/[-a-zA-Z0-9_]+/stream")
@@ -51,13 +51,9 @@ def channel_page(request: HttpRequest, slug: str) -> HttpResponse:
     return render(request, "events/channel.html", context)
 
 
-@csrf_exempt  # read-only: any other method gets the JSON 405, not Django's CSRF page
+@allow_methods("GET, HEAD")
 def api_description(request: HttpRequest) -> HttpResponse:
     """``GET /api/openapi.json``: the JSON API's OpenAPI 3.1 description (events/http/openapi.py)."""
-    if request.method not in {"GET", "HEAD"}:
-        return from_exception(
-            MethodNotAllowed(f"{request.method} is not allowed here; use GET.", allow="GET, HEAD")
-        )
     return JsonResponse(openapi.description())
 
 

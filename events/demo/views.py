@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
-from django.views.decorators.http import require_POST
 
 from events.demo import answers as demo
 from events.exceptions import PushsiteError
-from events.http.responses import error_response, from_exception
+from events.http.responses import allow_methods, error_response, from_exception
 
 
 def streamed_demo(request: HttpRequest) -> HttpResponse:
@@ -16,7 +15,7 @@ def streamed_demo(request: HttpRequest) -> HttpResponse:
     return render(request, "events/streamed.html", {"channel": channel})
 
 
-@require_POST
+@allow_methods("POST")
 async def streamed_demo_ask(request: HttpRequest) -> HttpResponse:
     """Start a streamed demo answer (CSRF-checked by the middleware); 202 with its stream id."""
     channel = await demo.demo_channels().afirst()

@@ -30,6 +30,14 @@ async def test_405_has_the_same_shape_and_an_allow_header_everywhere(news: Chann
         "chat": django_answer(await AsyncClient().get("/rooms/room/messages")),
         "stream publish": await stream_publish("news", [b""], authorization=None, method="GET"),
         "subscribe": await subscribe_refused("POST"),
+        # The read-only endpoints outside /api/ answered another method with Django's HTML
+        # CSRF page (403, "CSRF verification failed") and an OPTIONS with a full health check.
+        "healthz": django_answer(await AsyncClient().put("/healthz")),
+        "healthz options": django_answer(await AsyncClient().options("/healthz")),
+        "metrics": django_answer(await AsyncClient().delete("/metrics")),
+        "openapi": django_answer(await AsyncClient().post("/api/openapi.json")),
+        # ... and the demo's POST endpoint a GET with Django's empty text/html 405.
+        "demo ask": django_answer(await AsyncClient().get("/demo/streamed/ask")),
     }
     allowed = {
         "messages": "GET, HEAD, POST",
@@ -37,6 +45,11 @@ async def test_405_has_the_same_shape_and_an_allow_header_everywhere(news: Chann
         "chat": "POST",
         "stream publish": "POST",
         "subscribe": "GET, HEAD, OPTIONS",
+        "healthz": "GET, HEAD",
+        "healthz options": "GET, HEAD",
+        "metrics": "GET, HEAD",
+        "openapi": "GET, HEAD",
+        "demo ask": "POST",
     }
     for family, answer in answers.items():
         assert answer.status == 405, family
