@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import re
 
+from django.core.exceptions import DisallowedHost
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import Resolver404, resolve
+from django.views import defaults
 from django.views.decorators.csrf import csrf_exempt
 
 from events.access.auth import Reader, check_read
 from events.exceptions import ChannelNotFound
 from events.http import openapi
-from events.http.responses import allow_methods, error_response
+from events.http.hosts import host_refused
+from events.http.responses import allow_methods, error_response, from_exception
 from events.models import Channel, Message, Visibility
 
 API_STREAM_PATH = re.compile(r"/api/channels/[-a-zA-Z0-9_]+/stream")
@@ -90,3 +93,10 @@ def _is_api_endpoint(path: str) -> bool:
     except Resolver404:
         return False
     return match.func is not api_not_found
+
+
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """Django's 400 (``handler400``): an unknown Host is the JSON refusal every other path sends."""
+    if isinstance(exception, DisallowedHost):
+        return from_exception(host_refused())
+    return defaults.bad_request(request, exception)
