@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import re
 
-from django.core.exceptions import DisallowedHost
+from django.conf import settings
+from django.core.exceptions import DisallowedHost, TooManyFieldsSent
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import Resolver404, resolve
-from django.views import defaults
 from django.views.decorators.csrf import csrf_exempt
 
 from events.access.auth import Reader, check_read
-from events.exceptions import ChannelNotFound
+from events.exceptions import ChannelNotFound, InvalidInput
 from events.http import openapi
 from events.http.hosts import host_refused
 from events.http.responses import allow_methods, error_response, from_exception
@@ -96,7 +96,14 @@ def _is_api_endpoint(path: str) -> bool:
 
 
 def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
-    """Django's 400 (``handler400``): an unknown Host is the JSON refusal every other path sends."""
+    """Django's 400 (``handler400``) in the contract's JSON shape, as the stream path answers.
+
+    Django raises these before any view (an unknown Host, too many query or form
+    fields); its own page was an empty HTML "Bad Request (400)", on the JSON API too.
+    """
     if isinstance(exception, DisallowedHost):
         return from_exception(host_refused())
-    return defaults.bad_request(request, exception)
+    if isinstance(exception, TooManyFieldsSent):
+        limit = settings.DATA_UPLOAD_MAX_NUMBER_FIELDS
+        return from_exception(InvalidInput(f"The request has more than {limit} query or form fields."))
+    return from_exception(InvalidInput("The request is malformed."))

@@ -35,7 +35,7 @@ admin.site.site_header = "Pushsite administration"
 admin.site.site_title = "Pushsite admin"
 admin.site.index_title = "Channels, messages and keys"
 
-# An unknown Host: the JSON 400 the stream path sends, not Django's HTML page.
+# Django's 400s (an unknown Host, too many fields): the JSON the stream path sends, not an HTML page.
 handler400 = "events.views.bad_request"
 
 urlpatterns = [

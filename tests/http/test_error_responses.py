@@ -146,3 +146,20 @@ async def test_a_failure_inside_the_streaming_publish_still_ends_the_stream_fail
     stored = await messages()
     assert [event for event, _ in stored] == ["pushsite.stream.end"]
     assert stored[0][1]["status"] == "failed"
+
+
+# --- Django's own 400s (too many fields, ...) in the same shape as the stream path's ------
+
+
+@pytest.mark.parametrize("path", ["/api/channels/news/messages", "/embed/news/"])
+async def test_too_many_query_fields_is_the_json_400(news: Channel, room: Channel, path: str) -> None:
+    # The stream path answered 5,000 query fields with its JSON 400; the history API (and
+    # every view that reads its query, the embed page too) with Django's empty HTML page.
+    query = "&".join(["limit=1"] * 1001)
+    answer = django_answer(await AsyncClient().get(f"{path}?{query}"))
+    assert answer.status == 400
+    assert answer.headers["content-type"] == "application/json"
+    assert answer.json() == {
+        "error": "invalid",
+        "detail": "The request has more than 1000 query or form fields.",
+    }
