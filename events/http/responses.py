@@ -151,3 +151,19 @@ async def send_error(
         }
     )
     await send({"type": "http.response.body", "body": reply.body})
+
+
+# Policy violation: the close that refuses a handshake (the server answers it 403).
+WEBSOCKET_REFUSED_CODE = 1008
+
+
+async def refuse_websocket(receive: Callable[[], Awaitable[Any]], send: AsgiSend) -> None:
+    """Refuse a WebSocket handshake: closed before it is accepted, which ASGI servers answer 403.
+
+    Not a JSON reply through the ``websocket.http.response`` extension: uvicorn's
+    websockets-sansio protocol then logs "ASGI callable returned without completing
+    handshake" as an ERROR for each such request, which anyone could send.
+    """
+    message = await receive()
+    if message["type"] == "websocket.connect":  # else the client left first
+        await send({"type": "websocket.close", "code": WEBSOCKET_REFUSED_CODE})

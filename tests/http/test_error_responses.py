@@ -6,6 +6,7 @@ from typing import Any
 from unittest import mock
 
 import pytest
+from asgiref.testing import ApplicationCommunicator
 from django.contrib.auth.models import User
 from django.db import OperationalError
 from django.test import AsyncClient
@@ -14,6 +15,7 @@ from events.exceptions import MethodNotAllowed, RateLimited, ServiceUnavailable
 from events.http.responses import from_exception, send_error
 from events.models import Channel
 from events.publish.stream_publication import StreamPublication
+from pushsite.asgi import application
 from tests.support.asgi import django_answer, stream_publish, subscribe_refused
 from tests.support.fixtures import messages
 
@@ -163,3 +165,28 @@ async def test_too_many_query_fields_is_the_json_400(news: Channel, room: Channe
         "error": "invalid",
         "detail": "The request has more than 1000 query or form fields.",
     }
+
+
+# --- A WebSocket upgrade: a clean refusal, not a 500 and a traceback per request ---------
+
+
+@pytest.mark.parametrize("path", ["/events/news/", "/api/channels/news/messages", "/"])
+@pytest.mark.parametrize("extensions", [{}, {"websocket.http.response": {}}], ids=["plain", "http-response"])
+async def test_a_websocket_upgrade_is_refused_before_the_handshake(
+    path: str, extensions: dict[str, Any]
+) -> None:
+    # Any request with Upgrade: websocket reached Channels' router, which has no
+    # websocket route: uvicorn answered 500 and logged a traceback for each one.
+    scope = {
+        "type": "websocket",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": [(b"host", b"testserver")],
+        "subprotocols": [],
+        "extensions": extensions,
+    }
+    communicator = ApplicationCommunicator(application, scope)
+    await communicator.send_input({"type": "websocket.connect"})
+    assert await communicator.receive_output(timeout=5) == {"type": "websocket.close", "code": 1008}
+    await communicator.wait(timeout=5)
