@@ -146,7 +146,8 @@ class ApiKeyAdmin(admin.ModelAdmin[ApiKey]):
             return
         super().save_model(request, obj, form, change)
 
-    @admin.action(description="Revoke the selected keys (takes effect at once)")
+    # permissions: an action without them runs for anyone who may view the list.
+    @admin.action(description="Revoke the selected keys (takes effect at once)", permissions=["change"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
         count = queryset.update(is_active=False)
         self.message_user(request, f"Revoked {count} key(s).")

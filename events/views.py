@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import re
 
+from django.conf import settings
+from django.core.exceptions import DisallowedHost, TooManyFieldsSent
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import Resolver404, resolve
 from django.views.decorators.csrf import csrf_exempt
 
 from events.access.auth import Reader, check_read
-from events.exceptions import ChannelNotFound, MethodNotAllowed
+from events.exceptions import ChannelNotFound, InvalidInput
 from events.http import openapi
-from events.http.responses import error_response, from_exception
+from events.http.hosts import host_refused
+from events.http.responses import allow_methods, error_response, from_exception
 from events.models import Channel, Message, Visibility
 
 API_STREAM_PATH = re.compile(r"/api/channels/[-a-zA-Z0-9_]+/stream")
@@ -51,13 +54,9 @@ def channel_page(request: HttpRequest, slug: str) -> HttpResponse:
     return render(request, "events/channel.html", context)
 
 
-@csrf_exempt  # read-only: any other method gets the JSON 405, not Django's CSRF page
+@allow_methods("GET, HEAD")
 def api_description(request: HttpRequest) -> HttpResponse:
     """``GET /api/openapi.json``: the JSON API's OpenAPI 3.1 description (events/http/openapi.py)."""
-    if request.method not in {"GET", "HEAD"}:
-        return from_exception(
-            MethodNotAllowed(f"{request.method} is not allowed here; use GET.", allow="GET, HEAD")
-        )
     return JsonResponse(openapi.description())
 
 
@@ -94,3 +93,17 @@ def _is_api_endpoint(path: str) -> bool:
     except Resolver404:
         return False
     return match.func is not api_not_found
+
+
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """Django's 400 (``handler400``) in the contract's JSON shape, as the stream path answers.
+
+    Django raises these before any view (an unknown Host, too many query or form
+    fields); its own page was an empty HTML "Bad Request (400)", on the JSON API too.
+    """
+    if isinstance(exception, DisallowedHost):
+        return from_exception(host_refused())
+    if isinstance(exception, TooManyFieldsSent):
+        limit = settings.DATA_UPLOAD_MAX_NUMBER_FIELDS
+        return from_exception(InvalidInput(f"The request has more than {limit} query or form fields."))
+    return from_exception(InvalidInput("The request is malformed."))

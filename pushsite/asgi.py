@@ -28,6 +28,7 @@ from django.urls import path, re_path  # noqa: E402
 
 from events.deliver.endpoint import EventStreamEndpoint  # noqa: E402
 from events.http.bodies import BoundedBody  # noqa: E402
+from events.http.responses import refuse_websocket  # noqa: E402
 from events.publish.fast_path import KeyPublishEndpoint  # noqa: E402
 from events.routing import http_urlpatterns, stream_route  # noqa: E402
 from events.runtime.lifespan import lifespan  # noqa: E402
@@ -65,4 +66,8 @@ async def application(scope: Scope, receive: ASGIReceiveCallable, send: ASGISend
             # A copy, as a router hands on a scope; the server's own scope stays as it was.
             await streams({**scope, "url_route": route}, receive, send)  # type: ignore[arg-type]
             return
+    elif scope["type"] == "websocket":
+        # No route takes one: Channels' router raised, a 500 and a traceback per request.
+        await refuse_websocket(receive, send)  # type: ignore[arg-type]
+        return
     await site(scope, receive, send)

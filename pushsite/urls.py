@@ -35,6 +35,9 @@ admin.site.site_header = "Pushsite administration"
 admin.site.site_title = "Pushsite admin"
 admin.site.index_title = "Channels, messages and keys"
 
+# Django's 400s (an unknown Host, too many fields): the JSON the stream path sends, not an HTML page.
+handler400 = "events.views.bad_request"
+
 urlpatterns = [
     re_path(r"^admin/events/(?P<model>announcement|chatmute|servercensus)/(?P<rest>.*)$", moved_admin_page),
     path("admin/", admin.site.urls),

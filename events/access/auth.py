@@ -20,7 +20,14 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from events.conf import conf
-from events.exceptions import ChannelHidden, ChannelNotFound, NotAuthenticated, PermissionDenied, TokenExpired
+from events.exceptions import (
+    ChannelHidden,
+    ChannelNotFound,
+    InvalidInput,
+    NotAuthenticated,
+    PermissionDenied,
+    TokenExpired,
+)
 from events.models import ApiKey, Channel, Visibility, hash_secret
 
 TOKEN_SALT = "pushsite.subscribe-token"
@@ -232,8 +239,11 @@ def mint_token(
     """A signed token that lets its holder subscribe to ``channels`` for ``ttl`` seconds.
 
     Minted for ``key``, it lasts only as long as that key is active and may use the channel.
+    A ``ttl`` over PUSHSITE_TOKEN_MAX_AGE_SECONDS is capped; under 1 s it is InvalidInput.
     """
     max_age = conf.TOKEN_MAX_AGE_SECONDS
+    if ttl is not None and ttl < 1:
+        raise InvalidInput(f"ttl must be at least 1 second (got {ttl}): a token born expired grants nothing.")
     lifetime = max_age if ttl is None else min(int(ttl), max_age)
     named = sorted({(c.pk, c.slug) for c in channels})
     payload = {

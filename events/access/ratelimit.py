@@ -83,8 +83,8 @@ PUBLISH_BY_USER = Rate(
 def count_staff_publish(user_pk: object) -> None:
     """Count one publish by a signed-in user, on every road a user publishes by.
 
-    The JSON API (session), the admin's "send test message" and the announcement
-    workflow share PUBLISH_BY_USER, so a staff account cannot exceed its rate by
+    The JSON API (session), the admin's "send test message", the announcement
+    workflow and chat deletions share PUBLISH_BY_USER, so a staff account cannot exceed its rate by
     switching from the API to the admin (they were uncounted there).
     """
     count(PUBLISH_BY_USER, str(user_pk))

@@ -64,7 +64,8 @@ class AnnouncementAdmin(admin.ModelAdmin[Announcement]):
             return HttpResponseRedirect(reverse("admin:announcements_announcement_change", args=[obj.pk]))
         return super().response_add(request, obj, post_url_continue)
 
-    @admin.action(description="Retract the selected announcements")
+    # permissions: an action without them runs for anyone who may view the list.
+    @admin.action(description="Retract the selected announcements", permissions=["change"])
     def retract_selected(self, request: HttpRequest, queryset: QuerySet[Announcement]) -> None:
         by = f"user:{request.user.get_username()}"
         count = 0

@@ -198,7 +198,9 @@ def post(channel: Channel, author: Author, text: Any, client_address: str) -> Me
 
 
 def delete(channel: Channel, sequence: int, by: User) -> Message:
-    """Blank a message and store a ``chat.deleted`` event for it; returns that event.
+    """Blank a message and store a ``chat.deleted`` event for it, once; returns that event.
+
+    It counts against ``by``'s publish rate (429 past it, nothing changed).
 
     The row stays (text blanked) rather than going: a hole in the sequence
     would make every resuming client report lost history (pushsite.reset).
@@ -212,6 +214,11 @@ def delete(channel: Channel, sequence: int, by: User) -> Message:
         if message is None:
             raise NotFound(f"Room {channel.slug!r} has no message {sequence}.")
         data = message.data if isinstance(message.data, dict) else {}
+        if data.get("deleted"):
+            # Once: each repeat would store and send another chat.deleted.
+            raise NotFound(f"Room {channel.slug!r} has no message {sequence}: it was deleted already.")
+        # A deletion is a publish by this staff user, counted like the others.
+        ratelimit.count_staff_publish(by.pk)
         message.data = {"text": "", "author": data.get("author"), "deleted": True}
         message.save(update_fields=["data"])
         return publishing.store_message(

@@ -48,12 +48,15 @@ from events.deliver.relay import get_relay
 from events.deliver.stream import AsgiSend, Stream
 from events.exceptions import (
     MethodNotAllowed,
+    PayloadTooLarge,
     PushsiteError,
     RateLimited,
+    RequestTimeout,
     ServiceUnavailable,
 )
 from events.http.address import client_address
 from events.http.asgi import RoutedHTTPScope, request_headers
+from events.http.bodies import receive_body_part
 from events.http.responses import send_error
 from events.metrics import stats
 from events.wire import frames, ndjson, sse
@@ -165,8 +168,8 @@ class StreamConnection:
         self._task = asyncio.current_task()
         try:
             message = await receive()
-            while message["type"] == "http.request" and message.get("more_body"):
-                message = await receive()  # a stream request has no body: skip whatever came
+            if message["type"] == "http.request" and message.get("more_body"):
+                message = await self.skip_body(receive, message)
             if message["type"] != "http.request" or not await self.answer():
                 return  # gone before its request ended, refused, or owning its connection now
             # The stream writes through ASGI send: the client leaving is an http.disconnect.
@@ -183,6 +186,21 @@ class StreamConnection:
                 # Refused, failed, ended or cancelled: the slot goes back (a detached
                 # stream gives it back itself when it closes).
                 self.holdings.release()
+
+    async def skip_body(self, receive: ASGIReceiveCallable, message: Any) -> Any:
+        """Skip a body a stream request has no use for, bounded as every body is (408, 413): its last message.
+
+        Unbounded, a GET whose body never ended held its connection for good, before
+        any stream slot was taken.
+        """
+        received = len(message.get("body", b""))
+        try:
+            while message["type"] == "http.request" and message.get("more_body"):
+                message, received = await receive_body_part(receive, received)
+        except (RequestTimeout, PayloadTooLarge) as error:
+            await self.send_error(error)
+            return {"type": "http.disconnect"}
+        return message
 
     async def answer(self) -> bool:
         """Refuse, answer a preflight, or open the stream; True when an open stream needs this task."""

@@ -11,7 +11,10 @@ import asyncio
 import logging
 import re
 
-from events.models import Channel
+from django.db.models import QuerySet
+
+from events.models import Channel, Kind, Visibility
+from events.publish import validate
 from events.publish.stream_publication import DONE, FAILED, StreamPublication
 from events.runtime.tasks import detached
 
@@ -37,6 +40,22 @@ class AnswerInProgress(Exception):
     """This process is already streaming an answer."""
 
 
+def demo_channels() -> QuerySet[Channel]:
+    """The demo's channel, the active public feed ``answers``, or none: the page and the asking both read it here.
+
+    Anyone may ask (a CSRF token is all it takes), so the demo never publishes into a
+    channel called ``answers`` that is private, for members only, or a chat room.
+    """
+    return Channel.objects.active().filter(slug=DEMO_CHANNEL, visibility=Visibility.PUBLIC, kind=Kind.FEED)
+
+
+def clean_question(question: str) -> str:
+    """The question as the answer quotes it; InvalidInput (400) for what a message may not hold."""
+    question = question[:MAX_QUESTION_LENGTH].strip()
+    validate.check_strings(question, subject="The question")
+    return question
+
+
 def tokens(question: str) -> list[str]:
     """The answer to ``question``, token by token (words with their trailing space)."""
     text = f"You asked: “{question}”. {ANSWER}" if question else ANSWER
@@ -44,12 +63,13 @@ def tokens(question: str) -> list[str]:
 
 
 async def start_answer(channel: Channel, question: str) -> str:
-    """Start streaming an answer in the background; its stream id."""
+    """Start streaming an answer in the background; its stream id (InvalidInput for a bad question)."""
     global _running
+    question = clean_question(question)
     if _running is not None and not _running.done():
         raise AnswerInProgress
     stream = StreamPublication(channel, publisher="demo")
-    _running = detached(_answer(stream, question[:MAX_QUESTION_LENGTH].strip()))
+    _running = detached(_answer(stream, question))
     return stream.id
 
 

@@ -1,4 +1,4 @@
-"""Request bodies read whole (Django's views, the API-key fast path): bounded in size and in time.
+"""Request bodies read whole (Django's views, the API-key fast path) or skipped (the stream URLs): bounded in size and in time.
 
 Django's ASGI handler reads a request's whole body, spooled to a temporary file, before
 any view or middleware sees the request: a chunked body (no Content-Length to refuse it
@@ -27,6 +27,26 @@ from events.exceptions import PayloadTooLarge, PushsiteError, RequestTimeout
 from events.http.responses import AsgiSend, send_error
 
 
+async def receive_body_part(receive: Callable[[], Awaitable[Any]], received: int) -> tuple[Any, int]:
+    """The next message of a request body, and the body's bytes so far: the one bound on every body read whole.
+
+    Raises RequestTimeout (408) when no message came for ``PUSHSITE_STREAM_IDLE_SECONDS``,
+    PayloadTooLarge (413) once more than ``DATA_UPLOAD_MAX_MEMORY_SIZE`` bytes arrived.
+    """
+    idle = conf.STREAM_IDLE_SECONDS
+    try:
+        async with asyncio.timeout(idle):
+            message = await receive()
+    except TimeoutError:
+        raise RequestTimeout(f"No data arrived for {idle:g} s; the request is closed.") from None
+    if message["type"] == "http.request":
+        received += len(message.get("body", b""))
+        limit: int | None = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        if limit is not None and received > limit:
+            raise PayloadTooLarge(f"The body is over the limit of {limit} bytes.")
+    return message, received
+
+
 class BoundedBody:
     """ASGI middleware: an ``http`` request's body past the size limit is 413, one that stalls 408."""
 
@@ -39,8 +59,6 @@ class BoundedBody:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit: int | None = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-        idle = conf.STREAM_IDLE_SECONDS
         received = 0
         complete = False
         refused = False
@@ -58,14 +76,10 @@ class BoundedBody:
             if refused:
                 return {"type": "http.disconnect"}
             try:
-                async with asyncio.timeout(idle):
-                    message = await receive()
-            except TimeoutError:
-                return await refuse(RequestTimeout(f"No data arrived for {idle:g} s; the request is closed."))
+                message, received = await receive_body_part(receive, received)
+            except (RequestTimeout, PayloadTooLarge) as error:
+                return await refuse(error)
             if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if limit is not None and received > limit:
-                    return await refuse(PayloadTooLarge(f"The body is over the limit of {limit} bytes."))
                 complete = not message.get("more_body", False)
             return message
 

@@ -38,11 +38,16 @@ def _host_allowed(host: str, allowed: tuple[str, ...]) -> bool:
     return bool(domain) and validate_host(domain, list(allowed))
 
 
+def host_refused() -> InvalidInput:
+    """The refusal of a Host this server does not serve: the same 400 on every path, Django's included."""
+    return InvalidInput("The Host header names a host this server does not serve.")
+
+
 def check_host(headers: dict[str, str]) -> str:
     """The Host header, if it names a host this server serves (these paths bypass Django's check)."""
     host = headers.get("host", "")
     if not host_allowed(host):
-        raise InvalidInput("The Host header names a host this server does not serve.")
+        raise host_refused()
     return host
 
 

@@ -9,12 +9,15 @@ with :func:`send_error`.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from django.http import HttpResponse
+from asgiref.sync import iscoroutinefunction
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from django.views.decorators.csrf import csrf_exempt
 
 from events.exceptions import MethodNotAllowed, PushsiteError, RateLimited, ServiceUnavailable
 from events.metrics import REJECTED_REQUESTS
@@ -79,6 +82,47 @@ def error_response(status: int, code: str, detail: str) -> HttpResponse:
     return as_http_response(error_reply(status, code, detail))
 
 
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+View = Callable[..., Any]
+
+
+def allow_methods(allow: str) -> Callable[[View], View]:
+    """A Django view (sync or async) that answers any method but ``allow`` ("GET, HEAD") with the JSON 405.
+
+    A view whose methods are all safe changes nothing, so it is exempt from the CSRF
+    check: that check would answer a PUT with Django's HTML 403 page before the view
+    could say 405.
+    """
+    methods = frozenset(allow.split(", "))
+
+    def refusal(request: HttpRequest) -> HttpResponse | None:
+        if request.method in methods:
+            return None
+        return from_exception(
+            MethodNotAllowed(f"{request.method} is not allowed here; use {allow}.", allow=allow)
+        )
+
+    def decorate(view: View) -> View:
+        checked: View
+        if iscoroutinefunction(view):
+
+            @functools.wraps(view)
+            async def checked(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+                refused = refusal(request)
+                return refused if refused is not None else await view(request, *args, **kwargs)
+
+        else:
+
+            @functools.wraps(view)
+            def checked(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+                refused = refusal(request)
+                return refused if refused is not None else view(request, *args, **kwargs)
+
+        return csrf_exempt(checked) if methods <= SAFE_METHODS else checked
+
+    return decorate
+
+
 AsgiSend = Callable[[dict[str, Any]], Awaitable[None]]
 
 
@@ -107,3 +151,19 @@ async def send_error(
         }
     )
     await send({"type": "http.response.body", "body": reply.body})
+
+
+# Policy violation: the close that refuses a handshake (the server answers it 403).
+WEBSOCKET_REFUSED_CODE = 1008
+
+
+async def refuse_websocket(receive: Callable[[], Awaitable[Any]], send: AsgiSend) -> None:
+    """Refuse a WebSocket handshake: closed before it is accepted, which ASGI servers answer 403.
+
+    Not a JSON reply through the ``websocket.http.response`` extension: uvicorn's
+    websockets-sansio protocol then logs "ASGI callable returned without completing
+    handshake" as an ERROR for each such request, which anyone could send.
+    """
+    message = await receive()
+    if message["type"] == "websocket.connect":  # else the client left first
+        await send({"type": "websocket.close", "code": WEBSOCKET_REFUSED_CODE})

@@ -14,6 +14,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from events.deliver.relay import current_relay, get_relay
+from events.http.responses import allow_methods
 from events.publish import fanout
 
 logger = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ HEALTH_CHECKS: dict[str, Callable[[], Awaitable[None]]] = {
 }
 
 
+@allow_methods("GET, HEAD")
 async def healthz(request: HttpRequest) -> JsonResponse:
     """200 when the database and the channel layer answer; 503 naming the part that does not.
 
@@ -110,5 +112,6 @@ async def healthz(request: HttpRequest) -> JsonResponse:
     return response
 
 
+@allow_methods("GET, HEAD")
 def metrics(request: HttpRequest) -> HttpResponse:
     return HttpResponse(generate_latest(), content_type=CONTENT_TYPE_LATEST)

@@ -136,10 +136,16 @@ def once(
     fingerprint: str,
     store: Callable[[], Message],
     describe: Callable[[Message], dict[str, Any]],
+    may_replay: Callable[[PublishReceipt], None],
 ) -> Message | Replay:
-    """``store()`` and the key's receipt in one transaction; the first answer instead when the key was used."""
+    """``store()`` and the key's receipt in one transaction; the first answer instead when the key was used.
+
+    ``may_replay`` raises when the publisher may no longer publish there (a replay
+    stores nothing, so nothing else would check).
+    """
     earlier = receipt_for(claim, channel)
     if earlier is not None:
+        may_replay(earlier)
         return replay(earlier, fingerprint)
     try:
         with transaction.atomic():
@@ -158,6 +164,7 @@ def once(
         earlier = receipt_for(claim, channel)
         if earlier is None:
             raise
+        may_replay(earlier)
         return replay(earlier, fingerprint)
     return message
 

@@ -88,7 +88,21 @@ def store_once(
         idempotency.message_fingerprint(event, data),
         lambda: _store(channel, data, event=event, publisher=publisher, key_id=key_id),
         lambda message: message_json(message, message.channel.slug),
+        functools.partial(check_replay, key_id=key_id),
     )
+
+
+def check_replay(receipt: PublishReceipt, *, key_id: int | None) -> None:
+    """Refuse to replay ``receipt`` where storing would be refused now: ChannelNotFound, as the storing statement says.
+
+    The statement that takes a sequence number checks that the channel is active and,
+    with ``key_id``, that the key is active and allowed on it (so a remembered key is
+    refused at once when revoked). A replay takes no number: it is checked here, and
+    the key's caller runs the full check on a refusal to say why (401, 403, 404).
+    """
+    channel = Channel.objects.get(pk=receipt.channel_id)  # a receipt goes with its channel (CASCADE)
+    if not channel.is_active or (key_id is not None and not key_id_allows(key_id, channel)):
+        raise ChannelNotFound(f"No active channel is called {channel.slug!r}.")
 
 
 def store_platform_message(channel: Channel | str, data: Any, *, event: str, publisher: str = "") -> Message:
@@ -664,6 +678,7 @@ def _settle_receipts(publishes: list[Publish], outcomes: list[Outcome | None]) -
             firsts[ident] = index
             continue
         try:
+            check_replay(earlier, key_id=publish.key_id)
             outcomes[index] = idempotency.replay(earlier, _fingerprint(publish))
         except PushsiteError as error:
             outcomes[index] = error

@@ -22,7 +22,7 @@ from events.access.auth import (
     token_expiry,
     verify_token,
 )
-from events.exceptions import ChannelNotFound, PermissionDenied, TokenExpired
+from events.exceptions import ChannelNotFound, InvalidInput, PermissionDenied, TokenExpired
 from events.models import Channel, Visibility
 from events.provisioning import create_api_key, upsert_channel
 from tests.support.servers import ServerProcess, Site
@@ -233,3 +233,15 @@ def test_mint_token_says_when_it_caps_the_lifetime(vault: Channel) -> None:
     grant = verify_token(out.getvalue().strip())  # stdout is the token alone
     assert grant.expires_at - time.time() <= 600
     assert "--ttl 999999 is above PUSHSITE_TOKEN_MAX_AGE_SECONDS: the token lasts 600 s." in err.getvalue()
+
+
+@pytest.mark.parametrize("ttl", ["0", "-5"])
+def test_mint_token_refuses_a_lifetime_under_a_second(vault: Channel, ttl: str) -> None:
+    # POST /api/tokens refused such a ttl with a 400; the command printed a token that
+    # had already expired, said nothing and exited 0.
+    out = StringIO()
+    with pytest.raises(CommandError, match=rf"^ttl must be at least 1 second \(got {ttl}\)"):
+        call_command("mint_token", "vault", "--ttl", ttl, stdout=out)
+    assert out.getvalue() == ""
+    with pytest.raises(InvalidInput):
+        mint_token([vault], ttl=int(ttl))

@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Permission, User
 from django.db import close_old_connections
 from django.template import Context, Template
 from django.test import Client, override_settings
@@ -338,6 +338,47 @@ def test_api_keys_in_the_admin(staff_client: Client, news: Channel) -> None:
     assert secret not in staff_client.get(f"/admin/events/apikey/{key.pk}/change/").content.decode()
     staff_client.post("/admin/events/apikey/", {"action": "revoke", "_selected_action": [key.pk]})
     assert not ApiKey.objects.get(pk=key.pk).is_active
+
+
+# --- Admin actions need the permission their change needs -----------------------------
+
+
+def test_a_view_only_editor_cannot_revoke_keys_or_retract_announcements(
+    client: Client, news: Channel
+) -> None:
+    # A staff user who may only look at keys and announcements saw the actions in the
+    # list and ran them: revoking every key and retracting every announcement of the site.
+    viewer = User.objects.create_user("viewer", "", "pw", is_staff=True)
+    viewer.user_permissions.set(
+        Permission.objects.filter(codename__in=["view_apikey", "view_announcement", "view_channel"])
+    )
+    client.force_login(viewer)
+    key, _secret = ApiKey.generate("partner")
+    key.save()
+    announcement = make(news)
+    announcements.publish_now(announcement, "user:editor")
+    keys = client.get("/admin/events/apikey/")
+    assert keys.status_code == 200
+    assert 'value="revoke"' not in keys.content.decode()
+    client.post("/admin/events/apikey/", {"action": "revoke", "_selected_action": [key.pk]})
+    client.post(
+        "/admin/announcements/announcement/",
+        {"action": "retract_selected", "_selected_action": [announcement.pk]},
+    )
+    assert ApiKey.objects.get(pk=key.pk).is_active
+    assert Announcement.objects.get(pk=announcement.pk).state == AnnouncementState.PUBLISHED
+    assert [d["action"] for d in sent(news)] == ["published"]
+    # With the permission to change them, the same actions work.
+    viewer.user_permissions.add(
+        *Permission.objects.filter(codename__in=["change_apikey", "change_announcement"])
+    )
+    client.post("/admin/events/apikey/", {"action": "revoke", "_selected_action": [key.pk]})
+    client.post(
+        "/admin/announcements/announcement/",
+        {"action": "retract_selected", "_selected_action": [announcement.pk]},
+    )
+    assert not ApiKey.objects.get(pk=key.pk).is_active
+    assert Announcement.objects.get(pk=announcement.pk).state == AnnouncementState.RETRACTED
 
 
 # --- The per-user publish rate holds on the admin's roads as on the API's ------------

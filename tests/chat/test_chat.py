@@ -241,6 +241,41 @@ async def test_staff_deletion_blanks_the_message_and_stores_a_deleted_event(
     assert missing.status_code == 404
 
 
+async def test_deleting_a_message_again_stores_nothing(lobby: Channel, alice: User, moderator: User) -> None:
+    # Each repeat stored another chat.deleted event and sent it to every open page: a
+    # moderator (or a stolen staff session) could publish without end, outside any rate.
+    posted = (await say(await logged_in(alice), "lobby", "rude words")).json()
+    staff = await logged_in(moderator)
+    assert (await post(staff, f"/rooms/lobby/messages/{posted['id']}/delete", {})).status_code == 200
+    again = await post(staff, f"/rooms/lobby/messages/{posted['id']}/delete", {})
+    assert again.status_code == 404
+    assert again.json() == {
+        "error": "not_found",
+        "detail": f"Room 'lobby' has no message {posted['id']}: it was deleted already.",
+    }
+    assert await Message.objects.filter(channel=lobby, event="chat.deleted").acount() == 1
+
+
+@override_settings(PUSHSITE={"PUBLISH_RATE_MESSAGES": 2, "PUBLISH_RATE_SECONDS": 600})
+async def test_deletions_count_against_the_moderators_publish_rate(
+    lobby: Channel, alice: User, moderator: User
+) -> None:
+    # A deletion publishes chat.deleted: it counts like the staff user's other publishes
+    # (the JSON API, the admin), so switching roads never adds up to more than the rate.
+    posted = [(await say(await logged_in(alice), "lobby", f"rude {n}")).json() for n in range(2)]
+    staff = await logged_in(moderator)
+    published = await post(staff, "/api/channels/lobby/messages", {"data": "notice"})
+    assert published.status_code == 201
+    assert (await post(staff, f"/rooms/lobby/messages/{posted[0]['id']}/delete", {})).status_code == 200
+    refused = await post(staff, f"/rooms/lobby/messages/{posted[1]['id']}/delete", {})
+    assert refused.status_code == 429
+    assert refused.json()["error"] == "rate_limited"
+    assert refused.headers["Retry-After"]
+    kept = await Message.objects.aget(channel=lobby, sequence=posted[1]["id"])
+    assert kept.data == {"text": "rude 1", "author": {"name": "alice", "guest": False}}
+    assert await Message.objects.filter(channel=lobby, event="chat.deleted").acount() == 1
+
+
 def test_the_room_page_shows_messages_as_text(lobby: Channel, alice: User) -> None:
     from events.publish.store import store_message
     from events.publish.validate import publishing_reserved

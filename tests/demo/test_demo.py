@@ -10,10 +10,14 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from django.test import Client
 
+from events.models import Message
+from events.provisioning import upsert_channel
 from tests.support.servers import ROOT, ServerProcess, Site
 from tests.support.sse_client import Subscriber
 
@@ -125,3 +129,41 @@ def test_demo_sh_refuses_a_port_in_use_before_seeding(tmp_path: Path) -> None:
         "seed again and revoke the running demo's key)\n"
     )
     assert sorted(path.name for path in tmp_path.iterdir()) == ["scripts"]  # no .venv, .env or database
+
+
+# --- The demo publishes for anonymous visitors: only into a public feed, only clean text ---
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "shape",
+    [{"visibility": "private"}, {"visibility": "authenticated"}, {"kind": "chat"}],
+    ids=["private", "authenticated", "chat-room"],
+)
+def test_the_demo_never_publishes_into_a_channel_that_is_not_a_public_feed(
+    client: Client, shape: dict[str, Any]
+) -> None:
+    # Anyone may ask (a CSRF token is all it takes), so an operator's own channel that
+    # happens to be called "answers" took an anonymous visitor's text, private or not.
+    channel, _created = upsert_channel("answers", stream_storage="fold", **shape)
+    page = client.get("/demo/streamed/")
+    assert page.status_code == 200
+    assert "/events/answers/" not in page.content.decode()
+    response = client.post("/demo/streamed/ask", {"question": "anonymous text"})
+    assert response.status_code == 404
+    assert response.json()["error"] == "channel_not_found"
+    assert not Message.objects.filter(channel=channel).exists()
+
+
+@pytest.mark.django_db
+def test_a_question_with_nul_is_a_400_not_a_failed_answer_and_a_traceback(client: Client) -> None:
+    # It was answered 202, then the first part holding it failed in the background
+    # (a traceback in the log for each such request) and the answer ended "failed".
+    upsert_channel("answers", stream_storage="fold")
+    response = client.post("/demo/streamed/ask", {"question": "nul \x00 here"})
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": "invalid",
+        "detail": "The question holds U+0000 (NUL), which Pushsite does not store.",
+    }
+    assert not Message.objects.exists()

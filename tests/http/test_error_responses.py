@@ -6,6 +6,7 @@ from typing import Any
 from unittest import mock
 
 import pytest
+from asgiref.testing import ApplicationCommunicator
 from django.contrib.auth.models import User
 from django.db import OperationalError
 from django.test import AsyncClient
@@ -14,6 +15,7 @@ from events.exceptions import MethodNotAllowed, RateLimited, ServiceUnavailable
 from events.http.responses import from_exception, send_error
 from events.models import Channel
 from events.publish.stream_publication import StreamPublication
+from pushsite.asgi import application
 from tests.support.asgi import django_answer, stream_publish, subscribe_refused
 from tests.support.fixtures import messages
 
@@ -30,6 +32,14 @@ async def test_405_has_the_same_shape_and_an_allow_header_everywhere(news: Chann
         "chat": django_answer(await AsyncClient().get("/rooms/room/messages")),
         "stream publish": await stream_publish("news", [b""], authorization=None, method="GET"),
         "subscribe": await subscribe_refused("POST"),
+        # The read-only endpoints outside /api/ answered another method with Django's HTML
+        # CSRF page (403, "CSRF verification failed") and an OPTIONS with a full health check.
+        "healthz": django_answer(await AsyncClient().put("/healthz")),
+        "healthz options": django_answer(await AsyncClient().options("/healthz")),
+        "metrics": django_answer(await AsyncClient().delete("/metrics")),
+        "openapi": django_answer(await AsyncClient().post("/api/openapi.json")),
+        # ... and the demo's POST endpoint a GET with Django's empty text/html 405.
+        "demo ask": django_answer(await AsyncClient().get("/demo/streamed/ask")),
     }
     allowed = {
         "messages": "GET, HEAD, POST",
@@ -37,6 +47,11 @@ async def test_405_has_the_same_shape_and_an_allow_header_everywhere(news: Chann
         "chat": "POST",
         "stream publish": "POST",
         "subscribe": "GET, HEAD, OPTIONS",
+        "healthz": "GET, HEAD",
+        "healthz options": "GET, HEAD",
+        "metrics": "GET, HEAD",
+        "openapi": "GET, HEAD",
+        "demo ask": "POST",
     }
     for family, answer in answers.items():
         assert answer.status == 405, family
@@ -133,3 +148,45 @@ async def test_a_failure_inside_the_streaming_publish_still_ends_the_stream_fail
     stored = await messages()
     assert [event for event, _ in stored] == ["pushsite.stream.end"]
     assert stored[0][1]["status"] == "failed"
+
+
+# --- Django's own 400s (too many fields, ...) in the same shape as the stream path's ------
+
+
+@pytest.mark.parametrize("path", ["/api/channels/news/messages", "/embed/news/"])
+async def test_too_many_query_fields_is_the_json_400(news: Channel, room: Channel, path: str) -> None:
+    # The stream path answered 5,000 query fields with its JSON 400; the history API (and
+    # every view that reads its query, the embed page too) with Django's empty HTML page.
+    query = "&".join(["limit=1"] * 1001)
+    answer = django_answer(await AsyncClient().get(f"{path}?{query}"))
+    assert answer.status == 400
+    assert answer.headers["content-type"] == "application/json"
+    assert answer.json() == {
+        "error": "invalid",
+        "detail": "The request has more than 1000 query or form fields.",
+    }
+
+
+# --- A WebSocket upgrade: a clean refusal, not a 500 and a traceback per request ---------
+
+
+@pytest.mark.parametrize("path", ["/events/news/", "/api/channels/news/messages", "/"])
+@pytest.mark.parametrize("extensions", [{}, {"websocket.http.response": {}}], ids=["plain", "http-response"])
+async def test_a_websocket_upgrade_is_refused_before_the_handshake(
+    path: str, extensions: dict[str, Any]
+) -> None:
+    # Any request with Upgrade: websocket reached Channels' router, which has no
+    # websocket route: uvicorn answered 500 and logged a traceback for each one.
+    scope = {
+        "type": "websocket",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": [(b"host", b"testserver")],
+        "subprotocols": [],
+        "extensions": extensions,
+    }
+    communicator = ApplicationCommunicator(application, scope)
+    await communicator.send_input({"type": "websocket.connect"})
+    assert await communicator.receive_output(timeout=5) == {"type": "websocket.close", "code": 1008}
+    await communicator.wait(timeout=5)

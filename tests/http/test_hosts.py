@@ -82,3 +82,20 @@ def test_check_host_returns_the_host_or_refuses_with_a_sentence() -> None:
         check_host({"host": "evil.example"})
     with pytest.raises(InvalidInput):
         check_host({})
+
+
+@override_settings(ALLOWED_HOSTS=["testserver"])
+@pytest.mark.parametrize(
+    "path", ["/api/channels/news/messages", "/api/tokens", "/healthz", "/rooms/lobby/presence"]
+)
+@pytest.mark.django_db
+def test_django_refuses_an_unknown_host_with_the_json_the_stream_path_sends(client: Any, path: str) -> None:
+    # The stream path and the streaming publish answered the contract's JSON 400; every
+    # URL Django serves, the JSON API included, answered Django's HTML "Bad Request" page.
+    response = client.get(path, HTTP_HOST="evil.example")
+    assert response.status_code == 400
+    assert response["Content-Type"] == "application/json"
+    assert response.json() == {
+        "error": "invalid",
+        "detail": "The Host header names a host this server does not serve.",
+    }

@@ -15,8 +15,8 @@ from django.db import connection
 from django.test import AsyncClient
 from django.utils import timezone
 
-from events.exceptions import IdempotencyKeyInUse, IdempotencyKeyReused, InvalidInput
-from events.models import Channel, Message, PublishReceipt
+from events.exceptions import IdempotencyKeyInUse, IdempotencyKeyReused, InvalidInput, NotAuthenticated
+from events.models import ApiKey, Channel, Message, PublishReceipt
 from events.provisioning import create_api_key, upsert_channel
 from events.publish import api, idempotency
 from events.publish.ingest import StreamPublishConsumer
@@ -340,6 +340,40 @@ async def test_a_replay_counts_against_the_publish_rate(settings: Any, secret: s
     limited = await asgi_publish("news", {"data": 1}, with_key(secret, "k"))
     assert limited["status"] == 429
     assert await Message.objects.acount() == 1
+
+
+@pytest.mark.parametrize("change", ["revoked", "narrowed", "channel-off"])
+async def test_a_replay_is_refused_once_its_key_or_channel_may_not_publish(
+    secret: str, news: Channel, change: str
+) -> None:
+    # A key verified a moment ago is checked in the statement that stores; a replay
+    # stores nothing, so for PUSHSITE_REVOCATION_SECONDS a revoked or narrowed key (or a
+    # switched-off channel) still got 201 Idempotent-Replayed on the fast path, while the
+    # Django view and the streaming publish refused it at once.
+    first = await asgi_publish("news", {"data": 1}, with_key(secret, "k"))
+    assert first["status"] == 201
+    if change == "revoked":
+        await ApiKey.objects.filter(name="publisher").aupdate(is_active=False)
+        expected = (401, "unauthorized")
+    elif change == "narrowed":
+        await ApiKey.objects.filter(name="publisher").aupdate(all_channels=False)
+        expected = (403, "forbidden")
+    else:
+        await Channel.objects.filter(pk=news.pk).aupdate(is_active=False)
+        expected = (404, "channel_not_found")
+    for through in ([], THROUGH_DJANGO):
+        retry = await asgi_publish("news", {"data": 1}, with_key(secret, "k", *through))
+        assert (retry["status"], retry["json"]["error"]) == expected, through
+        assert REPLAYED not in retry["headers"]
+    assert await Message.objects.acount() == 1
+
+
+def test_the_sync_key_publish_refuses_a_replay_for_a_revoked_key(secret: str, news: Channel) -> None:
+    body = b'{"data": 1}'
+    assert isinstance(api.store_with_key(f"Bearer {secret}", "news", body, "k"), Message)
+    ApiKey.objects.filter(name="publisher").update(is_active=False)
+    with pytest.raises(NotAuthenticated):
+        api.store_with_key(f"Bearer {secret}", "news", body, "k")
 
 
 # --- streaming publish ------------------------------------------------------------------------

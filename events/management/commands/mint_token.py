@@ -6,7 +6,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from events.access.auth import active_channels, mint_token
 from events.conf import conf
-from events.exceptions import ChannelNotFound
+from events.exceptions import ChannelNotFound, InvalidInput
 
 
 class Command(BaseCommand):
@@ -35,4 +35,8 @@ class Command(BaseCommand):
             channels = active_channels(list(dict.fromkeys(options["slugs"])))
         except ChannelNotFound as exc:
             raise CommandError(exc.detail) from exc
-        self.stdout.write(mint_token(channels, ttl=ttl, subject=options["subject"]))
+        try:
+            token = mint_token(channels, ttl=ttl, subject=options["subject"])
+        except InvalidInput as exc:
+            raise CommandError(exc.detail) from exc
+        self.stdout.write(token)
