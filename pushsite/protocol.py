@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import functools
 import socket
 import struct
@@ -31,18 +30,9 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from uvicorn._types import ASGI3Application
-from uvicorn.protocols.http.httptools_impl import (
-    HEADER_RE,
-    HEADER_VALUE_RE,
-    STATUS_LINE,
-    HttpToolsProtocol,
-    RequestResponseCycle,
-)
+from uvicorn.protocols.http.httptools_impl import HEADER_RE, HEADER_VALUE_RE, STATUS_LINE, HttpToolsProtocol
 
 from events.deliver.direct import DIRECT_WRITES
-from events.deliver.eager import start_eagerly
-from events.routing import stream_route
 
 # struct linger {l_onoff = 1, l_linger = 0}: close() sends a reset and drops unsent data.
 LINGER_ZERO = struct.pack("ii", 1, 0)
@@ -50,8 +40,6 @@ LINGER_ZERO = struct.pack("ii", 1, 0)
 LAST_CHUNK = b"0\r\n\r\n"
 CHUNKED = b"transfer-encoding: chunked\r\n\r\n"
 Headers = tuple[tuple[bytes, bytes], ...]
-# The requests answered eagerly (PushsiteHttpProtocol); every other one gets uvicorn's task.
-STREAM_METHODS = frozenset({"GET", "HEAD"})
 
 
 def chunk(data: bytes) -> bytes:
@@ -182,52 +170,7 @@ class DetachedConnection(asyncio.Protocol):
 
 
 class PushsiteHttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol offering streams the ``pushsite.transport`` extension.
-
-    A stream request (GET or HEAD on a stream URL) is answered eagerly: its ASGI
-    coroutine runs when the data that completed its head has been parsed, in the
-    same callback, instead of in a task the loop starts later, and only becomes a
-    task if it has to wait (events/deliver/eager.py). An open the channel directory
-    admits never waits: it writes its head and first frame, detaches, and is done
-    with no task, no loop turn between parsing and answering (docs/performance.md,
-    "Opens per second"). The application, the scope, the request cycle and so every
-    byte of every answer are uvicorn's as before.
-    """
-
-    # The stream request whose ASGI coroutine starts once data_received has parsed what came.
-    _deferred: tuple[RequestResponseCycle, ASGI3Application] | None = None
-    _parsing = False
-
-    def data_received(self, data: bytes) -> None:
-        self._parsing = True
-        try:
-            super().data_received(data)
-        finally:
-            self._parsing = False
-        deferred = self._deferred
-        if deferred is not None:
-            self._deferred = None
-            cycle, app = deferred
-            # Its own copy of the context, as a task would have (Task copies it too);
-            # a coroutine that has to wait goes on in a task made within that copy.
-            task = contextvars.copy_context().run(start_eagerly, cycle.run_asgi(app))
-            if task is not None:
-                task.add_done_callback(self.tasks.discard)
-                self.tasks.add(task)
-
-    def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
-        # Why after parsing, not here (in on_headers_complete): the parser is still
-        # inside feed_data, the request's end (on_message_complete) not seen yet, and
-        # a pipelined request behind it not queued yet (a claim checks the pipeline).
-        if (
-            self._parsing
-            and not self.config.reset_contextvars
-            and cycle.scope["method"] in STREAM_METHODS
-            and stream_route(cycle.scope["path"]) is not None
-        ):
-            self._deferred = (cycle, app)
-            return
-        super()._start_asgi_task(cycle, app)
+    """uvicorn's httptools protocol offering streams the ``pushsite.transport`` extension."""
 
     def on_message_begin(self) -> None:
         super().on_message_begin()

@@ -1,4 +1,4 @@
-"""pushsite/protocol.py: the connection a detached stream owns, and the eager start of stream requests.
+"""pushsite/protocol.py: the connection a detached stream owns.
 
 Unit level, plus the raw bytes of stream answers compared between ``manage.py serve``
 and ``serve --portable`` (the streams themselves are tested on both in tests/deliver).
@@ -11,10 +11,8 @@ import re
 from typing import Any
 
 import pytest
-from uvicorn.config import Config
-from uvicorn.server import ServerState
 
-from pushsite.protocol import DetachedConnection, PushsiteHttpProtocol, encoded_headers
+from pushsite.protocol import DetachedConnection, encoded_headers
 from tests.support.servers import ServerProcess
 
 
@@ -44,18 +42,6 @@ class Transport:
 
     def get_extra_info(self, name: str) -> Any:
         return None
-
-    def set_protocol(self, protocol: Any) -> None:
-        self.protocol = protocol
-
-    def set_write_buffer_limits(self, high: int, low: int) -> None:
-        pass
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
 
 
 def connection(paused: bool = False) -> tuple[DetachedConnection, Transport]:
@@ -135,72 +121,6 @@ def test_encoded_headers_are_uvicorns_lines_or_none_for_an_invalid_one() -> None
     )
     assert encoded_headers(((b"x-evil", b"a\r\nset-cookie: x"),)) is None
     assert encoded_headers(((b"bad name", b"x"),)) is None
-
-
-class Recorder:
-    """An ASGI application that notes each request it is called for and answers 204."""
-
-    def __init__(self) -> None:
-        self.paths: list[str] = []
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        self.paths.append(scope["path"])
-        while (await receive()).get("more_body"):
-            pass
-        await send({"type": "http.response.start", "status": 204, "headers": []})
-        await send({"type": "http.response.body", "body": b""})
-
-
-def protocol(app: Recorder) -> tuple[PushsiteHttpProtocol, Transport, ServerState]:
-    config = Config(app=app, proxy_headers=False, lifespan="off", access_log=False)
-    config.load()
-    state = ServerState()
-    proto = PushsiteHttpProtocol(config=config, server_state=state, app_state={})
-    transport = Transport()
-    proto.connection_made(transport)  # type: ignore[arg-type]
-    return proto, transport, state
-
-
-@pytest.mark.parametrize("method", ["GET", "HEAD"])
-async def test_a_stream_request_is_answered_while_its_data_is_received(method: str) -> None:
-    app = Recorder()
-    proto, transport, state = protocol(app)
-    proto.data_received(f"{method} /events/news/ HTTP/1.1\r\nHost: a\r\n\r\n".encode())
-    # Answered within data_received: no task, no loop turn.
-    assert app.paths == ["/events/news/"]
-    assert transport.written[0].startswith(b"HTTP/1.1 204 No Content\r\n")
-    assert not state.tasks
-
-
-@pytest.mark.parametrize(
-    "request_bytes",
-    [
-        b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n",
-        b"POST /events/news/ HTTP/1.1\r\nHost: a\r\n\r\n",
-        b"OPTIONS /events/news/ HTTP/1.1\r\nHost: a\r\n\r\n",
-    ],
-)
-async def test_every_other_request_gets_uvicorns_task(request_bytes: bytes) -> None:
-    app = Recorder()
-    proto, transport, state = protocol(app)
-    proto.data_received(request_bytes)
-    assert app.paths == []  # the task runs it later
-    assert len(state.tasks) == 1
-    await asyncio.wait_for(asyncio.gather(*state.tasks), 1)
-    assert len(app.paths) == 1
-    assert transport.written[0].startswith(b"HTTP/1.1 204 No Content\r\n")
-
-
-async def test_a_stream_request_still_waiting_for_its_body_goes_on_in_a_task() -> None:
-    app = Recorder()
-    proto, transport, state = protocol(app)
-    proto.data_received(b"GET /events/news/ HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\nab")
-    assert app.paths == ["/events/news/"]  # started at once, then waits for the body
-    assert len(state.tasks) == 1
-    assert transport.written == []
-    proto.data_received(b"cd")
-    await asyncio.wait_for(asyncio.gather(*state.tasks), 1)
-    assert transport.written[0].startswith(b"HTTP/1.1 204 No Content\r\n")
 
 
 DATE = re.compile(rb"\r\ndate: [^\r]*")

@@ -4,7 +4,7 @@ Python imports ``sitecustomize`` from the path at start, so every server process
 runner starts (it passes the environment on) times each garbage collection with
 ``gc.callbacks`` and appends, after each one of the older generations, the running
 counts and CPU seconds per generation to the file GCSTAT names (docs/performance.md,
-"Opens per second: the stream request without uvicorn's task").
+"Opens per second: the collector, and an eager start tried and dropped").
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from collections.abc import Coroutine, Generator
 from typing import Any
 
 
-def start_eagerly(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
+def start_eagerly(coro: Coroutine[Any, Any, None]) -> asyncio.Future[None] | None:
     """Run ``coro`` up to its first suspension.
 
     Returns None when it already finished, or a Task that runs the rest. An

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -14,7 +13,6 @@ import requests
 from events.wire import ndjson
 from tests.support.servers import ServerProcess, Site
 from tests.support.sse_client import Subscriber, sequence_of, without_epochs
-from tests.support.waiting import eventually
 
 ENVELOPE = b'{"id":7,"channel":"news","event":"notice","data":"hi","published_at":"2026-01-01T00:00:00.000Z"}'
 
@@ -206,29 +204,3 @@ async def test_after_is_only_an_alias_for_ndjson(server: ServerProcess, api_key:
         assert bytes(subscriber.raw).startswith(
             f"retry: 2000\nid: {opened.id}\nevent: pushsite.open\n".encode()
         )
-
-
-async def test_an_ndjson_stream_the_server_ends_gives_back_its_task(
-    server: ServerProcess, api_key: str
-) -> None:
-    # Under `serve` an NDJSON stream is started eagerly (pushsite/protocol.py) and so
-    # has no task to cancel when the server ends it (here its token expires): its
-    # request's coroutine must still end, with the client still connected.
-    async def tasks() -> float:
-        return (await asyncio.to_thread(server.metrics)).get("pushsite_asyncio_tasks", 0.0)
-
-    before = await tasks()
-    async with httpx.AsyncClient(timeout=15) as client:
-        minted = await client.post(
-            f"{server.url}/api/tokens",
-            json={"channels": ["private-room"], "ttl": 3},
-            headers={"Authorization": f"Bearer {api_key}"},
-        )
-        token = minted.json()["token"]
-        url = f"{server.url}/events/private-room/?format=ndjson&token={token}"
-        async with client.stream("GET", url) as response:
-            assert response.status_code == 200
-            lines = [json.loads(line) async for line in response.aiter_lines() if line]
-        assert lines[-1]["event"] == "pushsite.close"
-        # The response ended; the connection is still open in the client's pool.
-        await eventually(tasks, lambda value: value <= before, within=5, what="asyncio tasks after the end")
