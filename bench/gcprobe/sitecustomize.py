@@ -1,4 +1,4 @@
-"""Collector time in a server under the bench: ``PYTHONPATH=bench/gcprobe GCSTAT=/tmp/gc.txt python -m bench ...``.
+"""Collector time in a server under the bench: ``PYTHONPATH=$PWD/bench/gcprobe GCSTAT=/tmp/gc.txt python -m bench ...``.
 
 Python imports ``sitecustomize`` from the path at start, so every server process the
 runner starts (it passes the environment on) times each garbage collection with
