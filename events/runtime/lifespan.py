@@ -14,9 +14,9 @@ from events.publish import fanout
 logger = logging.getLogger(__name__)
 
 # Allocations between two young collections (CPython's default is 700). Every open
-# stream keeps a few dozen objects; with the default the collector ran about
-# every other open and the full collections it led to scanned Django's start-up
-# heap each time (docs/performance.md, "Opens per second").
+# stream keeps a few dozen objects; with the default, 5,000 opens made about 250
+# young collections and two full ones, and each full one scanned Django's start-up
+# heap (docs/performance.md, "Opens per second: the collector").
 YOUNG_GENERATION_THRESHOLD = 10_000
 
 
