@@ -1,11 +1,19 @@
-"""pushsite/protocol.py: the connection a detached stream owns (unit level; the real server is in tests/deliver)."""
+"""pushsite/protocol.py: the connection a detached stream owns.
+
+Unit level, plus the raw bytes of stream answers compared between ``manage.py serve``
+and ``serve --portable`` (the streams themselves are tested on both in tests/deliver).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
+import pytest
+
 from pushsite.protocol import DetachedConnection, encoded_headers
+from tests.support.servers import ServerProcess
 
 
 class Transport:
@@ -113,3 +121,54 @@ def test_encoded_headers_are_uvicorns_lines_or_none_for_an_invalid_one() -> None
     )
     assert encoded_headers(((b"x-evil", b"a\r\nset-cookie: x"),)) is None
     assert encoded_headers(((b"bad name", b"x"),)) is None
+
+
+DATE = re.compile(rb"\r\ndate: [^\r]*")
+
+# Raw requests to the stream URLs, each answered and closed: errors, HEAD, a body, a
+# malformed request, pipelined requests (the second must not be answered by the stream).
+RAW_REQUESTS = {
+    "unknown channel": b"GET /events/no-such-channel/ HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+    "no channel": b"GET /events/ HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+    "bad cursor": (
+        b"GET /events/partner-feed/ HTTP/1.1\r\nHost: 127.0.0.1\r\nLast-Event-ID: nonsense\r\n"
+        b"Connection: close\r\n\r\n"
+    ),
+    "bad host": b"GET /events/partner-feed/ HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
+    "private": b"GET /events/private-room/ HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+    "head": b"HEAD /events/partner-feed/ HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+    "head http/1.0": b"HEAD /events/partner-feed/ HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n",
+    "post": b"POST /events/partner-feed/ HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+    "with a body": (
+        b"GET /events/no-such-channel/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 3\r\n"
+        b"Connection: close\r\n\r\nabc"
+    ),
+    "malformed header": b"GET /events/partner-feed/ HTTP/1.1\r\nHost: 127.0.0.1\r\nBad Header\r\n\r\n",
+    "malformed after a stream request": (
+        b"GET /events/no-such-channel/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\nGARBAGE\r\n\r\n"
+    ),
+    "pipelined": (
+        b"GET /events/no-such-channel/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        b"HEAD /events/partner-feed/ HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    ),
+}
+
+
+async def raw_answer(process: ServerProcess, request: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", process.port)
+    try:
+        writer.write(request)
+        async with asyncio.timeout(5):
+            return DATE.sub(b"", await reader.read(-1))
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize("name", list(RAW_REQUESTS))
+async def test_stream_answers_are_byte_for_byte_those_of_the_portable_path(
+    name: str, server: ServerProcess, portable_server: ServerProcess
+) -> None:
+    direct = await raw_answer(server, RAW_REQUESTS[name])
+    portable = await raw_answer(portable_server, RAW_REQUESTS[name])
+    assert direct == portable
+    assert direct.startswith(b"HTTP/1.")

@@ -3,6 +3,7 @@ fan-out still holds (briefly) and leave the groups."""
 
 from __future__ import annotations
 
+import gc
 import logging
 
 from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, LifespanScope
@@ -11,6 +12,23 @@ from events.deliver.relay import current_relay, get_relay
 from events.publish import fanout
 
 logger = logging.getLogger(__name__)
+
+# Allocations between two young collections (CPython's default is 700). Every open
+# stream keeps a few dozen objects; with the default, 5,000 opens made about 250
+# young collections and two full ones, and each full one scanned Django's start-up
+# heap (docs/performance.md, "Opens per second: the collector").
+YOUNG_GENERATION_THRESHOLD = 10_000
+
+
+def settle_heap() -> None:
+    """Take what start-up built (modules, settings, URL patterns) out of the collector's scans.
+
+    A full collection then walks only what was made since: streams, not Django.
+    """
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(YOUNG_GENERATION_THRESHOLD, older, oldest)
 
 
 async def lifespan(scope: LifespanScope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
@@ -24,6 +42,7 @@ async def lifespan(scope: LifespanScope, receive: ASGIReceiveCallable, send: ASG
                 await get_relay().ready()
             except Exception:
                 logger.warning("Channel layer unavailable at startup; will retry.", exc_info=True)
+            settle_heap()
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             # Publishes answered 201 before the signal: their frames go out now,
