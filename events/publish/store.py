@@ -12,7 +12,6 @@ import asyncio
 import functools
 import logging
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -589,8 +588,11 @@ def store_batch(publishes: list[Publish]) -> list[Outcome]:
         batch = [publishes[index] for index in storing]
         pruning: list[tuple[int, int]] = []
         try:
-            # One statement is its own transaction: BEGIN and COMMIT would be two more round trips.
-            with nullcontext() if _one_statement(batch) else transaction.atomic():
+            # why a transaction even for the one statement of a one-key batch on PostgreSQL:
+            # a statement that opens one is run again when its kept connection turns out
+            # dead (pushsite/postgresql/base.py); an autocommit write is not (its outcome is
+            # unknown), and killed idle backends then answered publishes 503.
+            with transaction.atomic():
                 stored = _store_together(batch, pruning)
         except _ReceiptTaken:
             continue  # rolled back: nothing of this attempt is stored
@@ -618,22 +620,6 @@ def store_batch(publishes: list[Publish]) -> list[Outcome]:
 # SQLSTATEs of a transaction the database aborted itself and rolled back: its outcome is
 # known (nothing stored), unlike a connection lost during COMMIT, so it may run again.
 ROLLED_BACK_BY_THE_DATABASE = frozenset({"40P01", "40001"})  # deadlock_detected, serialization_failure
-
-
-def _one_statement(publishes: list[Publish]) -> bool:
-    """Whether ``publishes`` are stored by one statement (:func:`_bump_and_insert_all`), needing no transaction.
-
-    PostgreSQL, one channel, one key, no idempotency receipts: the usual batch of
-    a busy channel. Its kept connection was checked before the batch
-    (``writers.holding_connection``); a statement that fails on it fails the
-    batch (503), as a failed COMMIT does, and is never run again.
-    """
-    return (
-        connection.vendor == "postgresql"
-        and len({publish.slug for publish in publishes}) == 1
-        and len({publish.key_id for publish in publishes}) == 1
-        and all(publish.claim is None for publish in publishes)
-    )
 
 
 def _prune_after_commit(channel_id: int, sequence: int) -> None:

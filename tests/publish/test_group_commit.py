@@ -353,35 +353,6 @@ def test_two_group_commits_on_their_own_connections_interleave_without_gap_or_du
             assert order == sorted(order)
 
 
-async def test_a_batch_for_one_channel_and_key_commits_without_a_transaction_on_postgresql(
-    committer: Recording, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Issue 17: on PostgreSQL such a batch is one statement (the bump and the INSERT),
-    # which commits by itself: BEGIN and COMMIT would be two more round trips per batch.
-    await db(upsert_channel)("news")
-    _, secret = await db(create_api_key)("k", all_channels=True)
-    await api.publish_with_key(f"Bearer {secret}", "news", body(0))
-    commits: list[str] = []
-    real_commit = BaseDatabaseWrapper.commit
-
-    def counted_commit(self: BaseDatabaseWrapper) -> None:
-        if threading.current_thread().name == "pushsite-group-commit":
-            commits.append("commit")
-        real_commit(self)
-
-    monkeypatch.setattr(BaseDatabaseWrapper, "commit", counted_commit)
-    with committer.held():
-        tasks = [
-            asyncio.create_task(api.publish_with_key(f"Bearer {secret}", "news", body(n))) for n in (1, 2, 3)
-        ]
-        await all_queued(committer, 3)
-    stored = await asyncio.gather(*tasks)
-    assert committer.batches[-1] == 3
-    assert [message.sequence for message in stored] == [2, 3, 4]  # type: ignore[union-attr]
-    assert await stored_rows() == [(1, 0), (2, 1), (3, 2), (4, 3)]
-    assert commits == ([] if connection.vendor == "postgresql" else ["commit"])
-
-
 async def test_pruning_runs_after_the_batch_commits_and_its_failure_loses_no_publish(
     committer: Recording, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, settings: Any
 ) -> None:
