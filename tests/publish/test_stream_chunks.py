@@ -133,8 +133,7 @@ async def test_a_slow_publishers_part_is_stored_and_sent_before_more_body_arrive
 async def test_a_chunk_whose_commit_fails_ends_the_stream_and_nothing_after_it_is_stored(
     committer: Recording, monkeypatch: pytest.MonkeyPatch, sent: list[int | None], news: Channel, key: str
 ) -> None:
-    # The third chunk's transaction fails (on PostgreSQL a chunk is one statement that
-    # commits by itself, so the failure is injected where both databases store it).
+    # The third chunk's transaction fails, injected where both databases store a batch.
     commits: list[str] = []
     real_store_together = publishing._store_together
 
