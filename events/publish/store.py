@@ -151,16 +151,15 @@ def _new_message(slug: str, event: str, data: Any, publisher: str) -> Message:
 
 
 def _prepared(instance: models.Model, fields: list[Any]) -> list[Any]:
-    # The connection itself, not django.db.connection: every attribute read through that
-    # proxy is a context-local lookup (≈ 8 µs), and each field reads several (issue 17).
-    database = connections[DEFAULT_DB_ALIAS]
-    return [field.get_db_prep_save(getattr(instance, field.attname), database) for field in fields]
+    return _prepared_rows([instance], fields)
 
 
 def _prepared_rows(instances: list[Any], fields: list[Any]) -> list[Any]:
-    """Every row's values (as :func:`_prepared`), one after another: a batch's INSERT parameters.
+    """Every row's values (``get_db_prep_save``), one after another: a batch's INSERT parameters.
 
-    why: preparing each value through the ``connection`` proxy (a thread-local look-up
+    On the connection itself, not django.db.connection: every attribute read through
+    that proxy is a context-local lookup (≈ 8 µs), and each field reads several.
+    Why: preparing each value through the ``connection`` proxy (a thread-local look-up
     per value) and preparing the batch's shared ``created_at`` and publisher again for
     each row were most of the CPU of storing a streamed part (issue 17). A value that
     is the very object the row before held is prepared once.
@@ -292,12 +291,18 @@ _BUMP_SEQUENCE_FOR_KEY_SQL = (
 )
 
 
+def _prune_due(first: int, last: int) -> bool:
+    """Whether storing sequences ``first`` to ``last`` passes a multiple of ``PRUNE_EVERY``.
+
+    Amortised: pruning runs once per PRUNE_EVERY messages of a channel, so a
+    channel may hold up to PRUNE_EVERY messages more than its retention.
+    """
+    return last // conf.PRUNE_EVERY != (first - 1) // conf.PRUNE_EVERY
+
+
 def _prune_if_due(channel_id: int, sequence: int) -> None:
-    # Amortised: pruning runs on every PRUNE_EVERY-th message of a channel, so
-    # a channel may hold up to PRUNE_EVERY messages more than its retention.
-    if sequence % conf.PRUNE_EVERY != 0:
-        return
-    _prune(channel_id, sequence)
+    if _prune_due(sequence, sequence):
+        _prune(channel_id, sequence)
 
 
 def _prune(channel_id: int, sequence: int) -> None:
@@ -731,10 +736,7 @@ def _store_together(publishes: list[Publish], pruning: list[tuple[int, int]]) ->
         for index, message in zip(taking, messages, strict=True):
             outcomes[index] = message
             stored.append((publishes[index], message))
-        if (
-            messages
-            and messages[-1].sequence // conf.PRUNE_EVERY != (messages[0].sequence - 1) // conf.PRUNE_EVERY
-        ):
+        if messages and _prune_due(messages[0].sequence, messages[-1].sequence):
             pruning.append((messages[0].channel_id, messages[-1].sequence))
     _insert_all(inserting)
     _insert_receipts([(publish, message) for publish, message in stored if publish.claim is not None], now)

@@ -20,6 +20,7 @@ from events.provisioning import create_api_key, upsert_channel
 from events.publish import api, idempotency, writers
 from events.publish import store as publishing
 from events.publish.idempotency import Replay
+from tests.support.waiting import all_queued
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -48,13 +49,6 @@ def committer(monkeypatch: pytest.MonkeyPatch) -> Recording:
     recording = Recording()
     monkeypatch.setattr(publishing, "group_commit", recording)
     return recording
-
-
-async def all_queued(committer: writers.GroupCommit[Any, Any], count: int) -> None:
-    """Wait (at most 10 s) until ``count`` publishes are queued."""
-    async with asyncio.timeout(10):
-        while committer.queued() < count:
-            await asyncio.sleep(0.005)
 
 
 async def stored_rows() -> list[tuple[int, Any]]:

@@ -20,6 +20,7 @@ from events.publish.idempotency import Replay
 from events.publish.ingest import StreamPublishConsumer
 from events.publish.stream_publication import STREAM_END_EVENT
 from tests.support.asgi import NDJSON, answer_of, http_scope, stream_publish
+from tests.support.waiting import all_queued
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("empty_cache")]
 
@@ -228,10 +229,10 @@ async def test_a_unit_is_never_split_between_batches_nor_interleaved() -> None:
     committer: writers.GroupCommit[str, str] = writers.GroupCommit(store, max_batch=4)
     with committer.held():
         alone = asyncio.ensure_future(committer.submit("a"))
-        await asyncio.sleep(0)
+        await all_queued(committer, 1)
         unit = committer.submit_unit(["b1", "b2", "b3", "b4"])
         last = asyncio.ensure_future(committer.submit("c"))
-        await asyncio.sleep(0)
+        await all_queued(committer, 6)
         assert committer.queued() == 6
     async with asyncio.timeout(10):
         assert (await alone, await unit, await last) == ("A", ["B1", "B2", "B3", "B4"], "C")

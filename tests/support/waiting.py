@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 T = TypeVar("T")
 
@@ -24,3 +24,14 @@ async def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: still {value!r} after {within}s")
         await asyncio.sleep(POLL_INTERVAL)
+
+
+class Queue(Protocol):
+    def queued(self) -> int: ...
+
+
+async def all_queued(queue: Queue, count: int, *, within: float = 10) -> None:
+    """Wait (at most ``within`` s) until ``count`` items are queued (a group commit held in a test)."""
+    async with asyncio.timeout(within):
+        while queue.queued() < count:
+            await asyncio.sleep(0.005)
