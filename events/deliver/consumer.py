@@ -41,6 +41,7 @@ from events.exceptions import (
 )
 from events.http.asgi import RoutedHTTPScope, request_headers
 from events.http.hosts import check_host
+from events.http.numbers import whole_number
 from events.models import Channel
 from events.signals import StreamAttachment
 from events.wire import cursors, ndjson, sse
@@ -148,9 +149,10 @@ def parse_rewind(raw: str | None) -> int:
     if raw is None or raw == "":
         return 0
     limit = conf.MAX_REWIND
-    if not raw.isascii() or not raw.isdigit() or len(raw) > 9 or int(raw) > limit:
+    value = whole_number(raw, max_digits=9)
+    if value is None or value > limit:
         raise InvalidInput(f"rewind must be a whole number from 0 to {limit}, not {raw[:40]!r}.")
-    return int(raw)
+    return value
 
 
 def _output_format(query: dict[str, list[str]], headers: dict[str, str]) -> str:

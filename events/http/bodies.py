@@ -8,7 +8,10 @@ JSON shape, as the streaming publish does for its own body:
 
 - 413 once more than ``DATA_UPLOAD_MAX_MEMORY_SIZE`` bytes arrived (Django's own limit
   for a request body it reads into memory; views set smaller ones of their own);
-- 408 when no byte arrived for ``PUSHSITE_STREAM_IDLE_SECONDS``.
+- 408 when no byte arrived for ``PUSHSITE_STREAM_IDLE_SECONDS``;
+- 400 when its ``Content-Length`` is not one whole number (Django's ``request.body``
+  calls ``int()`` on it: "²", or two values joined by a comma, was a 500; uvicorn's
+  parser refuses those itself, other servers may not).
 
 Once the body is complete, ``receive`` is handed on untouched (Django listens on it for
 a disconnect while a response streams).
@@ -23,7 +26,8 @@ from typing import Any
 from django.conf import settings
 
 from events.conf import conf
-from events.exceptions import PayloadTooLarge, PushsiteError, RequestTimeout
+from events.exceptions import InvalidInput, PayloadTooLarge, PushsiteError, RequestTimeout
+from events.http.numbers import whole_number
 from events.http.responses import AsgiSend, send_error
 
 
@@ -59,6 +63,12 @@ class BoundedBody:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        malformed = _malformed_content_length(scope["headers"])
+        if malformed is not None:
+            await send_error(
+                send, InvalidInput(f"Content-Length must be one whole number of bytes, not {malformed!r}.")
+            )
+            return
         received = 0
         complete = False
         refused = False
@@ -88,3 +98,14 @@ class BoundedBody:
                 await send(message)
 
         await self.app(scope, bounded_receive, guarded_send)
+
+
+def _malformed_content_length(headers: Any) -> str | None:
+    """The request's Content-Length value(s) when they are not one whole number; None when fine or absent."""
+    values = [value for name, value in headers if name.lower() == b"content-length"]
+    if not values:
+        return None
+    text = b",".join(values).decode("latin-1")
+    if len(values) == 1 and whole_number(text, max_digits=19) is not None:
+        return None
+    return text[:40]

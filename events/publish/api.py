@@ -42,6 +42,7 @@ from events.exceptions import (
     PushsiteError,
     ServiceUnavailable,
 )
+from events.http.numbers import whole_number
 from events.http.responses import from_exception
 from events.models import ApiKey, Channel, Message, hash_secret
 from events.publish import idempotency, validate, writers
@@ -294,9 +295,9 @@ def _int_param(request: HttpRequest, name: str, *, default: int, minimum: int) -
     raw = request.GET.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.isascii() or not raw.isdigit() or len(raw) > 19:
+    value = whole_number(raw, max_digits=19)
+    if value is None:
         raise InvalidInput(f"{name} must be a whole number, not {raw[:40]!r}.")
-    value = int(raw)
     if value < minimum:
         raise InvalidInput(f"{name} must be at least {minimum}.")
     return value

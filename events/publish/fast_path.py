@@ -31,6 +31,7 @@ from django.utils.cache import patch_vary_headers
 from events.conf import conf
 from events.http.asgi import RoutedHTTPScope, request_headers
 from events.http.hosts import host_allowed, is_secure
+from events.http.numbers import whole_number
 from events.publish import api, idempotency
 
 # Each middleware of settings.MIDDLEWARE, and what it would do to a request this
@@ -118,8 +119,8 @@ def _eligible_headers(scope: HTTPScope) -> dict[str, str] | None:
         return None  # sessions, CSRF and CORS stay with Django's middleware
     if not headers.get("authorization", "").lower().startswith("bearer "):
         return None
-    declared = headers.get("content-length", "")
-    if not declared.isdigit() or int(declared) > conf.MAX_MESSAGE_BYTES:
+    declared = whole_number(headers.get("content-length", ""), max_digits=19)
+    if declared is None or declared > conf.MAX_MESSAGE_BYTES:
         return None
     if not host_allowed(headers.get("host", "")):
         return None

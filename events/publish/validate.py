@@ -31,6 +31,7 @@ from django.http import HttpRequest
 
 from events.conf import conf
 from events.exceptions import InvalidInput, PayloadTooLarge
+from events.http.numbers import whole_number
 from events.models import EVENT_TYPE_PATTERN, RESERVED_EVENT_PREFIX
 from events.wire import frames
 
@@ -294,8 +295,8 @@ def validate_payload(data: Any) -> None:
 def request_body(request: HttpRequest, *, limit: int | None = None) -> bytes:
     """The body of a Django request, refused with 413 past ``limit`` before it is read if it says so."""
     limit = conf.MAX_MESSAGE_BYTES if limit is None else limit
-    declared = request.META.get("CONTENT_LENGTH") or "0"
-    if declared.isdigit() and int(declared) > limit:
+    declared = whole_number(request.META.get("CONTENT_LENGTH") or "0", max_digits=19)
+    if declared is not None and declared > limit:
         raise PayloadTooLarge(f"The body is {declared} bytes; the limit is {limit}.")
     try:
         body = request.body

@@ -10,6 +10,7 @@ from django.shortcuts import render
 
 from events.access.auth import Reader, check_read, verify_token
 from events.exceptions import ChannelNotFound, PushsiteError
+from events.http.numbers import whole_number
 from events.models import Channel, is_origin
 from pushsite.security import CONTENT_SECURITY_POLICY
 
@@ -36,8 +37,10 @@ def embed(request: HttpRequest, slug: str) -> HttpResponse:
         "channel": channel,
         "title": query.get("title", channel.display_title)[:100],
         "theme": "dark" if query.get("theme") == "dark" else "light",
-        "max_items": query.get("max", "10") if query.get("max", "10").isdigit() else "10",
-        "rewind": query.get("rewind", "") if query.get("rewind", "").isdigit() else "",
+        # The widget clamps both; what is not a short whole number is not passed on
+        # (rewind=0 is one: start from now, also after a reload).
+        "max_items": _short_number(query.get("max", ""), default=10),
+        "rewind": _short_number(query.get("rewind", ""), default=""),
         "token": query.get("token", ""),
         "event_types": query.get("events", ""),
     }
@@ -55,3 +58,8 @@ def embed(request: HttpRequest, slug: str) -> HttpResponse:
     )
     response.xframe_options_exempt = True
     return response
+
+
+def _short_number(raw: str, *, default: int | str) -> int | str:
+    number = whole_number(raw, max_digits=6)
+    return default if number is None else number
