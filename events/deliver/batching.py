@@ -43,6 +43,10 @@ class Batcher(Generic[Item, Result]):
 
     async def __call__(self, item: Item) -> Result:
         """``item``'s answer from the next batch (raises the exception it was answered with)."""
+        return await self.submit(item)
+
+    def submit(self, item: Item) -> asyncio.Future[Result]:
+        """The future of ``item``'s answer from the next batch; cancel it to leave the batch."""
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
             # Another event loop (tests): what the old one held is gone with it.
@@ -53,7 +57,7 @@ class Batcher(Generic[Item, Result]):
             # Starts on the next loop turn: every call of this turn is in its first batch.
             # Detached: a request's thread-sensitive context must not serve other requests.
             self._worker = detached(self._drain())
-        return await future
+        return future
 
     async def _drain(self) -> None:
         waiting: list[tuple[Item, asyncio.Future[Result]]] = []

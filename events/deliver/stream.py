@@ -15,6 +15,10 @@ of the bound) before writing the next frame, and a frame from the relay's gap
 fill that finds the backlog above that mark makes the stream read the rest from
 the database itself, at its own pace. So a reader that keeps up receives any
 amount of history without eviction; the bound is for readers that do not read.
+A read that is the stream's next frames with no gap and fits under the mark with
+what the socket has not taken is written whole, as the one bytes object every
+stream resuming from that position shares (events/deliver/replay.py), in the read's
+callback: no task and no per-frame wait unless the socket makes it wait.
 
 Frames written to one stream within one loop turn go out as one write when the
 turn ends (:class:`Coalescer`): a burst costs a connection one syscall, not one
@@ -30,6 +34,7 @@ import logging
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from asgiref.typing import ASGISendEvent, HTTPResponseBodyEvent
@@ -171,8 +176,9 @@ class Stream:
         self._backlog_bytes = 0
         self._max_backlog = conf.MAX_BACKLOG_BYTES
         self._low_water = self._max_backlog // 4
-        # Made by the first catch-up (an empty set is 216 bytes; most streams never read history).
-        self._catch_up_tasks: set[asyncio.Task[None]] | None = None
+        # The catch-up's pending read or its task; made by the first catch-up (an empty set
+        # is 216 bytes; most streams never read history).
+        self._catch_up_tasks: set[asyncio.Future[Any]] | None = None
         # Channels whose pushsite.reset is not written yet: until it is, ids
         # repeat the client's own position there, so a client that leaves
         # before its reset gets the reset again instead of a silent skip.
@@ -239,51 +245,139 @@ class Stream:
             self.catching_up[channel_id] = max(self.catching_up[channel_id], target)
             return
         self.catching_up[channel_id] = target
-        task = detached(self._catch_up(channel_id))
+        self._read_next(next(c for c in self.channels if c.id == channel_id))
+
+    def _read_next(self, channel: StreamChannel) -> None:
+        """Ask for the next stored frames; :meth:`_replayed` takes them, without a task of its own."""
+        # Batched with the other streams reading now (events/deliver/replay.py): one query per channel.
+        read = replay.read_batched(
+            channel.id, channel.slug, self.positions[channel.id], conf.REPLAY_BATCH_SIZE
+        )
+        self._track(read)
+        read.add_done_callback(partial(self._replayed, channel))
+
+    def _track(self, waiting: asyncio.Future[Any]) -> None:
         if self._catch_up_tasks is None:
             self._catch_up_tasks = set()
-        self._catch_up_tasks.add(task)
-        task.add_done_callback(self._catch_up_done)
+        self._catch_up_tasks.add(waiting)
 
-    def _catch_up_done(self, task: asyncio.Task[None]) -> None:
-        if self._catch_up_tasks is not None:
-            self._catch_up_tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.error(
-                "Replaying history failed; closing the stream so the client resumes.",
-                exc_info=task.exception(),
-            )
-            self.close("replay failed")
-
-    async def _catch_up(self, channel_id: int) -> None:
-        channel = next(c for c in self.channels if c.id == channel_id)
-        batch = conf.REPLAY_BATCH_SIZE
-        while not self.closed:
-            position = self.positions[channel_id]
-            # Batched with the other streams reading now (events/deliver/replay.py): one query per channel.
-            stored = await replay.frames_after_batched(channel_id, channel.slug, position, batch)
-            for frame in stored:
+    def _replayed(self, channel: StreamChannel, read: asyncio.Future[replay.Slice]) -> None:
+        """A read's answer: written whole and the next step taken here, or a task if it must wait."""
+        self._untrack(read)
+        if read.cancelled() or self.closed:
+            return
+        try:
+            piece = read.result()
+            written = self._write_whole(channel, piece)
+            if written:
+                self._reset_if_gone(channel, len(piece))
+                self.flush()
                 if self.closed:
                     return
-                if frame.sequence != self.positions[channel_id] + 1:
-                    self._write_reset(channel, self.positions[channel_id], frame.sequence - 1)
-                self.positions[channel_id] = frame.sequence
-                self.write(self._frame(channel, frame.sequence, frame.fields))
-                stats.replayed += 1
-                metrics.replayed_deliveries[(channel_id, frame.sequence)] += 1
-                await self._paced()
-            if not stored and self.positions[channel_id] < self.catching_up[channel_id]:
-                # Frames were seen live but their rows are gone (pruned or
-                # deleted meanwhile): say so and move on rather than spin.
-                self._write_reset(channel, self.positions[channel_id], self.catching_up[channel_id])
+                if not self._must_wait():
+                    if not self._go_live_if_done(channel, piece.ended_short):
+                        self._read_next(channel)
+                    return
+        except Exception as error:
+            self._replay_failed(error)
+            return
+        # A long history, a gap, several channels, or a socket that is behind: paced, in a task.
+        task = detached(self._catch_up(channel, piece, written))
+        self._track(task)
+        task.add_done_callback(self._catch_up_done)
+
+    def _untrack(self, done: asyncio.Future[Any]) -> None:
+        waiting = self._catch_up_tasks
+        if waiting is not None:
+            waiting.discard(done)
+            if not waiting:
+                self._catch_up_tasks = None  # caught up: no empty set kept per stream
+
+    def _catch_up_done(self, task: asyncio.Future[None]) -> None:
+        self._untrack(task)
+        if not task.cancelled() and task.exception() is not None:
+            self._replay_failed(task.exception())
+
+    def _replay_failed(self, error: BaseException | None) -> None:
+        logger.error("Replaying history failed; closing the stream so the client resumes.", exc_info=error)
+        self.close("replay failed")
+
+    async def _catch_up(self, channel: StreamChannel, piece: replay.Slice | None, written: bool) -> None:
+        """The catch-up from ``piece`` on (``written``: it was written whole), waiting where it must."""
+        channel_id = channel.id
+        while not self.closed:
+            if piece is None:
+                position = self.positions[channel_id]
+                piece = await replay.read_batched(channel_id, channel.slug, position, conf.REPLAY_BATCH_SIZE)
+                written = False
+            # Only the counts are kept past here: the shared run's joined slices are not held while pacing.
+            count, ended_short = len(piece), piece.ended_short
+            if not written:
+                if not self._write_whole(channel, piece):
+                    # Frame by frame, each after the socket took enough of the last.
+                    stored = piece.frames
+                    piece = None
+                    for frame in stored:
+                        if self.closed:
+                            return
+                        if frame.sequence != self.positions[channel_id] + 1:
+                            self._write_reset(channel, self.positions[channel_id], frame.sequence - 1)
+                        self.positions[channel_id] = frame.sequence
+                        self.write(self._frame(channel, frame.sequence, frame.fields))
+                        stats.replayed += 1
+                        metrics.replayed_deliveries[(channel_id, frame.sequence)] += 1
+                        await self._paced()
+                    del stored
+                self._reset_if_gone(channel, count)
+            piece = None
             # Wait for the client to take this batch before reading the next:
             # replay of a long history must not pile up in memory.
             await self.drained()
-            if len(stored) < batch and self.positions[channel_id] >= self.catching_up[channel_id]:
-                # Checked and cleared in one step, with no await in between, so
-                # no live frame can slip between the last read and going live.
-                del self.catching_up[channel_id]
+            if self.closed or self._go_live_if_done(channel, ended_short):
                 return
+
+    def _write_whole(self, channel: StreamChannel, piece: replay.Slice) -> bool:
+        """Write ``piece`` as one shared bytes object if it can be (False: write it frame by frame).
+
+        It can when it is this single-channel stream's next frames, with no gap, and fits
+        with what the socket has not taken under the low-water mark (no pacing to do).
+        """
+        if not piece:
+            return True
+        channel_id = channel.id
+        position = self.positions[channel_id]
+        if len(self.channels) != 1 or not piece.gapless_after(position):
+            return False
+        if self.unsent() + piece.size(channel.epoch) > self._low_water:
+            return False
+        self.write(piece.joined(channel.epoch))
+        last = piece.last_sequence
+        self.positions[channel_id] = last
+        stats.replayed += last - position
+        piece.delivered()
+        return True
+
+    def _reset_if_gone(self, channel: StreamChannel, count: int) -> None:
+        """After a read of ``count`` frames: a reset if it found none but newer frames were seen live."""
+        if not count and self.positions[channel.id] < self.catching_up[channel.id]:
+            # Frames were seen live but their rows are gone (pruned or
+            # deleted meanwhile): say so and move on rather than spin.
+            self._write_reset(channel, self.positions[channel.id], self.catching_up[channel.id])
+
+    def _go_live_if_done(self, channel: StreamChannel, ended_short: bool) -> bool:
+        """Live from here when the last read ended short and nothing newer was seen live meanwhile."""
+        if ended_short and self.positions[channel.id] >= self.catching_up[channel.id]:
+            # Checked and cleared in one step, with no await in between, so
+            # no live frame can slip between the last read and going live.
+            del self.catching_up[channel.id]
+            return True
+        return False
+
+    def _must_wait(self) -> bool:
+        """True while what was written is not all handed to the socket (what :meth:`drained` waits out)."""
+        if self._direct is not None:
+            return self._direct.paused
+        return self._inflight is not None
 
     def _frame(self, channel: StreamChannel, sequence: int, fields: bytes) -> bytes:
         if len(self.channels) == 1:

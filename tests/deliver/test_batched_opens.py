@@ -16,11 +16,13 @@ from typing import Any
 import httpx
 import pytest
 from asgiref.sync import sync_to_async
+from asgiref.typing import ASGISendEvent
 from django.core import signing
 from django.db import OperationalError, connection
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 
+from events import metrics
 from events.access.auth import TOKEN_SALT, mint_token
 from events.deliver import replay
 from events.deliver.consumer import Authorized, StreamRequest, admit_from_database
@@ -38,6 +40,7 @@ from events.exceptions import (
 from events.models import ApiKey, Channel
 from events.provisioning import create_api_key, upsert_channel
 from events.publish.store import apublish, store_message
+from events.wire import cursors
 from tests.deliver.test_relay import Client
 from tests.support import api
 from tests.support.servers import ServerProcess
@@ -96,7 +99,8 @@ def test_each_read_of_a_batch_gets_exactly_what_it_would_read_alone_in_one_query
     with CaptureQueriesContext(connection) as queries:
         answers = replay.read_all(reads)
     for read, answer in zip(reads, answers, strict=True):
-        assert answer == frames_after(channel.pk, channel.slug, read.after, limit), read
+        assert isinstance(answer, replay.Slice)
+        assert answer.frames == frames_after(channel.pk, channel.slug, read.after, limit), read
     # Runs of positions at most `limit` apart from the lowest: 0-3-3; 7-9; 14-15; 28-29-30-32; 40.
     assert len(queries.captured_queries) == 5
 
@@ -113,8 +117,97 @@ def test_one_failing_channel_read_does_not_fail_the_others(monkeypatch: pytest.M
     monkeypatch.setattr(replay, "frames_after", failing)
     answers = replay.read_all([replay.Read(bad.pk, bad.slug, 0, 5), replay.Read(good.pk, good.slug, 0, 5)])
     assert isinstance(answers[0], RuntimeError)
-    assert isinstance(answers[1], list)
-    assert [frame.sequence for frame in answers[1]] == [1]
+    assert isinstance(answers[1], replay.Slice)
+    assert [frame.sequence for frame in answers[1].frames] == [1]
+
+
+def single_channel_bytes(frames: list[StoredFrame], epoch: str) -> bytes:
+    """What a single-channel stream writes for ``frames``, one frame at a time (``Stream._frame``)."""
+    return b"".join(b"id: %d" % frame.sequence + cursors.id_suffix(epoch) + frame.fields for frame in frames)
+
+
+def test_reads_from_one_position_share_one_bytes_object_and_each_read_gets_exactly_its_frames() -> None:
+    channel = upsert_channel("joined-slices")[0]
+    for n in range(12):
+        store_message(channel, {"n": n, "text": "é\nline"})
+    channel.refresh_from_db()
+    afters = [0, 0, 3, 3, 4, 7, 12, 12]
+    reads = [replay.Read(channel.pk, channel.slug, after, 5) for after in afters]
+    answers = replay.read_all(reads)
+    slices = [answer for answer in answers if isinstance(answer, replay.Slice)]
+    assert len(slices) == len(reads)
+    for epoch in (channel.epoch, ""):
+        for read, piece in zip(reads, slices, strict=True):
+            expected = single_channel_bytes(frames_after(channel.pk, channel.slug, read.after, 5), epoch)
+            assert piece.joined(epoch) == expected, (read, epoch)
+            assert piece.size(epoch) == len(expected)
+            assert piece.gapless_after(read.after)
+        # The same position: the same object, joined once; another position: its own bytes.
+        assert slices[0].joined(epoch) is slices[1].joined(epoch)
+        assert slices[2].joined(epoch) is slices[3].joined(epoch)
+        assert slices[3].joined(epoch) != slices[4].joined(epoch)
+    assert [len(piece) for piece in slices] == [5, 5, 5, 5, 5, 5, 0, 0]
+    assert [piece.ended_short for piece in slices] == [False] * 6 + [True, True]
+    assert slices[6].joined(channel.epoch) == b""
+    # A position the rows do not follow (a hole, or a stream further on) is not gapless.
+    assert not slices[0].gapless_after(1)
+
+
+class RawClient(Client):
+    """Also keeps each body as sent (the same object a stream handed over)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bodies: list[bytes] = []
+
+    async def send(self, message: ASGISendEvent) -> None:
+        assert message["type"] == "http.response.body"
+        self.bodies.append(message["body"])
+        await super().send(message)
+
+
+class HeldWriter:
+    """A direct writer (events/deliver/direct.py) that goes above its high-water mark on each write until let go."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.hold = True
+        self._paused_since: float | None = None
+        self._writable = asyncio.Event()
+
+    def write(self, data: bytes) -> bool:
+        self.writes.append(data)
+        if self.hold:
+            self._paused_since = time.monotonic()
+            self._writable.clear()
+        return True
+
+    def buffered(self) -> int:
+        return 0
+
+    @property
+    def paused(self) -> bool:
+        return self._paused_since is not None
+
+    def paused_since(self) -> float | None:
+        return self._paused_since
+
+    async def drain(self) -> None:
+        await self._writable.wait()
+
+    def let_go(self) -> None:
+        self.hold = False
+        self._paused_since = None
+        self._writable.set()
+
+    def abort(self) -> None:
+        pass
+
+    def finish(self, last_words: bytes = b"") -> bool:
+        return True
+
+    def on_lost(self, callback: Callable[[], None]) -> None:
+        pass
 
 
 async def open_resumed(relay: Relay, channel: Channel, client: Client, position: int) -> Stream:
@@ -185,6 +278,98 @@ async def test_resumes_with_mixed_cursors_get_exactly_their_missed_messages_then
     for client, position in zip(clients, positions, strict=True):
         events = await client.wait_for(15 - position)
         assert [int(event.id.split("~")[0]) for event in events] == list(range(position + 1, 16))
+
+
+async def test_resumes_at_mixed_positions_each_get_their_exact_bytes_in_one_write_shared_per_position(
+    relay: Relay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    channel = (await sync_to_async(upsert_channel)("storm-bytes"))[0]
+    for n in range(1, 9):
+        await apublish(channel, {"n": n, "text": "line\nbreak"})
+    await relay.open_feed(channel.pk, channel.slug)
+    async with asyncio.timeout(5):
+        while relay.feeds[channel.pk].position < 8:
+            await asyncio.sleep(0)
+    reads = count_batches(monkeypatch, replay._batcher)
+    metrics.take_delivery_counts()
+    positions = [0, 0, 3, 5, 5, 7]
+    clients = [RawClient() for _ in positions]
+    streams = [
+        await open_resumed(relay, channel, client, position)
+        for client, position in zip(clients, positions, strict=True)
+    ]
+    for client, position in zip(clients, positions, strict=True):
+        await client.wait_for(8 - position)
+    assert reads == [len(positions)]
+    stored = await sync_to_async(frames_after)(channel.pk, channel.slug, 0, 100)
+    for client, position in zip(clients, positions, strict=True):
+        # The whole catch-up in one write, byte for byte what frame-by-frame writes were.
+        assert client.bodies == [single_channel_bytes(stored[position:], channel.epoch)], position
+    # Streams resuming from one position were handed one and the same object.
+    assert clients[0].bodies[0] is clients[1].bodies[0]
+    assert clients[3].bodies[0] is clients[4].bodies[0]
+    assert all(stream.catching_up == {} and not stream._catch_up_tasks for stream in streams)
+    # Counted per message, once per stream it was replayed to (added up once per batch, in the
+    # loop turn after the batch's writes: before any client saw its frames).
+    _, replayed = metrics.take_delivery_counts()
+    assert replayed == {(channel.pk, n): len([p for p in positions if p < n]) for n in range(1, 9)}
+    # Then live, once each.
+    await apublish(channel, "live")
+    for client, position in zip(clients, positions, strict=True):
+        events = await client.wait_for(9 - position)
+        assert [int(event.id.split("~")[0]) for event in events] == list(range(position + 1, 10))
+        assert client.closed_reason == ""
+
+
+async def test_a_catch_up_that_must_wait_for_the_socket_takes_live_messages_once_after_it(
+    relay: Relay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The direct path: the joined slice fills the socket, so the stream waits; what arrives meanwhile comes after."""
+    channel = (await sync_to_async(upsert_channel)("storm-held"))[0]
+    for n in range(1, 6):
+        await apublish(channel, n)
+    await relay.open_feed(channel.pk, channel.slug)
+    async with asyncio.timeout(5):
+        while relay.feeds[channel.pk].position < 5:
+            await asyncio.sleep(0)
+    reads = count_batches(monkeypatch, replay._batcher)
+    writer = HeldWriter()
+    closed: list[str] = []
+    stream = Stream(
+        channels=[StreamChannel(id=channel.pk, slug=channel.slug, epoch=channel.epoch)],
+        positions={channel.pk: 1},
+        asgi_send=None,
+        on_close=closed.append,
+        direct=writer,
+    )
+    dispatched = await relay.subscribe(stream, channel.pk, channel.slug)
+    stream.catch_up(channel.pk, target=dispatched)
+    async with asyncio.timeout(5):
+        while not writer.writes:
+            await asyncio.sleep(0)
+    # Held above the high-water mark: published now, seen live while still catching up.
+    await apublish(channel, "during 1")
+    await apublish(channel, "during 2")
+    async with asyncio.timeout(5):
+        while stream.catching_up.get(channel.pk) != 7:
+            await asyncio.sleep(0)
+    assert len(writer.writes) == 1
+    assert len(reads) == 1
+    writer.let_go()
+    async with asyncio.timeout(5):
+        while channel.pk in stream.catching_up:
+            await asyncio.sleep(0)
+    await apublish(channel, "live")
+    async with asyncio.timeout(5):
+        while stream.positions[channel.pk] < 8:
+            await asyncio.sleep(0)
+    stored = await sync_to_async(frames_after)(channel.pk, channel.slug, 0, 100)
+    assert b"".join(writer.writes) == single_channel_bytes(stored[1:], channel.epoch)
+    assert writer.writes[0] == single_channel_bytes(stored[1:5], channel.epoch)
+    assert len(reads) == 2
+    assert closed == []
+    stream.close("test over")
+    relay.unsubscribe(stream)
 
 
 # --- admission ------------------------------------------------------------------------
