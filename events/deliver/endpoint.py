@@ -30,7 +30,6 @@ from channels.exceptions import ChannelFull
 from django.db import DatabaseError
 from redis.exceptions import RedisError
 
-from events.access import stream_slots
 from events.conf import conf
 from events.deliver.consumer import (
     NDJSON_FORMAT,
@@ -50,7 +49,6 @@ from events.exceptions import (
     MethodNotAllowed,
     PayloadTooLarge,
     PushsiteError,
-    RateLimited,
     RequestTimeout,
     ServiceUnavailable,
 )
@@ -214,8 +212,8 @@ class StreamConnection:
                     f"{method} is not allowed on a stream; subscribe with GET.", allow="GET, HEAD, OPTIONS"
                 )
             request = parse_stream_request(self.scope)
-            self.check_streams_per_ip()
-            await self.take_shared_stream_slot()
+            self.holdings.take_slot(client_address(self.scope))
+            await self.holdings.take_shared_slot()
             authorized = admit_from_directory(request)
             if authorized is None:
                 authorized = await admit_from_database(request)
@@ -233,35 +231,6 @@ class StreamConnection:
             return False
         await self.open_stream(authorized, request.format)
         return not self._detached
-
-    def check_streams_per_ip(self) -> None:
-        """Take one of this address's stream slots, or refuse; the slot is held until the stream ends.
-
-        The check and the count are one synchronous step (issue 13): a burst of
-        connects from one address cannot all pass the check while the first ones are
-        still being authorised, which is what happened when the count came later.
-        """
-        relay = get_relay()
-        if relay.draining:
-            raise ServiceUnavailable("This server is shutting down; reconnect to reach another one.")
-        limit = conf.MAX_STREAMS_PER_IP
-        address = client_address(self.scope)
-        if relay.streams_per_ip[address] >= limit:
-            raise RateLimited(
-                f"This address already holds {limit} open streams on this server; close some first."
-            )
-        self.holdings.take_slot(address)
-
-    async def take_shared_stream_slot(self) -> None:
-        """The same cap across every server process, when they share Redis (events/access/stream_slots.py)."""
-        address = self.holdings.address
-        assert address is not None
-        limit = conf.MAX_STREAMS_PER_IP
-        allowed, self.holdings.lease = await stream_slots.take(address, limit)
-        if not allowed:
-            raise RateLimited(
-                f"This address already holds {limit} open streams on this site's servers; close some first."
-            )
 
     async def join_feeds(self, authorized: Authorized) -> None:
         """Join the channels' groups before answering, so a layer outage is a quick 503."""

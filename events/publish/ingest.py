@@ -39,6 +39,7 @@ from events.access import ratelimit
 from events.access.auth import bearer_secret, key_for_publishing, key_publisher
 from events.conf import conf
 from events.deliver.consumer import NO_CHANNEL_LAYER
+from events.deliver.holdings import Holdings
 from events.exceptions import (
     ChannelNotFound,
     InternalError,
@@ -99,6 +100,8 @@ class StreamPublishConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channel
         # of the stream that already ended with it (events/publish/idempotency.py).
         self.claim: idempotency.StreamClaim | None = None
         self.replaying: idempotency.StreamReplay | None = None
+        # One of the address's open-stream slots (PUSHSITE_MAX_STREAMS_PER_IP), as a subscription holds.
+        self.holdings = Holdings()
 
     async def __call__(
         self, scope: RoutedHTTPScope, receive: ASGIReceiveCallable, send: ASGISendCallable
@@ -129,6 +132,8 @@ class StreamPublishConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channel
                 async with asyncio.timeout(SHUTDOWN_GRACE_SECONDS):
                     await self._end_quietly("The server shut down mid-stream.")
             raise
+        finally:
+            self.holdings.release()
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # why: Channels' dispatch first hops to the one shared sync thread to close old
@@ -189,6 +194,9 @@ class StreamPublishConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channel
         authorization = headers.get("authorization")
         if bearer_secret(authorization) is None:
             raise NotAuthenticated(STREAM_NEEDS)  # before the body's format, and without the database
+        # Held open like a subscription, so counted with them: before the database is asked.
+        self.holdings.take_slot(client_address(self.scope))
+        await self.holdings.take_shared_slot()
         self.parser = lines.body_parser(headers.get("content-type"), max_line_bytes=conf.MAX_MESSAGE_BYTES)
         slug = self.scope["url_route"]["kwargs"]["slug"]
         channel, publisher, key = await database_sync_to_async(authorize_publisher)(authorization, slug)

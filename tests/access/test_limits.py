@@ -138,3 +138,54 @@ async def test_request_size_limit_on_a_real_server(server: ServerProcess, api_ke
         )
     assert response.status_code == 413
     assert response.json()["error"] == "too_large"
+
+
+async def _open_streaming_publish(server: ServerProcess, key: str, slug: str) -> asyncio.StreamWriter:
+    """A streaming publish whose chunked body has begun and goes on: it holds its connection."""
+    _reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(
+        f"POST /api/channels/{slug}/stream HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+        f"Authorization: Bearer {key}\r\nContent-Type: application/x-ndjson\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n".encode()
+    )
+    await writer.drain()
+    return writer
+
+
+async def _subscribe_status(url: str) -> int:
+    async with httpx.AsyncClient(timeout=5) as client, client.stream("GET", url) as response:
+        return response.status_code
+
+
+async def test_streaming_publishes_count_as_open_streams_of_their_address(
+    strict_server: ServerProcess, api_key: str, channel: str
+) -> None:
+    # A streaming publish holds its connection as a subscription does: an address
+    # could otherwise hold any number of them (the cap is 5 on this server).
+    url = f"{strict_server.url}/events/{channel}/"
+    held = [await _open_streaming_publish(strict_server, api_key, channel) for _ in range(5)]
+    try:
+        await eventually(
+            lambda: _subscribe_status(url), lambda status: status == 429, within=10, what="a 6th stream"
+        )
+        async with httpx.AsyncClient(timeout=5) as client:
+            refused = await client.post(
+                f"{strict_server.url}/api/channels/{channel}/stream",
+                content=b'{"data": 1}\n',
+                headers={"authorization": f"Bearer {api_key}", "content-type": "application/x-ndjson"},
+            )
+        assert refused.status_code == 429, refused.text
+        assert refused.json()["error"] == "rate_limited"
+        assert "open streams" in refused.json()["detail"]
+    finally:
+        held.pop().close()
+    # The slot of the one that ended is given back.
+    await eventually(lambda: _subscribe_status(url), lambda status: status == 200, within=10, what="a slot")
+    for writer in held:
+        writer.close()
+    await eventually(
+        lambda: asyncio.to_thread(strict_server.metrics),
+        lambda metrics: metrics.get("pushsite_connections") == 0,
+        within=10,
+        what="every slot given back",
+    )
