@@ -135,17 +135,17 @@ async def publish_from_request(request: HttpRequest, slug: str) -> Message | ide
 def prepare_from_request(request: HttpRequest, slug: str) -> publishing.Publish:
     """Authenticate, count and validate one publish request (runs in a worker thread)."""
     key = api_key_from(request.META.get("HTTP_AUTHORIZATION"))
+    publisher = key_publisher(key) if key is not None else _staff_publisher(request)
+    channel = active_channels([slug])[0]
+    # Counted once the credential may publish here, before the body is read: the order
+    # of the API-key path (prepare_with_key) for a key it has not verified recently.
     if key is not None:
-        publisher = key_publisher(key)
+        require_key_for(key, channel)
         ratelimit.count(ratelimit.PUBLISH_BY_KEY, key.prefix)
     else:
-        publisher = _staff_publisher(request)
         ratelimit.count_staff_publish(request.user.pk)
     scope = idempotency.key_scope(key.prefix) if key is not None else idempotency.user_scope(request.user.pk)
     claim = idempotency.claim(request.META.get(idempotency.META_NAME), scope)
-    channel = active_channels([slug])[0]
-    if key is not None:
-        require_key_for(key, channel)
     event, data = validate.read_message(validate.request_body(request))
     return publishing.prepared(channel, data, event=event, publisher=publisher, claim=claim)
 

@@ -7,11 +7,13 @@ from typing import Any
 from unittest import mock
 
 import pytest
+from asgiref.sync import sync_to_async
 from django.contrib.auth.models import User
 from django.test import AsyncClient
 
 from events.access import ratelimit
 from events.models import Channel
+from events.provisioning import create_api_key, upsert_channel
 from tests.support.asgi import stream_publish
 from tests.support.fixtures import messages
 
@@ -40,6 +42,30 @@ async def test_a_key_over_its_rate_gets_429_from_the_streaming_publish_before_an
     assert answer.json()["detail"].startswith("This API key is publishing too fast.")
     assert "stream" not in answer.json()  # it never started: no end event either
     assert await messages() == before
+
+
+async def test_a_key_refused_on_a_channel_spends_none_of_its_rate(settings: Any, news: Channel) -> None:
+    # Django's view (AsyncClient goes straight to it) counted the publish before it
+    # checked the key's channels; the API-key fast path checks first. Now both do.
+    settings.PUSHSITE = {"PUBLISH_RATE_MESSAGES": 2, "PUBLISH_RATE_SECONDS": 3600}
+    await sync_to_async(upsert_channel)("elsewhere")
+    secret = (await sync_to_async(create_api_key)("narrow", ["elsewhere"]))[1]
+    for _ in range(3):
+        refused = await AsyncClient().post(
+            "/api/channels/news/messages",
+            '{"data": 1}',
+            content_type="application/json",
+            headers={"Authorization": f"Bearer {secret}"},
+        )
+        assert refused.status_code == 403, refused.content
+    for number in range(2):
+        stored = await AsyncClient().post(
+            "/api/channels/elsewhere/messages",
+            json.dumps({"data": number}),
+            content_type="application/json",
+            headers={"Authorization": f"Bearer {secret}"},
+        )
+        assert stored.status_code == 201, stored.content
 
 
 async def test_each_streamed_part_counts_as_one_publish(settings: Any, news: Channel, key: str) -> None:
