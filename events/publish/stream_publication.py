@@ -207,7 +207,13 @@ class StreamPublication:
         chunk = self._chunk
         assert chunk is not None
         try:
-            outcomes = await chunk.stored
+            # Shielded: the group commit stores a chunk whether or not anyone waits.
+            outcomes = await asyncio.shield(chunk.stored)
+        except asyncio.CancelledError:
+            # This task is cancelled (the server stops): the chunk stays in flight, so
+            # the end event (_abandon) counts it once it commits, before it is stored.
+            self._waiting.clear()
+            raise
         except BaseException:
             self._chunk = None
             self._waiting.clear()  # never stored after a chunk that was not

@@ -240,3 +240,29 @@ async def test_a_unit_is_never_split_between_batches_nor_interleaved() -> None:
     assert stored == [["a"], ["b1", "b2", "b3", "b4"], ["c"]]
     with pytest.raises(ValueError, match="1 to 4 items"):
         committer.submit_unit(["x"] * 5)
+
+
+async def test_a_chunk_in_flight_when_the_server_stops_is_counted_by_the_end_event(
+    committer: Recording, sent: list[int | None], news: Channel, key: str
+) -> None:
+    # The server cancels the stream's task while its first chunk waits to commit: the
+    # chunk still commits (the group commit stores what it took), so the failed end
+    # event must count it and come after it.
+    scope = http_scope(
+        "POST",
+        "/api/channels/news/stream",
+        {"content-type": NDJSON, "authorization": f"Bearer {key}"},
+        url_route={"args": (), "kwargs": {"slug": "news"}},
+    )
+    communicator = ApplicationCommunicator(StreamPublishConsumer.as_asgi(), scope)
+    with committer.held():
+        await communicator.send_input({"type": "http.request", "body": lines(1, 3), "more_body": True})
+        await all_queued(committer, 1)  # part 1 in flight; parts 2 and 3 wait behind it
+        communicator.future.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        async with asyncio.timeout(10):
+            await communicator.future
+    rows = await stored_parts()
+    assert_parts_then_end(rows, 1, "failed")
+    assert rows[-1][2]["reason"] == "The server shut down mid-stream."
+    assert sent == [1, 2]
