@@ -6,6 +6,7 @@ The endpoint that serves ``GET /events/<slug>/`` and ``GET /events/?channel=a&ch
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http.cookies import Morsel, SimpleCookie
@@ -160,7 +161,15 @@ def _output_format(query: dict[str, list[str]], headers: dict[str, str]) -> str:
         if explicit not in FORMATS:
             raise InvalidInput(f"format must be one of {', '.join(FORMATS)}, not {explicit[:40]!r}.")
         return explicit
-    accepted = {part.split(";")[0].strip().lower() for part in headers.get("accept", "").split(",")}
+    return _accepted_format(headers.get("accept", ""))
+
+
+# Why: an EventSource sends the same Accept on every open; parsed once per distinct
+# value (bounded, a client's header is any string), not per open (issue 16).
+@functools.lru_cache(maxsize=256)
+def _accepted_format(accept: str) -> str:
+    """NDJSON if ``accept`` names it and not SSE; SSE otherwise."""
+    accepted = {part.split(";")[0].strip().lower() for part in accept.split(",")}
     if ndjson.NDJSON in accepted and sse.EVENT_STREAM not in accepted:
         return NDJSON_FORMAT
     return SSE_FORMAT
