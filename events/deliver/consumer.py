@@ -297,7 +297,7 @@ def admit_from_directory(request: StreamRequest) -> Authorized | None:
     responses = signals.stream_authorized.send(sender=Authorized, channels=channels, user=user, session=None)
     return Authorized(
         access=ANONYMOUS,
-        channels=[StreamChannel(id=c.pk, slug=c.slug, epoch=c.epoch) for c in channels],
+        channels=[shared_stream_channel(c.pk, c.slug, c.epoch) for c in channels],
         positions=positions,
         resets={},
         allow_origin=allow_origin,
@@ -306,6 +306,16 @@ def admit_from_directory(request: StreamRequest) -> Authorized | None:
         titles={c.slug: c.display_title for c in channels},
         history=False,
     )
+
+
+# Why: every reader the directory admits to a channel would get its own equal copy,
+# one more object per open and per idle stream for the collector to walk (issue 16);
+# StreamChannel is frozen, so its readers can share one. Bounded: a changed epoch or
+# slug makes a new entry and the old one ages out.
+@functools.lru_cache(maxsize=4096)
+def shared_stream_channel(channel_id: int, slug: str, epoch: str) -> StreamChannel:
+    """The one ``StreamChannel`` of this channel, as the directory's readers see it."""
+    return StreamChannel(id=channel_id, slug=slug, epoch=epoch)
 
 
 def check_origin(request: StreamRequest, channels: list[Channel]) -> str | None:
