@@ -207,7 +207,7 @@ class PushsiteHttpProtocol(HttpToolsProtocol):
         self.client = remote_address(transport)
         self.scheme = "https" if is_ssl(transport) else "http"
         if self.logger.level <= TRACE_LOG_LEVEL:
-            prefix = "%s:%d - " % self.client if self.client else ""
+            prefix = f"{self.client[0]}:{self.client[1]} - " if self.client else ""
             self.logger.log(TRACE_LOG_LEVEL, "%sHTTP connection made", prefix)
 
     def on_message_begin(self) -> None:

@@ -161,7 +161,7 @@ def test_the_addresses_are_uvicorns_on_every_kind_of_socket(tmp_path: Path) -> N
 
     uvloop.run(connect_to_each())
     assert len(seen) >= 2  # IPv4 and the Unix socket at least
-    assert seen[0][0] is not None and seen[0][0][0] == "127.0.0.1"
+    assert seen[0][0] == ("127.0.0.1", seen[0][1][1])  # type: ignore[index]
     for ours, uvicorns, our_client, uvicorns_client in seen:
         assert ours == uvicorns
         assert our_client == uvicorns_client
