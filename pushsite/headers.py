@@ -74,16 +74,23 @@ def security_headers(secure: bool) -> Headers:
     )
 
 
+@functools.cache
+def _secure_differs() -> bool:
+    """True when a secure request gets other headers (HSTS configured); asked once, not per response."""
+    return security_headers(False) != security_headers(True)
+
+
 @receiver(setting_changed)
 def _settings_changed(**kwargs: Any) -> None:
     security_headers.cache_clear()
+    _secure_differs.cache_clear()
     _completed.cache_clear()
 
 
 def wanted_headers(scope: HTTPScope) -> Headers:
     """The security headers for a response to this request (HSTS only on a secure one, when configured)."""
     wanted = security_headers(False)
-    if wanted != security_headers(True):  # HSTS is configured: only on secure requests
+    if _secure_differs():  # HSTS is configured: only on secure requests
         request_headers = {
             name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]
         }

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
+import uvloop
+from uvicorn.protocols.utils import get_local_addr, get_remote_addr
 
-from pushsite.protocol import DetachedConnection, encoded_headers
+from pushsite.protocol import DetachedConnection, encoded_headers, local_address, remote_address
 from tests.support.servers import ServerProcess
 
 
@@ -121,6 +124,47 @@ def test_encoded_headers_are_uvicorns_lines_or_none_for_an_invalid_one() -> None
     )
     assert encoded_headers(((b"x-evil", b"a\r\nset-cookie: x"),)) is None
     assert encoded_headers(((b"bad name", b"x"),)) is None
+
+
+def test_the_addresses_are_uvicorns_on_every_kind_of_socket(tmp_path: Path) -> None:
+    """The scope's ``server`` and ``client`` (the per-address limits count the client) as uvicorn gives them."""
+    seen: list[tuple[object, ...]] = []
+
+    class Probe(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            seen.append(
+                (
+                    local_address(transport),
+                    get_local_addr(transport),  # type: ignore[arg-type]
+                    remote_address(transport),
+                    get_remote_addr(transport),  # type: ignore[arg-type]
+                )
+            )
+            transport.close()
+
+    async def connect_to_each() -> None:
+        loop = asyncio.get_running_loop()
+        for host in ("127.0.0.1", "::1"):
+            try:
+                server = await loop.create_server(Probe, host, 0)
+            except OSError:  # no IPv6 here
+                continue
+            port = server.sockets[0].getsockname()[1]
+            reader, _writer = await asyncio.open_connection(host, port)
+            await reader.read()
+            server.close()
+        path = str(tmp_path / "socket")
+        unix_server = await loop.create_unix_server(Probe, path)
+        reader, _writer = await asyncio.open_unix_connection(path)
+        await reader.read()
+        unix_server.close()
+
+    uvloop.run(connect_to_each())
+    assert len(seen) >= 2  # IPv4 and the Unix socket at least
+    assert seen[0][0] == ("127.0.0.1", seen[0][1][1])  # type: ignore[index]
+    for ours, uvicorns, our_client, uvicorns_client in seen:
+        assert ours == uvicorns
+        assert our_client == uvicorns_client
 
 
 DATE = re.compile(rb"\r\ndate: [^\r]*")

@@ -21,6 +21,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
+from django.core.signals import setting_changed
 from django.dispatch import receiver
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -91,10 +92,30 @@ _slots: SharedSlots | None = None
 _slots_loop: asyncio.AbstractEventLoop | None = None
 
 
+# Why: every stream open asks for the shared counter, and most deployments have no
+# Redis; the URL is read once, not through Django's lazy settings per open (issue 16).
+_url: str | None = None
+
+
+def _redis_url() -> str:
+    """The first of ``REDIS_URL``'s addresses, "" without Redis; read again after the setting changes."""
+    global _url
+    if _url is None:
+        _url = settings.REDIS_URL.split(",")[0].strip()
+    return _url
+
+
+@receiver(setting_changed)
+def _settings_changed(setting: str, **kwargs: Any) -> None:
+    global _url
+    if setting == "REDIS_URL":
+        _url = None
+
+
 def shared_slots() -> SharedSlots | None:
     """This event loop's shared counter, or None without Redis (one process: its own count is all)."""
     global _slots, _slots_loop
-    url = settings.REDIS_URL.split(",")[0].strip()
+    url = _redis_url()
     if not url:
         return None
     loop = asyncio.get_running_loop()

@@ -6,6 +6,7 @@ The endpoint that serves ``GET /events/<slug>/`` and ``GET /events/?channel=a&ch
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http.cookies import Morsel, SimpleCookie
@@ -162,7 +163,15 @@ def _output_format(query: dict[str, list[str]], headers: dict[str, str]) -> str:
         if explicit not in FORMATS:
             raise InvalidInput(f"format must be one of {', '.join(FORMATS)}, not {explicit[:40]!r}.")
         return explicit
-    accepted = {part.split(";")[0].strip().lower() for part in headers.get("accept", "").split(",")}
+    return _accepted_format(headers.get("accept", ""))
+
+
+# Why: an EventSource sends the same Accept on every open; parsed once per distinct
+# value (bounded, a client's header is any string), not per open (issue 16).
+@functools.lru_cache(maxsize=256)
+def _accepted_format(accept: str) -> str:
+    """NDJSON if ``accept`` names it and not SSE; SSE otherwise."""
+    accepted = {part.split(";")[0].strip().lower() for part in accept.split(",")}
     if ndjson.NDJSON in accepted and sse.EVENT_STREAM not in accepted:
         return NDJSON_FORMAT
     return SSE_FORMAT
@@ -290,7 +299,7 @@ def admit_from_directory(request: StreamRequest) -> Authorized | None:
     responses = signals.stream_authorized.send(sender=Authorized, channels=channels, user=user, session=None)
     return Authorized(
         access=ANONYMOUS,
-        channels=[StreamChannel(id=c.pk, slug=c.slug, epoch=c.epoch) for c in channels],
+        channels=[shared_stream_channel(c.pk, c.slug, c.epoch) for c in channels],
         positions=positions,
         resets={},
         allow_origin=allow_origin,
@@ -299,6 +308,16 @@ def admit_from_directory(request: StreamRequest) -> Authorized | None:
         titles={c.slug: c.display_title for c in channels},
         history=False,
     )
+
+
+# Why: every reader the directory admits to a channel would get its own equal copy,
+# one more object per open and per idle stream for the collector to walk (issue 16);
+# StreamChannel is frozen, so its readers can share one. Bounded: a changed epoch or
+# slug makes a new entry and the old one ages out.
+@functools.lru_cache(maxsize=4096)
+def shared_stream_channel(channel_id: int, slug: str, epoch: str) -> StreamChannel:
+    """The one ``StreamChannel`` of this channel, as the directory's readers see it."""
+    return StreamChannel(id=channel_id, slug=slug, epoch=epoch)
 
 
 def check_origin(request: StreamRequest, channels: list[Channel]) -> str | None:

@@ -347,7 +347,10 @@ class StreamConnection:
             if stream.closed:  # the opening write failed, say
                 return
             try:
-                dispatched = await relay.subscribe(stream, channel.id, channel.slug)
+                if relay.can_attach(channel.id):
+                    dispatched = relay.attach(stream, channel.id)
+                else:
+                    dispatched = await relay.subscribe(stream, channel.id, channel.slug)
             except Exception:
                 # The feed was joined a moment ago; losing the layer right now
                 # ends this stream and the client reconnects.

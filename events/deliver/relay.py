@@ -278,6 +278,25 @@ class Relay:
     async def subscribe(self, stream: Stream, channel_id: int, slug: str) -> int:
         """Attach ``stream`` to the channel's feed; returns what the feed has dispatched."""
         await self.open_feed(channel_id, slug)
+        return self.attach(stream, channel_id)
+
+    def can_attach(self, channel_id: int) -> bool:
+        """True when ``subscribe`` would not wait: the relay started and the channel's feed is open.
+
+        Then :meth:`attach` does all ``subscribe`` would, without a coroutine or the two
+        awaits of a done future (the common case of a stream opening: issue 16).
+        """
+        started = self._started
+        return (
+            started is not None
+            and started.done()
+            and not started.cancelled()
+            and started.exception() is None
+            and self.feed_is_open(channel_id)
+        )
+
+    def attach(self, stream: Stream, channel_id: int) -> int:
+        """``subscribe`` once the feed is open (:meth:`can_attach`); returns what the feed has dispatched."""
         feed = self.feeds[channel_id]
         feed.streams.add(stream)
         feed.empty_since = None

@@ -9,9 +9,11 @@ layer). Every such path asks here, so each rule is written once.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from functools import lru_cache
+from typing import Any
 
 from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from django.http.request import split_domain_port, validate_host
 
 from events.exceptions import InvalidInput
@@ -22,20 +24,35 @@ DEBUG_ALLOWED_HOSTS = (".localhost", "127.0.0.1", "[::1]")
 
 def host_allowed(host: str) -> bool:
     """True if ``host`` (a Host header, port included) names a host in ALLOWED_HOSTS."""
+    try:
+        return _answers[host]
+    except KeyError:
+        pass
     allowed: Iterable[str] = settings.ALLOWED_HOSTS
     if settings.DEBUG and not allowed:
         allowed = DEBUG_ALLOWED_HOSTS
-    return _host_allowed(host, tuple(allowed))
+    domain, _port = split_domain_port(host)
+    answer = bool(domain) and validate_host(domain, list(allowed))
+    if len(_answers) < MAX_ANSWERS:
+        _answers[host] = answer
+    return answer
 
 
 # Why: every stream open asks, almost always with the same few Host values, and
 # Django's parsing and matching were 8 % of the server's time while 5,000 streams
-# opened (docs/performance.md, issue 16). Keyed on the settings too, so a changed
-# ALLOWED_HOSTS (override_settings) is never answered from the cache.
-@lru_cache(maxsize=256)
-def _host_allowed(host: str, allowed: tuple[str, ...]) -> bool:
-    domain, _port = split_domain_port(host)
-    return bool(domain) and validate_host(domain, list(allowed))
+# opened; reading the two settings through Django's lazy settings object on every
+# open was most of what was left (docs/performance.md, issue 16). Each Host's answer
+# under the settings as they are; forgotten when ALLOWED_HOSTS or DEBUG change
+# (override_settings and the ``settings`` fixture send setting_changed). Bounded: Host
+# values past the first MAX_ANSWERS are checked every time, not remembered.
+MAX_ANSWERS = 256
+_answers: dict[str, bool] = {}
+
+
+@receiver(setting_changed)
+def _settings_changed(setting: str, **kwargs: Any) -> None:
+    if setting in {"ALLOWED_HOSTS", "DEBUG"}:
+        _answers.clear()
 
 
 def host_refused() -> InvalidInput:

@@ -99,3 +99,13 @@ def test_django_refuses_an_unknown_host_with_the_json_the_stream_path_sends(clie
         "error": "invalid",
         "detail": "The Host header names a host this server does not serve.",
     }
+
+
+def test_a_remembered_answer_follows_a_change_of_allowed_hosts() -> None:
+    with override_settings(ALLOWED_HOSTS=["a.example"], DEBUG=False):
+        assert host_allowed("a.example")
+        assert not host_allowed("b.example")
+        with override_settings(ALLOWED_HOSTS=["b.example"]):
+            assert not host_allowed("a.example")
+            assert host_allowed("b.example")
+        assert host_allowed("a.example")
