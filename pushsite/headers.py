@@ -85,6 +85,7 @@ def _settings_changed(**kwargs: Any) -> None:
     security_headers.cache_clear()
     _secure_differs.cache_clear()
     _completed.cache_clear()
+    _missing_once.cache_clear()
 
 
 def wanted_headers(scope: HTTPScope) -> Headers:
@@ -112,6 +113,22 @@ def _missing(headers: Iterable[tuple[bytes, bytes]], wanted: Headers) -> Headers
 @functools.lru_cache(maxsize=512)
 def _completed(headers: Headers, wanted: Headers) -> Headers:
     return headers + _missing(headers, wanted)
+
+
+@functools.lru_cache(maxsize=64)
+def _missing_once(headers: Headers, wanted: Headers) -> Headers:
+    return _missing(headers, wanted)
+
+
+def missing_headers(scope: HTTPScope, headers: Headers) -> Headers:
+    """The security headers a response with ``headers`` lacks, once per distinct ``headers``.
+
+    For an endpoint that writes its head itself around headers that vary per response
+    (the JSON publish's 201 and its ``Location``, events/publish/fast_path.py): it passes
+    the fixed ones (no security header among the varying ones) and appends the result,
+    as this layer would.
+    """
+    return _missing_once(headers, wanted_headers(scope))
 
 
 def complete_head(scope: HTTPScope, headers: Headers) -> Headers:

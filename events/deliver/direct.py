@@ -22,11 +22,12 @@ the portable path.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 # The scope extension's name: scope["extensions"][DIRECT_WRITES]["claim"](high_water=...),
-# and ["start"](status, headers, high_water=...) before any head was sent.
+# and ["start"](status, headers, high_water=...) before any head was sent; ["respond"](status,
+# headers, body) writes a whole fixed-length response.
 DIRECT_WRITES = "pushsite.transport"
 
 
@@ -64,7 +65,26 @@ class DirectWriter(Protocol):
 
 Claim = Callable[..., DirectWriter | None]
 Start = Callable[..., DirectWriter | None]
+Respond = Callable[[int, Sequence[tuple[bytes, bytes]], bytes], bool]
 Headers = tuple[tuple[bytes, bytes], ...]
+
+
+def respond_direct(
+    scope: Mapping[str, Any], status: int, headers: Sequence[tuple[bytes, bytes]], body: bytes
+) -> bool:
+    """Write a whole response (head and body, one write) below ASGI, if the server offers it: True when written.
+
+    For a small response whose bytes are ready (the JSON publish's 201, issue 17):
+    the server checks and writes ``headers`` as its ``send`` would, after its own
+    default headers, and completes the request's cycle (keep-alive kept), but in one
+    write and without two ASGI messages. ``headers`` carry the ``content-length`` of
+    ``body``. False (nothing written): send the response through ASGI as usual.
+    """
+    offer = (scope.get("extensions") or {}).get(DIRECT_WRITES)
+    if not offer or "respond" not in offer:
+        return False
+    respond: Respond = offer["respond"]
+    return respond(status, headers, body)
 
 
 def start_direct_response(

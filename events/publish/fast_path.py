@@ -20,15 +20,18 @@ missing or too large Content-Length) goes to Django unchanged.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 from asgiref.typing import ASGI3Application, ASGIReceiveCallable, ASGISendCallable, HTTPScope
 from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
+from django.http import HttpResponse
 from django.utils.cache import patch_vary_headers
 
 from events.conf import conf
+from events.deliver.direct import Headers, respond_direct
 from events.http.asgi import RoutedHTTPScope, request_headers
 from events.http.hosts import host_allowed, is_secure
 from events.http.numbers import whole_number
@@ -77,8 +80,16 @@ def _settings_changed(**kwargs: Any) -> None:
 class KeyPublishEndpoint:
     """ASGI app for the publish URL: the API-key fast path, else ``fallback`` (Django)."""
 
-    def __init__(self, fallback: ASGI3Application) -> None:
+    def __init__(
+        self,
+        fallback: ASGI3Application,
+        *,
+        missing_headers: Callable[[HTTPScope, Headers], Headers] | None = None,
+    ) -> None:
         self.fallback = fallback
+        # The security headers a head lacks (pushsite/headers.py ``missing_headers``):
+        # the 201 is written whole, with them, below the layer that would add them.
+        self.missing_headers = missing_headers
 
     async def __call__(
         self, scope: RoutedHTTPScope, receive: ASGIReceiveCallable, send: ASGISendCallable
@@ -94,20 +105,49 @@ class KeyPublishEndpoint:
         store = functools.partial(
             api.publish_with_key, headers["authorization"], slug, body, headers.get(idempotency.ASGI_NAME)
         )
-        response = await api.publish_response(store, slug, scope["path"])
-        patch_vary_headers(response, ("origin",))  # as CorsMiddleware does under CORS_URLS_REGEX
-        await send(
-            {
-                "type": "http.response.start",
-                "status": response.status_code,
-                "headers": [
-                    *((name.encode("latin-1"), value.encode("latin-1")) for name, value in response.items()),
-                    (b"content-length", str(len(response.content)).encode()),
-                ],
-                "trailers": False,
-            }
-        )
-        await send({"type": "http.response.body", "body": response.content, "more_body": False})
+        outcome = await api.publish_stored(store, slug, scope["path"])
+        if isinstance(outcome, HttpResponse):  # refused, replayed, or the database away
+            await _send_response(send, outcome)
+            return
+        message, payload = outcome
+        body = api.created_body(payload)
+        # What Django's JsonResponse, its Location and CorsMiddleware's Vary make of
+        # the 201, in their order, then the security headers the layer around would
+        # add, without building the response object.
+        head = [
+            *_CREATED_HEAD,
+            (b"Location", api.message_location(slug, message.sequence).encode("latin-1")),
+            *_CREATED_VARY,
+            (b"content-length", b"%d" % len(body)),
+        ]
+        if self.missing_headers is not None:
+            head += self.missing_headers(scope, _CREATED_FIXED)
+            if respond_direct(scope, 201, head, body):
+                return  # manage.py serve: head and body in one write, below ASGI
+        await send({"type": "http.response.start", "status": 201, "headers": head, "trailers": False})
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+_CREATED_HEAD = ((b"Content-Type", b"application/json"),)
+_CREATED_VARY = ((b"Vary", b"origin"),)
+# The 201's headers that are the same on every one (Location and Content-Length vary).
+_CREATED_FIXED: Headers = (*_CREATED_HEAD, *_CREATED_VARY)
+
+
+async def _send_response(send: ASGISendCallable, response: HttpResponse) -> None:
+    patch_vary_headers(response, ("origin",))  # as CorsMiddleware does under CORS_URLS_REGEX
+    await send(
+        {
+            "type": "http.response.start",
+            "status": response.status_code,
+            "headers": [
+                *((name.encode("latin-1"), value.encode("latin-1")) for name, value in response.items()),
+                (b"content-length", str(len(response.content)).encode()),
+            ],
+            "trailers": False,
+        }
+    )
+    await send({"type": "http.response.body", "body": response.content, "more_body": False})
 
 
 def _eligible_headers(scope: HTTPScope) -> dict[str, str] | None:

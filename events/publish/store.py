@@ -361,6 +361,20 @@ async def fan_out(message: Message) -> None:
     fanout.submit(group_name(message.channel_id), frame_message(message, message.channel.slug))
 
 
+def fan_out_json(message: Message, payload: dict[str, Any]) -> None:
+    """:func:`fan_out` of a message whose JSON (:func:`message_json`) is built already: encoded into the frame as it is."""
+    fanout.submit(
+        group_name(message.channel_id),
+        {
+            "type": FRAME_MESSAGE_TYPE,
+            "channel_id": message.channel_id,
+            "sequence": message.sequence,
+            "fields": frames.encode(payload, event=message.event),
+            "published": message.created_at.timestamp(),
+        },
+    )
+
+
 def fan_out_now(message: Message) -> None:
     """Sync twin of :func:`fan_out`: under a server, queued on its loop (returns at once);
     with no server loop (management commands), sent now, waiting at most LAYER_TIMEOUT_SECONDS."""
@@ -744,15 +758,37 @@ def _store_together(publishes: list[Publish], pruning: list[tuple[int, int]]) ->
     return outcomes
 
 
+# Message's concrete fields in the order Model.__init__ takes them positionally, with
+# the defaults of those a publish does not set.
+_MESSAGE_FIELDS = tuple(field.attname for field in Message._meta.concrete_fields)
+_MESSAGE_DEFAULTS = {
+    field.attname: field.get_default()
+    for field in Message._meta.concrete_fields
+    if field.attname in {"delivered_live", "delivered_replay"}
+}
+_MESSAGE_CHANNEL = Message._meta.get_field("channel")
+
+
 def _new_stored(publish: Publish, channel: Channel, sequence: int, now: Any) -> Message:
-    return Message(
-        channel=channel,
-        sequence=sequence,
-        event=publish.event,
-        data=publish.data,
-        publisher=publish.publisher,
-        created_at=now,
-    )
+    """A publish's unsaved Message: what ``Message(channel=..., ...)`` builds, for a fraction of its CPU.
+
+    Positional values (Model.__init__'s short branch: no keyword look-ups, no
+    defaults to find, no related-object descriptor with its router check); the
+    channel is cached as assigning it would (tests/publish/test_store.py compares).
+    """
+    values = {
+        "id": None,
+        "channel_id": channel.pk,
+        "sequence": sequence,
+        "event": publish.event,
+        "data": publish.data,
+        "publisher": publish.publisher,
+        "created_at": now,
+        **_MESSAGE_DEFAULTS,
+    }
+    message = Message(*[values[name] for name in _MESSAGE_FIELDS])
+    _MESSAGE_CHANNEL.set_cached_value(message, channel)
+    return message
 
 
 def _bump_and_insert_all(slug: str, key_id: int | None, publishes: list[Publish], now: Any) -> list[Message]:
@@ -774,35 +810,13 @@ def _bump_and_insert_all(slug: str, key_id: int | None, publishes: list[Publish]
     ids = {int(sequence): (pk, int(channel_id)) for pk, channel_id, sequence in rows}
     first = min(ids)
     channel = Channel(pk=ids[first][1], slug=slug)
-    return [
-        _loaded(ids[first + offset][0], channel, first + offset, publish, now)
-        for offset, publish in enumerate(publishes)
+    # Built after the statement, from its RETURNING rows (none to build when it refused).
+    messages = [
+        _new_stored(publish, channel, first + offset, now) for offset, publish in enumerate(publishes)
     ]
-
-
-_MESSAGE_COLUMNS = [field.attname for field in Message._meta.concrete_fields]
-_CHANNEL_FIELD = Message._meta.get_field("channel")
-
-
-def _loaded(pk: int, channel: Channel, sequence: int, publish: Publish, now: Any) -> Message:
-    """A stored message as the ORM would load it, without ``Model.__init__``'s keyword path.
-
-    Building it with keywords (a default looked up for each field, the channel set through
-    its descriptor) was a third of the storing thread's CPU for a 64-row batch.
-    """
-    values = {
-        "id": pk,
-        "channel_id": channel.pk,
-        "sequence": sequence,
-        "event": publish.event,
-        "data": publish.data,
-        "publisher": publish.publisher,
-        "created_at": now,
-        **_DEFAULTED_BY_NAME,
-    }
-    message = Message.from_db(DEFAULT_DB_ALIAS, _MESSAGE_COLUMNS, [values[name] for name in _MESSAGE_COLUMNS])
-    _CHANNEL_FIELD.set_cached_value(message, channel)  # message.channel.slug without a query
-    return message
+    for message in messages:
+        _stored(message, ids[message.sequence][0])
+    return messages
 
 
 # The batch's rows go to PostgreSQL as one JSON text (jsonb_to_recordset), not one
@@ -814,9 +828,6 @@ _FROM_PUBLISH = ("event", "data", "publisher", "created_at")
 _DEFAULTED = [field for field in _CARRIED if field.attname not in _FROM_PUBLISH]
 assert {field.attname for field in _CARRIED} == {*_FROM_PUBLISH, *(f.attname for f in _DEFAULTED)}
 _DEFAULTED_VALUES = [field.get_default() for field in _DEFAULTED]
-_DEFAULTED_BY_NAME = {
-    field.attname: value for field, value in zip(_DEFAULTED, _DEFAULTED_VALUES, strict=True)
-}
 
 
 def _rows_json(publishes: list[Publish], now: Any) -> str:

@@ -34,11 +34,17 @@ def envelope(*, slug: str, sequence: int, event: str, data: Any, published_at: d
     }
 
 
+# Compact, and json.dumps escapes every control character, so the result is
+# always a single line (the encoder would split it safely anyway).
+# allow_nan=False: NaN and Infinity are not JSON; publish() refuses them.
+# Built once: json.dumps with any of these builds a new encoder on every call
+# (twice per publish: its data's check and its frame). Its settings never change,
+# so one serves every thread.
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def dumps(value: Any) -> str:
-    # Compact, and json.dumps escapes every control character, so the result is
-    # always a single line (the encoder would split it safely anyway).
-    # allow_nan=False: NaN and Infinity are not JSON; publish() refuses them.
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return _COMPACT.encode(value)
 
 
 # Line breaks that json.dumps(ensure_ascii=False) leaves raw but that clients

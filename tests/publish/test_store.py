@@ -11,11 +11,19 @@ from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.db import close_old_connections, transaction
 from django.test import override_settings
+from django.utils import timezone
 
 from events.exceptions import ChannelNotFound, InvalidInput
 from events.models import Channel, Message
 from events.provisioning import upsert_channel
-from events.publish.store import FRAME_MESSAGE_TYPE, apublish, group_name, publish
+from events.publish.store import (
+    FRAME_MESSAGE_TYPE,
+    Publish,
+    _new_stored,
+    apublish,
+    group_name,
+    publish,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -140,3 +148,20 @@ def test_history_is_pruned_to_the_retention_count() -> None:
         publish("short", n)
     # Pruned at 5 and 10: at least 3 kept, never more than 3 + PRUNE_EVERY.
     assert list(Message.objects.filter(channel=channel).values_list("sequence", flat=True)) == [8, 9, 10]
+
+
+def test_a_batch_builds_each_message_as_the_model_would() -> None:
+    """``_new_stored`` (positional values) against ``Message(channel=..., ...)``, partial channel or full."""
+    now = timezone.now()
+    publish = Publish("news", "notice", {"n": [1, "é"]}, "key:x", 7, None)
+    fields = [field.attname for field in Message._meta.concrete_fields]
+    for channel in (Channel(slug="news"), Channel(pk=3, slug="news")):
+        built = _new_stored(publish, channel, 5, now)
+        expected = Message(
+            channel=channel, sequence=5, event="notice", data=publish.data, publisher="key:x", created_at=now
+        )
+        assert [getattr(built, name) for name in fields] == [getattr(expected, name) for name in fields]
+        assert built.channel is channel
+        assert built.channel_id == channel.pk
+        assert built._state.adding
+        assert built._state.db is None
