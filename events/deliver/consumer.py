@@ -163,11 +163,19 @@ def _output_format(query: dict[str, list[str]], headers: dict[str, str]) -> str:
         if explicit not in FORMATS:
             raise InvalidInput(f"format must be one of {', '.join(FORMATS)}, not {explicit[:40]!r}.")
         return explicit
-    return _accepted_format(headers.get("accept", ""))
+    accept = headers.get("accept", "")
+    if len(accept) > MAX_REMEMBERED_ACCEPT:
+        return _accepted_format.__wrapped__(accept)
+    return _accepted_format(accept)
 
 
 # Why: an EventSource sends the same Accept on every open; parsed once per distinct
-# value (bounded, a client's header is any string), not per open (issue 16).
+# value, not per open (issue 16). Bounded in number and in size: uvicorn's httptools
+# parser takes a header of any length, so a long value is parsed, not kept (256 of
+# 20 MB were 5 GB held).
+MAX_REMEMBERED_ACCEPT = 512
+
+
 @functools.lru_cache(maxsize=256)
 def _accepted_format(accept: str) -> str:
     """NDJSON if ``accept`` names it and not SSE; SSE otherwise."""

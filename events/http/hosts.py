@@ -33,7 +33,9 @@ def host_allowed(host: str) -> bool:
         allowed = DEBUG_ALLOWED_HOSTS
     domain, _port = split_domain_port(host)
     answer = bool(domain) and validate_host(domain, list(allowed))
-    if len(_answers) < MAX_ANSWERS:
+    if len(host) <= MAX_REMEMBERED_LENGTH:
+        if len(_answers) >= MAX_ANSWERS:
+            _answers.clear()  # strangers' Host values cannot keep the usual ones out for good
         _answers[host] = answer
     return answer
 
@@ -43,9 +45,12 @@ def host_allowed(host: str) -> bool:
 # opened; reading the two settings through Django's lazy settings object on every
 # open was most of what was left (docs/performance.md, issue 16). Each Host's answer
 # under the settings as they are; forgotten when ALLOWED_HOSTS or DEBUG change
-# (override_settings and the ``settings`` fixture send setting_changed). Bounded: Host
-# values past the first MAX_ANSWERS are checked every time, not remembered.
+# (override_settings and the ``settings`` fixture send setting_changed). Bounded in
+# number (full: forgotten and filled again, so strangers' Host values cannot keep the
+# usual ones out for good) and in size: uvicorn's httptools parser takes a header of
+# any length, and a longer Host than a name and port can be is checked, not kept.
 MAX_ANSWERS = 256
+MAX_REMEMBERED_LENGTH = 300
 _answers: dict[str, bool] = {}
 
 

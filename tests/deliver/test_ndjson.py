@@ -204,3 +204,26 @@ async def test_after_is_only_an_alias_for_ndjson(server: ServerProcess, api_key:
         assert bytes(subscriber.raw).startswith(
             f"retry: 2000\nid: {opened.id}\nevent: pushsite.open\n".encode()
         )
+
+
+def test_huge_accept_headers_are_answered_but_not_remembered() -> None:
+    # Accept is parsed once per distinct value (a cache of 256): uvicorn's httptools
+    # parser takes a header of any length, so 256 opens with 20 MB each held 5 GB.
+    import gc
+    import tracemalloc
+
+    from events.deliver.consumer import NDJSON_FORMAT, _output_format
+
+    tracemalloc.start()
+    try:
+        before, _peak = tracemalloc.get_traced_memory()
+        for number in range(8):
+            huge = f"application/x-ndjson, x/{number}" + "x" * 1_000_000
+            assert _output_format({}, {"accept": huge}) == NDJSON_FORMAT
+            del huge
+        gc.collect()
+        held, _peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert held - before < 1_000_000
+    assert _output_format({}, {"accept": "application/x-ndjson"}) == NDJSON_FORMAT

@@ -109,3 +109,19 @@ def test_a_remembered_answer_follows_a_change_of_allowed_hosts() -> None:
             assert not host_allowed("a.example")
             assert host_allowed("b.example")
         assert host_allowed("a.example")
+
+
+def test_remembered_answers_hold_no_huge_host_and_do_not_stop_at_the_first_strangers() -> None:
+    # uvicorn's httptools parser takes a Host header of any length: the first 256
+    # distinct values were kept until the settings changed (256 of 20 MB: 5 GB held by
+    # a handful of requests), and every Host after them was never remembered.
+    from events.http import hosts
+
+    with override_settings(ALLOWED_HOSTS=["a.example"], DEBUG=False):
+        assert not host_allowed("x" * 100_000)
+        assert "x" * 100_000 not in hosts._answers
+        for number in range(hosts.MAX_ANSWERS + 1):
+            assert not host_allowed(f"junk{number}.example")
+        assert len(hosts._answers) <= hosts.MAX_ANSWERS
+        assert host_allowed("a.example")
+        assert "a.example" in hosts._answers
