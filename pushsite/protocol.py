@@ -32,7 +32,13 @@ from typing import Any
 
 from uvicorn.logging import TRACE_LOG_LEVEL
 from uvicorn.protocols.http.flow_control import FlowControl
-from uvicorn.protocols.http.httptools_impl import HEADER_RE, HEADER_VALUE_RE, STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import (
+    HEADER_RE,
+    HEADER_VALUE_RE,
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
 from uvicorn.protocols.utils import is_ssl
 
 from events.deliver.direct import DIRECT_WRITES
@@ -221,6 +227,27 @@ class PushsiteHttpProtocol(HttpToolsProtocol):
             }
         }
 
+    def _unanswered(self, scope: object) -> RequestResponseCycle | None:
+        """The cycle of ``scope`` when Pushsite may answer it here, below ASGI ``send``.
+
+        The one rule ``respond`` and ``start`` share: the current request's cycle (not
+        a pipelined successor's), nothing of its response sent yet, the client still
+        there, no access line to log (uvicorn's ``send`` writes it), keep-alive (a
+        closing connection is uvicorn's to close) and a transport still open.
+        """
+        cycle = self.cycle
+        if (
+            cycle is None
+            or cycle.scope is not scope
+            or cycle.response_started
+            or cycle.disconnected
+            or cycle.access_log
+            or not cycle.keep_alive
+            or self.transport.is_closing()
+        ):
+            return None
+        return cycle
+
     def _respond(
         self, scope: object, status: int, headers: Sequence[tuple[bytes, bytes]], body: bytes
     ) -> bool:
@@ -234,18 +261,12 @@ class PushsiteHttpProtocol(HttpToolsProtocol):
         keep-alive connection whose cycle logs no access line and whose writes are not
         paused; anything else goes through ``send`` as before.
         """
-        cycle = self.cycle
+        cycle = self._unanswered(scope)
         if (
             cycle is None
-            or cycle.scope is not scope
-            or cycle.response_started
-            or cycle.disconnected
-            or cycle.access_log
-            or not cycle.keep_alive
             or cycle.scope["method"] == "HEAD"
             or status not in STATUS_LINE
             or self.flow.write_paused
-            or self.transport.is_closing()
         ):
             return False
         defaults = encoded_headers(tuple(cycle.default_headers))
@@ -288,18 +309,12 @@ class PushsiteHttpProtocol(HttpToolsProtocol):
         cycle logs no access line; otherwise None, and the caller sends the head
         through ASGI and claims the connection after.
         """
-        cycle = self.cycle
+        cycle = self._unanswered(scope)
         if (
             cycle is None
-            or cycle.scope is not scope
-            or cycle.response_started
-            or cycle.disconnected
-            or cycle.access_log
-            or not cycle.keep_alive
             or cycle.scope["method"] != "GET"
             or cycle.scope["http_version"] != "1.1"
             or status not in STATUS_LINE
-            or self.transport.is_closing()
             or self.pipeline
         ):
             return None
