@@ -21,7 +21,7 @@ from events.provisioning import upsert_channel
 from events.publish.store import apublish
 from tests.support.servers import ServerProcess, Site
 from tests.support.sse_client import Subscriber
-from tests.support.waiting import eventually
+from tests.support.waiting import eventually, until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -59,9 +59,8 @@ async def test_a_public_live_reader_is_admitted_from_the_feed_without_the_databa
     await apublish(channel.slug, "one")
     await apublish(channel.slug, "two")
     feed = relay.feeds[channel.pk]
-    async with asyncio.timeout(5):
-        while feed.position < 2:
-            await asyncio.sleep(0)  # the relay's receive loop runs in this loop
+    # The relay's receive loop runs in this loop.
+    await until(lambda: feed.position >= 2, what="the feed at 2")
     admitted = admit_from_directory(request_for(channel.slug))
     assert admitted is not None
     assert admitted.positions == {channel.pk: 2}

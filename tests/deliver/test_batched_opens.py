@@ -45,6 +45,7 @@ from tests.deliver.test_relay import Client
 from tests.support import api
 from tests.support.servers import ServerProcess
 from tests.support.sse_client import Subscriber, ids
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -232,9 +233,8 @@ async def test_resumes_with_mixed_cursors_get_exactly_their_missed_messages_then
     for n in range(1, 11):
         await apublish(channel, n)
     await relay.open_feed(channel.pk, channel.slug)
-    async with asyncio.timeout(5):
-        while relay.feeds[channel.pk].position < 10:
-            await asyncio.sleep(0)  # the relay's receive loop runs in this loop
+    # The relay's receive loop runs in this loop.
+    await until(lambda: relay.feeds[channel.pk].position >= 10, what="the feed at 10")
 
     async def publish_during_the_first_batch(batch: int) -> None:
         # Published after the streams asked and before (then after) their shared read:
@@ -254,9 +254,7 @@ async def test_resumes_with_mixed_cursors_get_exactly_their_missed_messages_then
         for client, position in zip(clients, positions, strict=True):
             await open_resumed(relay, channel, client, position)
         # The eight streams asked within one loop turn: their first reads are one batch.
-        async with asyncio.timeout(5):
-            while not reads:
-                await asyncio.sleep(0)
+        await until(lambda: reads, what="the first shared read")
         assert reads[0] == len([p for p in positions if p < 10])
         # Live after the seam: two more.
         for client, position in zip(clients, positions, strict=True):
@@ -287,9 +285,7 @@ async def test_resumes_at_mixed_positions_each_get_their_exact_bytes_in_one_writ
     for n in range(1, 9):
         await apublish(channel, {"n": n, "text": "line\nbreak"})
     await relay.open_feed(channel.pk, channel.slug)
-    async with asyncio.timeout(5):
-        while relay.feeds[channel.pk].position < 8:
-            await asyncio.sleep(0)
+    await until(lambda: relay.feeds[channel.pk].position >= 8, what="the feed at 8")
     reads = count_batches(monkeypatch, replay._batcher)
     metrics.take_delivery_counts()
     positions = [0, 0, 3, 5, 5, 7]
@@ -329,9 +325,7 @@ async def test_a_catch_up_that_must_wait_for_the_socket_takes_live_messages_once
     for n in range(1, 6):
         await apublish(channel, n)
     await relay.open_feed(channel.pk, channel.slug)
-    async with asyncio.timeout(5):
-        while relay.feeds[channel.pk].position < 5:
-            await asyncio.sleep(0)
+    await until(lambda: relay.feeds[channel.pk].position >= 5, what="the feed at 5")
     reads = count_batches(monkeypatch, replay._batcher)
     writer = HeldWriter()
     closed: list[str] = []
@@ -344,25 +338,17 @@ async def test_a_catch_up_that_must_wait_for_the_socket_takes_live_messages_once
     )
     dispatched = await relay.subscribe(stream, channel.pk, channel.slug)
     stream.catch_up(channel.pk, target=dispatched)
-    async with asyncio.timeout(5):
-        while not writer.writes:
-            await asyncio.sleep(0)
+    await until(lambda: writer.writes, what="the catch-up's write")
     # Held above the high-water mark: published now, seen live while still catching up.
     await apublish(channel, "during 1")
     await apublish(channel, "during 2")
-    async with asyncio.timeout(5):
-        while stream.catching_up.get(channel.pk) != 7:
-            await asyncio.sleep(0)
+    await until(lambda: stream.catching_up.get(channel.pk) == 7, what="the catch-up's target at 7")
     assert len(writer.writes) == 1
     assert len(reads) == 1
     writer.let_go()
-    async with asyncio.timeout(5):
-        while channel.pk in stream.catching_up:
-            await asyncio.sleep(0)
+    await until(lambda: channel.pk not in stream.catching_up, what="the catch-up ended")
     await apublish(channel, "live")
-    async with asyncio.timeout(5):
-        while stream.positions[channel.pk] < 8:
-            await asyncio.sleep(0)
+    await until(lambda: stream.positions[channel.pk] >= 8, what="the stream at 8")
     stored = await sync_to_async(frames_after)(channel.pk, channel.slug, 0, 100)
     assert b"".join(writer.writes) == single_channel_bytes(stored[1:], channel.epoch)
     assert writer.writes[0] == single_channel_bytes(stored[1:5], channel.epoch)
