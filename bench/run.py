@@ -291,8 +291,22 @@ async def measure_publish_paths(
             server.stop()
 
 
-async def run_all(options: argparse.Namespace, sizes: Sizes, workdir: Path) -> dict[str, Any]:
+async def run_all(
+    options: argparse.Namespace,
+    sizes: Sizes,
+    workdir: Path,
+    order: list[str],
+    prepared: PushsiteDeployment,
+    round_label: str = "",
+) -> dict[str, Any]:
+    """One round in ``workdir``: every server of ``order`` through the wanted scenarios, in that order.
+
+    Each round starts from its own copy of the ``prepared`` site (migrated, with the
+    channel and key), so no round inherits another's history.
+    """
     progress = report.Progress()
+    if round_label:
+        progress.note(f"{round_label}: servers in the order {', '.join(order)}")
     cpu = None if options.no_pin else SERVER_CPU
     wanted = set(options.scenarios.split(","))
     results: dict[str, Any] = {
@@ -303,14 +317,12 @@ async def run_all(options: argparse.Namespace, sizes: Sizes, workdir: Path) -> d
         "pinning": None if options.no_pin else {"servers": SERVER_CPU, "client": CLIENT_CPU},
         # Other work on the machine shows here (the runner cannot pin it away).
         "load_average_at_start": os.getloadavg(),
+        "order": order,
         "targets": {},
     }
-    deployment = PushsiteDeployment(workdir)
-    progress.target = "pushsite"
-    progress("preparing the SQLite database (migrate, collectstatic, channel, key)")
-    deployment.prepare()
+    deployment = prepared.copy_to(workdir)
 
-    for name in options.servers.split(","):
+    for name in order:
         if name == "reference":
             server = reference_server(workdir, cpu)
         elif name == "pushsite":
@@ -347,7 +359,7 @@ async def run_all(options: argparse.Namespace, sizes: Sizes, workdir: Path) -> d
         )
     if "storm" in wanted:
         # This checkout's Pushsite, and --baseline's when pushsite-baseline is named (A/B, in the order named).
-        for name in options.servers.split(","):
+        for name in order:
             if name not in {"pushsite", "pushsite-baseline"}:
                 continue
             root = options.baseline if name == "pushsite-baseline" else ROOT
@@ -392,6 +404,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="another checkout (e.g. `git archive main | tar -x -C DIR`) whose publish roads (g) runs beside this one",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run everything this many times, the server order turned by one each round, and report each "
+        "target's median and range over the rounds (servers measured later in a round meet a warmer, "
+        "busier machine; turning the order spreads that over all of them)",
+    )
     parser.add_argument("--no-pin", action="store_true", help="do not pin to CPUs (machines with one core)")
     parser.add_argument("--output", type=Path, default=None, help="results file (default bench/results/)")
     return parser.parse_args(argv)
@@ -412,30 +432,48 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvloop  # the load generator on the fastest loop available
 
-    with tempfile.TemporaryDirectory(prefix="pushsite-bench-") as workdir:
-        results = uvloop.run(run_all(options, sizes, Path(workdir)))
-
-    results["checks"] = report.evaluate(results)
-    table = report.render_table(results)
-    checks = report.render_checks(results["checks"])
-    design = report.render_design(results)
-    roads = report.render_publish_paths(results)
-    results["table"] = table
-    results["publish_paths_table"] = roads
+    if options.rounds < 1:
+        raise SystemExit("--rounds must be at least 1")
+    names = options.servers.split(",")
+    rounds: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="pushsite-bench-site-") as site_dir:
+        prepared = PushsiteDeployment(Path(site_dir))
+        report.Progress().note("pushsite: preparing the SQLite database (migrate, channel, key)")
+        prepared.prepare()
+        for number in range(options.rounds):
+            turn = number % len(names)
+            order = names[turn:] + names[:turn]
+            label = f"round {number + 1} of {options.rounds}" if options.rounds > 1 else ""
+            with tempfile.TemporaryDirectory(prefix="pushsite-bench-") as workdir:
+                results = uvloop.run(run_all(options, sizes, Path(workdir), order, prepared, label))
+            results["checks"] = report.evaluate(results)
+            results["table"] = report.render_table(results)
+            results["publish_paths_table"] = report.render_publish_paths(results)
+            rounds.append(results)
+            if label:
+                print(f"## {label} ({', '.join(order)})\n")
+            print(results["table"])
+            print()
+            print(report.render_checks(results["checks"]))
+            print()
+            print(report.render_design(results))
+            if results["publish_paths_table"]:
+                print()
+                print(results["publish_paths_table"])
+            print()
+    saved: dict[str, Any] = rounds[0]
+    if len(rounds) > 1:
+        summary = report.over_rounds([results["checks"] for results in rounds])
+        saved = {"rounds": rounds, "over_rounds": summary, "table": report.render_over_rounds(summary)}
+        print(f"## Over {len(rounds)} rounds\n")
+        print(saved["table"])
+        print()
     output = options.output
     if output is None:
         RESULTS_DIR.mkdir(parents=True, exist_ok=True)
         output = RESULTS_DIR / f"{time.strftime('%Y%m%d-%H%M%S')}.json"
-    output.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    print(table)
-    print()
-    print(checks)
-    print()
-    print(design)
-    if roads:
-        print()
-        print(roads)
-    print(f"\nResults: {output}")
+    output.write_text(json.dumps(saved, indent=2, default=str) + "\n")
+    print(f"Results: {output}")
     return 0
 
 

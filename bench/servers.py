@@ -139,6 +139,13 @@ class PushsiteDeployment:
         self.site.create_channel(SLUG)
         self.api_key = self.site.create_api_key("bench")
 
+    def copy_to(self, workdir: Path) -> PushsiteDeployment:
+        """This prepared site in ``workdir``: a fresh copy of its database, for one round of several."""
+        shutil.copytree(self.workdir, workdir, dirs_exist_ok=True)
+        copy = PushsiteDeployment(workdir)
+        copy.api_key = self.api_key
+        return copy
+
     def env(self, redis_url: str = "") -> dict[str, str]:
         site = Site(workdir=self.workdir, database_url=self.site.database_url, redis_url=redis_url)
         env = site.env()

@@ -123,3 +123,36 @@ def test_bench_publish_load_counts_every_stored_row(tmp_path: Path) -> None:
     }
     assert measured["streaming"]["parts"] == 20
     assert measured["streaming"]["rows_added"] == 21  # the parts and the end event
+
+
+def test_bench_rounds_turn_the_server_order_and_report_the_spread(tmp_path: Path) -> None:
+    output = tmp_path / "results.json"
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--quick",
+            "--no-pin",
+            "--rounds=2",
+            "--servers=reference,pushsite",
+            "--scenarios=publish",
+            "--round-trips=5",
+            f"--output={output}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    results = json.loads(output.read_text())
+    assert [r["order"] for r in results["rounds"]] == [["reference", "pushsite"], ["pushsite", "reference"]]
+    assert [r["targets"]["pushsite"]["publish"]["publishes"] for r in results["rounds"]] == [5, 5]
+    publish = next(
+        item for item in results["over_rounds"] if item["target"].startswith("publish round trip p50 ≤")
+    )
+    assert publish["measured_rounds"] == 2
+    assert publish["min"] <= publish["median"] <= publish["max"]
+    assert "## Over 2 rounds" in completed.stdout
+    assert "round 2 of 2: servers in the order pushsite, reference" in completed.stderr
