@@ -15,6 +15,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 from django.utils import timezone
+from psycopg.types.json import Json, Jsonb
 
 from events.conf import conf
 
@@ -29,6 +30,32 @@ def default_retention_count() -> int:
 def new_epoch() -> str:
     """A fresh channel epoch: 8 hex digits, different for each incarnation of a channel."""
     return secrets.token_hex(4)
+
+
+class PublishedJSONField(models.JSONField):
+    """JSON kept as it was written: PostgreSQL's ``json`` type there, not ``jsonb``.
+
+    ``jsonb`` normalises what it stores: object keys re-ordered (shortest first),
+    ``-0.0`` kept as ``0`` and ``1e300`` as a 301-digit integer. A message replayed or
+    read from history on PostgreSQL then differed from the same message live, or on
+    SQLite, which keeps the text (docs/contract.md: the payload sits unchanged under
+    ``data``). Nothing queries inside these values, so ``jsonb``'s operators and
+    indexes are not missed; ``json`` also stores without converting. SQLite: Django's
+    own JSON column, unchanged. Values are read as text and parsed by Django, as for
+    ``jsonb`` (pushsite/postgresql/base.py registers the loader).
+    """
+
+    def db_type(self, connection: Any) -> str | None:
+        if connection.vendor == "postgresql":
+            return "json"
+        return super().db_type(connection)
+
+    def get_db_prep_value(self, value: Any, connection: Any, prepared: bool = False) -> Any:
+        adapted = super().get_db_prep_value(value, connection, prepared)
+        if connection.vendor == "postgresql" and isinstance(adapted, Jsonb):
+            # Sent as json, so PostgreSQL never parses it into jsonb on the way in.
+            return Json(adapted.obj, dumps=adapted.dumps)
+        return adapted
 
 
 # An origin exactly as a browser serialises it in the Origin header: lower-case
@@ -199,7 +226,7 @@ class Message(models.Model):
         default="message",
         validators=[RegexValidator(f"^{EVENT_TYPE_PATTERN}\\Z")],
     )
-    data = models.JSONField(null=True)
+    data = PublishedJSONField(null=True)
     publisher = models.CharField(
         max_length=200, blank=True, help_text="Who published it: an API key, a user, a command."
     )
@@ -237,7 +264,7 @@ class PublishReceipt(models.Model):
     # The first answer: its status and JSON body (kept here, not read back from
     # the message, which retention may prune within the window). Null while a stream runs.
     status = models.PositiveSmallIntegerField(null=True)
-    response = models.JSONField(null=True)
+    response = PublishedJSONField(null=True)
     # Plain ids, not foreign keys: pruning history never has to touch receipts.
     message_id = models.BigIntegerField(null=True)
     body_bytes = models.BigIntegerField(null=True)

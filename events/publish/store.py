@@ -819,7 +819,7 @@ def _bump_and_insert_all(slug: str, key_id: int | None, publishes: list[Publish]
     return messages
 
 
-# The batch's rows go to PostgreSQL as one JSON text (jsonb_to_recordset), not one
+# The batch's rows go to PostgreSQL as one JSON text (json_to_recordset), not one
 # array per column: psycopg's client-side array adaptation cost about 40 µs of CPU a
 # row (a 64-row batch: 2.5 ms), one json.dumps of the rows about 3.5 µs
 # (docs/performance.md, "One JSON parameter for a batch's rows").
@@ -832,7 +832,7 @@ _DEFAULTED_VALUES = [field.get_default() for field in _DEFAULTED]
 
 def _rows_json(publishes: list[Publish], now: Any) -> str:
     created = now.isoformat()
-    # allow_nan=False: validation already refuses NaN and the infinities (jsonb has none).
+    # allow_nan=False: validation already refuses NaN and the infinities (JSON has none).
     return json.dumps(
         [
             {"event": p.event, "data": p.data, "publisher": p.publisher, "created_at": created}
@@ -849,9 +849,11 @@ def _bump_and_insert_all_sql(with_key: bool) -> str:
     condition = f" AND {KEY_ALLOWS_CHANNEL_SQL}" if with_key else ""
     fields = {field.attname: field for field in _CARRIED}
     record = ", ".join(f"{name} {fields[name].cast_db_type(connection)}" for name in _FROM_PUBLISH)
-    # Django stores a top-level None as SQL NULL, not as the JSON null.
+    # Django stores a top-level None as SQL NULL, not as the JSON null: so does
+    # json_to_recordset ("a JSON null value is converted to an SQL null in all cases").
+    # json, not jsonb: each row's data goes in as the very text json.dumps wrote for it
+    # (events.models.PublishedJSONField).
     values = {name: f"v.{name}" for name in _FROM_PUBLISH}
-    values["data"] = "NULLIF(v.data, 'null'::jsonb)"
     columns = [str(field.column) for field in _CARRIED]
     selected = [values.get(field.attname, f"%s::{field.cast_db_type(connection)}") for field in _CARRIED]
     # Every batch size has the same text: psycopg parses it once.
@@ -860,7 +862,7 @@ def _bump_and_insert_all_sql(with_key: bool) -> str:
         f" WHERE slug = %s AND is_active = %s{condition} RETURNING id, last_sequence)"
         f" INSERT INTO {Message._meta.db_table} (channel_id, sequence, {', '.join(columns)})"
         f" SELECT bumped.id, bumped.last_sequence - %s + v.position, {', '.join(selected)}"
-        f" FROM bumped, ROWS FROM (jsonb_to_recordset(%s::jsonb) AS ({record}))"
+        f" FROM bumped, ROWS FROM (json_to_recordset(%s::json) AS ({record}))"
         f" WITH ORDINALITY AS v ({', '.join(_FROM_PUBLISH)}, position)"
         f" RETURNING {Message._meta.pk.column}, channel_id, sequence"
     )

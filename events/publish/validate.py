@@ -11,7 +11,7 @@ error later:
   checked before parsing (so no ``RecursionError`` and no deep walk);
 - numbers: each must fit a 64-bit float (``1e400`` and a 5000-digit integer are refused,
   never read as ``inf`` or left to Python's integer-digits limit); no ``NaN``/``Infinity``;
-- strings: no ``U+0000`` (PostgreSQL's ``jsonb`` and text columns refuse it) and no lone
+- strings: no ``U+0000`` (PostgreSQL's text columns refuse it, so every database does) and no lone
   surrogate (``"\\ud800"``: not a character, and not encodable as UTF-8).
 """
 

@@ -30,6 +30,8 @@ import psycopg
 from django.db import OperationalError
 from django.db.backends import utils
 from django.db.backends.postgresql import base
+from psycopg.adapt import AdaptersMap
+from psycopg.types.string import TextLoader
 from psycopg_pool import ConnectionPool
 
 logger = logging.getLogger(__name__)
@@ -38,6 +40,18 @@ logger = logging.getLogger(__name__)
 class DatabaseWrapper(base.DatabaseWrapper):
     # Statements sent since the current transaction began (or autocommit was set).
     statements_in_transaction = 0
+
+    def get_connection_params(self) -> dict[str, Any]:
+        params = super().get_connection_params()
+        context = params.get("context")
+        if context is not None:
+            # ``json`` columns (events.models.PublishedJSONField) read as text, as Django
+            # has ``jsonb`` read, for JSONField.from_db_value to parse. A copy: Django's
+            # adapters template is shared and cached.
+            context = AdaptersMap(context)
+            context.register_loader("json", TextLoader)
+            params["context"] = context
+        return params
 
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
         connection = super().get_new_connection(conn_params)
