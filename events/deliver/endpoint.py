@@ -365,10 +365,14 @@ class StreamConnection:
                 stream.catch_up(channel.id, target=dispatched)
         self.holdings.attach(authorized.attachments)
         if logger.isEnabledFor(logging.INFO):
+            grant = authorized.access.token
             logger.info(
-                "Stream opened: %s from %s",
+                "Stream opened: %s from %s%s",
                 ",".join(c.slug for c in authorized.channels),
                 client_address(self.scope),
+                # The subject its minter named (mint_token --subject, POST /api/tokens),
+                # quoted: a minter's text never forges a log line.
+                f" with a token for {grant.subject!r}" if grant is not None and grant.subject else "",
             )
 
     def _on_stream_closed(self, reason: str) -> None:

@@ -48,7 +48,7 @@ class Holdings:
         limit = conf.MAX_STREAMS_PER_IP
         if relay.streams_per_ip[address] >= limit:
             raise RateLimited(
-                f"This address already holds {limit} open streams on this server; close some first."
+                f"This address already holds {_open_streams(limit)} on this server; close some first."
             )
         relay.streams_per_ip[address] += 1
         self.address = address
@@ -61,7 +61,7 @@ class Holdings:
         allowed, self.lease = await stream_slots.take(address, limit)
         if not allowed:
             raise RateLimited(
-                f"This address already holds {limit} open streams on this site's servers; close some first."
+                f"This address already holds {_open_streams(limit)} on this site's servers; close some first."
             )
 
     def attach(self, attachments: list[StreamAttachment]) -> None:
@@ -87,3 +87,7 @@ class Holdings:
         attachments, self.attachments = self.attachments, []
         for attachment in attachments:
             attachment.close()
+
+
+def _open_streams(count: int) -> str:
+    return f"{count} open stream" if count == 1 else f"{count} open streams"

@@ -50,5 +50,6 @@ def close_streams_on_signals(relay: Relay) -> None:
 def _close_all(relay: Relay) -> None:
     relay.draining = True
     if relay.streams:
-        logger.info("Shutting down: ending %s open streams.", len(relay.streams))
+        count = len(relay.streams)
+        logger.info("Shutting down: ending %d open %s.", count, "stream" if count == 1 else "streams")
     relay.close_all("server shutting down")

@@ -129,6 +129,22 @@ def test_logs_say_who_published_and_never_hold_secrets(server: ServerProcess, si
     assert "Stream opened: private-room from 127.0.0.1" in log
 
 
+def test_a_token_subject_names_the_stream_in_the_log_and_cannot_forge_a_line(
+    server: ServerProcess, site: Site
+) -> None:
+    subject = "ops-dashboard\nERROR Forged: line"
+    token = site.manage("mint_token", "private-room", "--ttl", "60", "--subject", subject).strip()
+    with httpx.stream("GET", f"{server.url}/events/private-room/?token={token}", timeout=5) as response:
+        assert response.status_code == 200
+        next(response.iter_bytes())  # the open event: the stream is attached and logged
+    log = server.log()
+    assert (
+        "Stream opened: private-room from 127.0.0.1 with a token for 'ops-dashboard\\nERROR Forged: line'"
+        in log
+    )
+    assert not any(line.startswith("ERROR Forged") for line in log.splitlines())
+
+
 async def test_request_size_limit_on_a_real_server(server: ServerProcess, api_key: str) -> None:
     async with httpx.AsyncClient() as client:
         response = await client.post(

@@ -38,6 +38,19 @@ async def test_the_per_address_stream_cap_counts_the_scopes_client(settings: Any
     assert answer.status == 429
     assert int(answer.headers["retry-after"]) >= 1
     assert answer.headers["access-control-allow-origin"] == "*"
+    assert "already holds 2 open streams on this server" in answer.json()["detail"]
+
+
+async def test_a_cap_of_one_stream_is_said_in_the_singular(settings: Any, news: Channel) -> None:
+    settings.PUSHSITE = {"MAX_STREAMS_PER_IP": 1}
+    relay = get_relay()
+    relay.streams_per_ip[CLIENT[0]] = 1
+    try:
+        answer = await subscribe_refused()
+    finally:
+        del relay.streams_per_ip[CLIENT[0]]
+    assert answer.status == 429
+    assert "already holds 1 open stream on this server;" in answer.json()["detail"]
 
 
 def test_the_chat_per_address_limit_counts_the_requests_address(settings: Any, room: Channel) -> None:
