@@ -145,6 +145,24 @@ def test_demo_ticker_complains_when_no_server_answers_past_its_start(monkeypatch
     assert "(retrying)" in _ticker_stderr_against_a_closed_port(monkeypatch, tries=2)
 
 
+def test_bootstrap_names_the_virtual_environment_it_creates(tmp_path: Path) -> None:
+    # bench/run.sh builds bench/.venv, and said "Creating the virtual environment in .venv".
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(ROOT / "scripts" / "bootstrap.sh", tmp_path / "scripts" / "bootstrap.sh")
+    (tmp_path / "requirements.txt").write_text("")
+    # A stand-in for python3.11 -m venv: a "python" that accepts every call.
+    fake = tmp_path / "fake-python"
+    fake.write_text('#!/bin/sh\nmkdir -p "$3/bin" && cp "$0" "$3/bin/python"\n')
+    fake.chmod(0o755)
+    script = (
+        f'source "{tmp_path}/scripts/bootstrap.sh"; find_python() {{ echo "{fake}"; }}; '
+        'VENV="$ROOT/bench/.venv"; PY="$VENV/bin/python"; ensure_venv requirements.txt'
+    )
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "Creating the virtual environment in bench/.venv" in result.stdout
+
+
 def test_demo_sh_refuses_a_port_in_use_before_seeding(tmp_path: Path) -> None:
     scripts = tmp_path / "scripts"
     scripts.mkdir()
