@@ -152,13 +152,13 @@ def test_bootstrap_names_the_virtual_environment_it_creates(tmp_path: Path) -> N
     (tmp_path / "requirements.txt").write_text("")
     # A stand-in for python3.11 -m venv: a "python" that accepts every call.
     fake = tmp_path / "fake-python"
-    fake.write_text('#!/bin/sh\nmkdir -p "$3/bin" && cp "$0" "$3/bin/python"\n')
+    fake.write_text('#!/bin/sh\n[ "$2" = venv ] || exit 0\nmkdir -p "$3/bin" && cp "$0" "$3/bin/python"\n')
     fake.chmod(0o755)
     script = (
         f'source "{tmp_path}/scripts/bootstrap.sh"; find_python() {{ echo "{fake}"; }}; '
         'VENV="$ROOT/bench/.venv"; PY="$VENV/bin/python"; ensure_venv requirements.txt'
     )
-    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "Creating the virtual environment in bench/.venv" in result.stdout
 
