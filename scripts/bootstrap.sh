@@ -23,7 +23,7 @@ find_python() {
 ensure_venv() {
   local requirements="$1" stamp
   if [ ! -x "$PY" ]; then
-    say "Creating the virtual environment in .venv"
+    say "Creating the virtual environment in ${VENV#"$ROOT"/}"
     "$(find_python)" -m venv "$VENV"
   fi
   stamp="$VENV/.installed-$(cat "$ROOT/requirements.txt" "$ROOT/$requirements" | sha256sum | cut -c1-16)"

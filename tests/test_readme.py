@@ -34,6 +34,18 @@ def test_every_manage_py_command_in_the_readme_runs_from_the_virtual_environment
     assert "python manage.py" not in README.replace(".venv/bin/python manage.py", "")
 
 
+@pytest.mark.parametrize("page", sorted((ROOT / "docs").glob("*.md")), ids=lambda page: page.name)
+def test_every_manage_py_command_in_the_docs_runs_from_the_virtual_environment(page: Path) -> None:
+    # A fresh Debian machine has no `python`, and no system Python has Django: a
+    # newcomer copying `python manage.py ...` from a doc page gets "command not found".
+    text = page.read_text()
+    for runner, command in re.findall(r"(\S*python\S*)\s+manage\.py (\w+)", text):
+        assert runner.endswith(".venv/bin/python"), (
+            f"{page.name}: manage.py {command} is shown without .venv/bin/python"
+        )
+        assert command in get_commands(), f"{page.name} shows manage.py {command}, which does not exist"
+
+
 def test_the_readme_shows_the_opening_event_as_the_server_sends_it() -> None:
     frame = frames.open_frame(
         ["news"], cursor="0~3fa9c0b1", retry_milliseconds=2000, titles={"news": "Site news"}, history=False

@@ -9,16 +9,21 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
+from io import StringIO
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
+from django.core.management import call_command
 from django.test import Client
 
+from events.demo.management.commands import demo_ticker
 from events.models import Message
 from events.provisioning import upsert_channel
-from tests.support.servers import ROOT, ServerProcess, Site
+from tests.support.servers import ROOT, ServerProcess, Site, free_port
 from tests.support.sse_client import Subscriber
 
 
@@ -103,6 +108,59 @@ def test_demo_ticker_stops_and_says_why_when_its_key_is_refused(server: ServerPr
     assert result.returncode == 1
     assert "demo ticker: the server refused the API key (401 " in result.stderr
     assert "run scripts/demo.sh again" in result.stderr
+
+
+class _Stop(Exception):
+    pass
+
+
+def _ticker_stderr_against_a_closed_port(monkeypatch: pytest.MonkeyPatch, tries: int) -> str:
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        if len(sleeps) >= tries:
+            raise _Stop
+
+    # The ticker's own clock and sleep only (not the process's): it stops after `tries` posts.
+    monkeypatch.setattr(demo_ticker, "time", SimpleNamespace(sleep=sleep, monotonic=time.monotonic))
+    stderr = StringIO()
+    with pytest.raises(_Stop):
+        call_command(
+            "demo_ticker", "--url", f"http://127.0.0.1:{free_port()}", "--api-key", "psk_x", stderr=stderr
+        )
+    return stderr.getvalue()
+
+
+def test_demo_ticker_waits_quietly_for_the_server_demo_sh_starts_after_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # demo.sh starts the ticker, then the server: every demo began with
+    # "demo ticker: [Errno 111] Connection refused (retrying)" in demo-ticker.log.
+    assert _ticker_stderr_against_a_closed_port(monkeypatch, tries=3) == ""
+
+
+def test_demo_ticker_complains_when_no_server_answers_past_its_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(demo_ticker, "STARTUP_GRACE_SECONDS", 0.0)
+    assert "(retrying)" in _ticker_stderr_against_a_closed_port(monkeypatch, tries=2)
+
+
+def test_bootstrap_names_the_virtual_environment_it_creates(tmp_path: Path) -> None:
+    # bench/run.sh builds bench/.venv, and said "Creating the virtual environment in .venv".
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(ROOT / "scripts" / "bootstrap.sh", tmp_path / "scripts" / "bootstrap.sh")
+    (tmp_path / "requirements.txt").write_text("")
+    # A stand-in for python3.11 -m venv: a "python" that accepts every call.
+    fake = tmp_path / "fake-python"
+    fake.write_text('#!/bin/sh\n[ "$2" = venv ] || exit 0\nmkdir -p "$3/bin" && cp "$0" "$3/bin/python"\n')
+    fake.chmod(0o755)
+    script = (
+        f'source "{tmp_path}/scripts/bootstrap.sh"; find_python() {{ echo "{fake}"; }}; '
+        'VENV="$ROOT/bench/.venv"; PY="$VENV/bin/python"; ensure_venv requirements.txt'
+    )
+    result = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "Creating the virtual environment in bench/.venv" in result.stdout
 
 
 def test_demo_sh_refuses_a_port_in_use_before_seeding(tmp_path: Path) -> None:

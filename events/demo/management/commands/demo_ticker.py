@@ -9,6 +9,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 # A key that is refused now is refused on every retry: the ticker stops and says why.
 REFUSED = (401, 403)
+# demo.sh starts the ticker just before the server: until the server has answered once,
+# for this long, a refused connection is the server still starting, not a complaint.
+STARTUP_GRACE_SECONDS = 60.0
 
 
 def score_update(home: int, away: int) -> dict[str, Any]:
@@ -28,6 +31,8 @@ class Command(BaseCommand):
         home, away = 0, 0
         endpoint = options["url"].rstrip("/") + "/api/channels/scores/messages"
         headers = {"Authorization": f"Bearer {options['api_key']}"}
+        started = time.monotonic()
+        answered = False
         with httpx.Client(timeout=5.0) as client:
             while True:
                 if random.random() < 0.5:
@@ -38,8 +43,10 @@ class Command(BaseCommand):
                 try:
                     response = client.post(endpoint, json=body, headers=headers)
                 except httpx.HTTPError as exc:
-                    self.stderr.write(f"demo ticker: {exc} (retrying)")
+                    if answered or time.monotonic() - started >= STARTUP_GRACE_SECONDS:
+                        self.stderr.write(f"demo ticker: {exc} (retrying)")
                 else:
+                    answered = True
                     if response.status_code in REFUSED:
                         raise CommandError(
                             f"demo ticker: the server refused the API key ({response.status_code} "
