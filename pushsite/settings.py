@@ -92,6 +92,8 @@ if not SECRET_KEY:
 
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if DEBUG else [])
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+# Only behind a proxy that sets (or strips) X-Forwarded-Host: every path reads it then (events/http/hosts.py).
+USE_X_FORWARDED_HOST = env_bool("DJANGO_USE_X_FORWARDED_HOST", False)
 
 HTTPS = env_bool("DJANGO_HTTPS", False)
 if HTTPS:

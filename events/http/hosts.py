@@ -8,6 +8,7 @@ layer). Every such path asks here, so each rule is written once.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from typing import Any
 
@@ -58,6 +59,8 @@ _answers: dict[str, bool] = {}
 def _settings_changed(setting: str, **kwargs: Any) -> None:
     if setting in {"ALLOWED_HOSTS", "DEBUG"}:
         _answers.clear()
+    if setting == "USE_X_FORWARDED_HOST":
+        _use_forwarded_host.cache_clear()
 
 
 def host_refused() -> InvalidInput:
@@ -65,12 +68,32 @@ def host_refused() -> InvalidInput:
     return InvalidInput("The Host header names a host this server does not serve.")
 
 
+def request_host(headers: dict[str, str]) -> str:
+    """The host a request names, as ``HttpRequest.get_host()`` reads it before checking it.
+
+    ``X-Forwarded-Host`` when ``USE_X_FORWARDED_HOST`` is on and the request sent one
+    (``DJANGO_USE_X_FORWARDED_HOST``: behind a proxy that sets it), else ``Host``. Every
+    path that answers without Django asks here, so the stream, the streaming publish and
+    the API-key fast path accept exactly the requests Django's views accept, and a
+    stream's own origin is the one the browser sees (docs/security.md).
+    """
+    if _use_forwarded_host() and "x-forwarded-host" in headers:
+        return headers["x-forwarded-host"]
+    return headers.get("host", "")
+
+
 def check_host(headers: dict[str, str]) -> str:
-    """The Host header, if it names a host this server serves (these paths bypass Django's check)."""
-    host = headers.get("host", "")
+    """The request's host (:func:`request_host`), if it names a host this server serves (these paths bypass Django's check)."""
+    host = request_host(headers)
     if not host_allowed(host):
         raise host_refused()
     return host
+
+
+@functools.cache
+def _use_forwarded_host() -> bool:
+    # Read once, not through the lazy settings object on every open; forgotten on setting_changed.
+    return bool(settings.USE_X_FORWARDED_HOST)
 
 
 def is_secure(scheme: str | None, headers: dict[str, str]) -> bool:

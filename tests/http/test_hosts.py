@@ -125,3 +125,39 @@ def test_remembered_answers_hold_no_huge_host_and_do_not_stop_at_the_first_stran
         assert len(hosts._answers) <= hosts.MAX_ANSWERS
         assert host_allowed("a.example")
         assert "a.example" in hosts._answers
+
+
+def django_host(headers: dict[str, str]) -> str | None:
+    """The host Django's own request accepts for these headers; None when it refuses them."""
+    scope = asgi_scope("http", [(name.encode(), value.encode()) for name, value in headers.items()])
+    try:
+        return str(ASGIRequest(scope, io.BytesIO()).get_host())
+    except DisallowedHost:
+        return None
+
+
+@pytest.mark.parametrize("forwarded", [False, True], ids=["setting-off", "setting-on"])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"host": "internal:8000", "x-forwarded-host": "public.example"},
+        {"host": "public.example", "x-forwarded-host": "evil.example"},
+        {"host": "public.example", "x-forwarded-host": ""},
+        {"host": "internal:8000", "x-forwarded-host": "public.example,evil.example"},
+        {"host": "public.example"},
+        {"x-forwarded-host": "public.example"},
+    ],
+)
+def test_check_host_honours_use_x_forwarded_host_as_django_does(
+    forwarded: bool, headers: dict[str, str]
+) -> None:
+    # With USE_X_FORWARDED_HOST on, Django's views took X-Forwarded-Host and the paths
+    # that answer without Django (stream, streaming publish, key fast path) took Host:
+    # behind a proxy the same request was served by one and refused (400) by the other.
+    with override_settings(ALLOWED_HOSTS=["public.example"], DEBUG=False, USE_X_FORWARDED_HOST=forwarded):
+        expected = django_host(headers)
+        if expected is None:
+            with pytest.raises(InvalidInput):
+                check_host(headers)
+        else:
+            assert check_host(headers) == expected
