@@ -105,7 +105,7 @@ if HTTPS:
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
     # /healthz is probed over plain HTTP by load balancers inside the network.
-    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
+    SECURE_REDIRECT_EXEMPT = [r"^healthz\Z", r"^metrics\Z"]  # \Z: "$" would pass "healthz\n"
 
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
@@ -312,7 +312,7 @@ WHITENOISE_AUTOREFRESH = DEBUG
 # The SSE stream decides cross-origin access per channel itself (it does not
 # pass through Django middleware); the JSON history API does the same in its
 # view. django-cors-headers handles the global preflight for /api/ only.
-CORS_URLS_REGEX = r"^/api/.*$"
+CORS_URLS_REGEX = r"^/api/"  # every URL under /api/ ("^/api/.*$" left out a path with a newline)
 CORS_ALLOWED_ORIGINS = env_list("PUSHSITE_API_CORS_ORIGINS", [])
 
 # --- Pushsite ----------------------------------------------------------------
