@@ -80,7 +80,7 @@ class StreamRequest:
 
 def parse_stream_request(scope: RoutedHTTPScope) -> StreamRequest:
     headers = request_headers(scope)
-    host = check_host(headers)
+    host = check_host(headers, scope.get("server"), scope.get("scheme"))
 
     query_string = scope.get("query_string", b"")
     try:

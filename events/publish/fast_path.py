@@ -162,7 +162,7 @@ def _eligible_headers(scope: HTTPScope) -> dict[str, str] | None:
     declared = whole_number(headers.get("content-length", ""), max_digits=19)
     if declared is None or declared > conf.MAX_MESSAGE_BYTES:
         return None
-    if not host_allowed(request_host(headers)):
+    if not host_allowed(request_host(headers, scope.get("server"), scope.get("scheme"))):
         return None
     if settings.SECURE_SSL_REDIRECT and not is_secure(scope.get("scheme"), headers):
         return None
