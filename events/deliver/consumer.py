@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from http.cookies import Morsel, SimpleCookie
 from urllib.parse import parse_qs
 
 from asgiref.typing import (
@@ -17,6 +16,7 @@ from asgiref.typing import (
 )
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
+from django.http.cookie import parse_cookie
 
 from events import signals
 from events.access.auth import (
@@ -112,14 +112,14 @@ def parse_stream_request(scope: RoutedHTTPScope) -> StreamRequest:
         cursors.parse_cursor(cursor, slugs, max_length=conf.MAX_CURSOR_LENGTH, name="after")  # errors name it
     rewind = parse_rewind(_last(query, "rewind"))
     token = _last(query, "token")
-    morsel = _session_morsel(headers.get("cookie"))
+    session_key = session_cookie(headers.get("cookie"))
     scheme = scope.get("scheme", "http")
     return StreamRequest(
         slugs=slugs,
         cursor=cursor,
         token=token,
         authorization=headers.get("authorization"),
-        session_key=morsel.value if morsel is not None else None,
+        session_key=session_key,
         origin=headers.get("origin"),
         own_origin=f"{scheme}://{host}",
         format=output,
@@ -127,16 +127,17 @@ def parse_stream_request(scope: RoutedHTTPScope) -> StreamRequest:
     )
 
 
-def _session_morsel(raw: str | None) -> Morsel[str] | None:
-    """The session cookie in a Cookie header, None without one."""
+def session_cookie(raw: str | None) -> str | None:
+    """The session cookie's value in a Cookie header, read as Django's request reads it; None without one.
+
+    Django's ``parse_cookie``, not ``http.cookies.SimpleCookie``: SimpleCookie drops every
+    cookie of a header holding one it cannot parse (a JSON value, a space, an "@" in a
+    name), so a member whose browser had such a cookie was logged in for Django's views
+    and anonymous for the stream (a private channel's stream was a 404, its history a 200).
+    """
     if not raw:
         return None
-    cookie: SimpleCookie = SimpleCookie()
-    try:
-        cookie.load(raw)
-    except Exception:  # a malformed Cookie header just means no session
-        return None
-    return cookie.get(settings.SESSION_COOKIE_NAME)
+    return parse_cookie(raw).get(settings.SESSION_COOKIE_NAME) or None
 
 
 def _last(query: dict[str, list[str]], name: str) -> str | None:
