@@ -41,7 +41,7 @@ from events.exceptions import (
     PermissionDenied,
 )
 from events.http.asgi import RoutedHTTPScope, request_headers
-from events.http.hosts import check_host
+from events.http.hosts import check_host, is_secure
 from events.http.numbers import whole_number
 from events.models import Channel
 from events.signals import StreamAttachment
@@ -113,14 +113,19 @@ def parse_stream_request(scope: RoutedHTTPScope) -> StreamRequest:
     rewind = parse_rewind(_last(query, "rewind"))
     token = _last(query, "token")
     session_key = session_cookie(headers.get("cookie"))
-    scheme = scope.get("scheme", "http")
+    origin = headers.get("origin")
+    scheme = scope.get("scheme") or "http"
+    if origin is not None:
+        # The scheme Django's request.scheme says (SECURE_PROXY_SSL_HEADER behind a TLS
+        # proxy), so a page's own origin is same-origin here as in Django's CSRF check.
+        scheme = "https" if is_secure(scheme, headers) else "http"
     return StreamRequest(
         slugs=slugs,
         cursor=cursor,
         token=token,
         authorization=headers.get("authorization"),
         session_key=session_key,
-        origin=headers.get("origin"),
+        origin=origin,
         own_origin=f"{scheme}://{host}",
         format=output,
         rewind=rewind,
