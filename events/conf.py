@@ -129,6 +129,10 @@ class PushsiteSettings(SettingsGroup):
     MAX_STREAMS_PER_IP = Setting(200)
     # Longest accepted Last-Event-ID / lastEventId, in characters.
     MAX_CURSOR_LENGTH = Setting(1024)
+    # A request's head under ``manage.py serve`` (pushsite/protocol.py): its request
+    # line and headers in bytes, and its number of header lines (431 above either).
+    MAX_HEADER_BYTES = Setting(65536, minimum=1024)
+    MAX_HEADERS = Setting(100, minimum=10)
     # Longest wait for the channel layer when fanning a message out (after the
     # publish has been answered) or opening a stream; past it the frame is
     # dropped (relays read it from the database) and a new stream gets 503.

@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
+import httptools
 from uvicorn.logging import TRACE_LOG_LEVEL
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import (
@@ -41,7 +42,9 @@ from uvicorn.protocols.http.httptools_impl import (
 )
 from uvicorn.protocols.utils import is_ssl
 
+from events.conf import conf
 from events.deliver.direct import DIRECT_WRITES
+from events.http.responses import ErrorReply, error_reply
 
 # struct linger {l_onoff = 1, l_linger = 0}: close() sends a reset and drops unsent data.
 LINGER_ZERO = struct.pack("ii", 1, 0)
@@ -201,8 +204,119 @@ def remote_address(transport: asyncio.BaseTransport) -> tuple[str, int] | None:
     return (str(info[0]), int(info[1])) if isinstance(info, tuple) else None
 
 
-class PushsiteHttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol offering streams the ``pushsite.transport`` extension."""
+class HeadTooLarge(Exception):
+    """Raised from a parser callback: the request's head passed a bound (answered 431)."""
+
+
+def refusal_bytes(reply: ErrorReply, default_headers: Sequence[tuple[bytes, bytes]]) -> bytes:
+    """``reply`` as a whole HTTP/1.1 response that closes the connection (the parser's state is lost)."""
+    content = [STATUS_LINE[reply.status]]
+    content += [b"%s: %s\r\n" % (name, value) for name, value in default_headers]
+    content += [b"%s: %s\r\n" % (name.lower().encode(), value.encode()) for name, value in reply.headers]
+    content += [b"content-length: %d\r\nconnection: close\r\n\r\n" % len(reply.body), reply.body]
+    return b"".join(content)
+
+
+class BoundedHttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with each request's head bounded (``serve --portable`` runs it as is).
+
+    httptools bounds neither the size nor the number of a request's headers: a client
+    could send megabytes of them, each held by the parser, the scope and Django's request.
+    Past ``PUSHSITE_MAX_HEADER_BYTES`` (the request line and header lines) or
+    ``PUSHSITE_MAX_HEADERS`` (header lines) the answer is a JSON 431 and the connection
+    closes, before any application sees the request. Two counts: the request line and the
+    completed header lines of the request being parsed (exact, checked in the parser's
+    callbacks), and the bytes received while a head is unfinished (a header without an end
+    is buffered by httptools itself, and no callback runs until it ends). uvicorn's own 400
+    for what the parser refuses is in the contract's JSON shape too.
+    """
+
+    # Bytes received since the current head began (or since the last head ended), while unfinished.
+    _head_received = 0
+    # The request line and header lines of the current request, counted as the callbacks see them.
+    _head_size = 0
+    _reading_head = True
+    _head_refused = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.max_head_bytes = conf.MAX_HEADER_BYTES
+        self.max_headers = conf.MAX_HEADERS
+
+    def data_received(self, data: bytes) -> None:
+        """uvicorn's ``data_received`` (0.54), with the head's bounds: a JSON 431 past either."""
+        self._unset_keepalive_if_required()
+        if self._reading_head:
+            self._head_received += len(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            if self._head_refused:
+                self._refuse_head()
+                return
+            msg = "Invalid HTTP request received."
+            self.logger.warning(msg)
+            self.send_400_response(msg)
+            return
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+            return
+        # Read before the parser could check: a head still unfinished past the bound.
+        if self._reading_head and self._head_received > self.max_head_bytes:
+            self._refuse_head()
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's 400 for a request the parser refuses, in the contract's JSON shape."""
+        reply = error_reply(400, "bad_request", f"{msg} It is not valid HTTP/1.1.")
+        self.transport.write(refusal_bytes(reply, self.server_state.default_headers))
+        self.transport.close()
+
+    def _refuse_head(self) -> None:
+        reply = error_reply(
+            431,
+            "headers_too_large",
+            f"The request's line and headers may take at most {self.max_head_bytes} bytes"
+            f" in at most {self.max_headers} header lines.",
+        )
+        self.transport.write(refusal_bytes(reply, self.server_state.default_headers))
+        self.transport.close()
+
+    def on_url(self, url: bytes) -> None:
+        self._head_size += len(url)
+        if self._head_size > self.max_head_bytes:
+            self._head_refused = True
+            raise HeadTooLarge
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        # Each line as it is sent: "name: value\r\n".
+        self._head_size += len(name) + len(value) + 4
+        if self._head_size > self.max_head_bytes or len(self.headers) >= self.max_headers:
+            self._head_refused = True
+            raise HeadTooLarge
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._reading_head = False
+        self._head_received = 0
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        # What follows is the next request's head.
+        self._reading_head = True
+        self._head_received = 0
+        super().on_message_complete()
+
+    def on_message_begin(self) -> None:
+        self._head_size = 0
+        super().on_message_begin()
+
+
+class PushsiteHttpProtocol(BoundedHttpProtocol):
+    """The bounded httptools protocol offering streams the ``pushsite.transport`` extension."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         """uvicorn's ``connection_made`` (0.54), with the addresses read without a socket object per call."""

@@ -13,12 +13,14 @@ import uvicorn
 
 # uvicorn's httptools protocol plus direct writes for streams (pushsite/protocol.py).
 DIRECT_PROTOCOL = "pushsite.protocol:PushsiteHttpProtocol"
+# The same, without direct writes: streams write through plain ASGI send (serve --portable).
+BOUNDED_PROTOCOL = "pushsite.protocol:BoundedHttpProtocol"
 
 
 def serve(host: str, port: int, *, workers: int = 1, portable: bool = False, **overrides: Any) -> None:
     """Run until SIGTERM/SIGINT; with ``workers`` > 1, that many processes share the socket.
 
-    ``portable``: stock httptools, so streams write through plain ASGI ``send``
+    ``portable``: httptools with only the head bounds of pushsite/protocol.py, so streams write through plain ASGI ``send``
     (what every other server gets; the test suite runs the stream tests both ways).
     """
     options: dict[str, Any] = {
@@ -26,7 +28,7 @@ def serve(host: str, port: int, *, workers: int = 1, portable: bool = False, **o
         "port": port,
         "workers": workers,
         "loop": "uvloop",
-        "http": "httptools" if portable else DIRECT_PROTOCOL,
+        "http": BOUNDED_PROTOCOL if portable else DIRECT_PROTOCOL,
         "lifespan": "on",
         # Access lines would contain query strings (subscribe tokens); the
         # application logs each stream and publish itself.

@@ -92,6 +92,8 @@ if not SECRET_KEY:
 
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if DEBUG else [])
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+# Only behind a proxy that sets (or strips) X-Forwarded-Host: every path reads it then (events/http/hosts.py).
+USE_X_FORWARDED_HOST = env_bool("DJANGO_USE_X_FORWARDED_HOST", False)
 
 HTTPS = env_bool("DJANGO_HTTPS", False)
 if HTTPS:
@@ -103,7 +105,7 @@ if HTTPS:
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
     # /healthz is probed over plain HTTP by load balancers inside the network.
-    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
+    SECURE_REDIRECT_EXEMPT = [r"^healthz\Z", r"^metrics\Z"]  # \Z: "$" would pass "healthz\n"
 
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
@@ -310,7 +312,7 @@ WHITENOISE_AUTOREFRESH = DEBUG
 # The SSE stream decides cross-origin access per channel itself (it does not
 # pass through Django middleware); the JSON history API does the same in its
 # view. django-cors-headers handles the global preflight for /api/ only.
-CORS_URLS_REGEX = r"^/api/.*$"
+CORS_URLS_REGEX = r"^/api/"  # every URL under /api/ ("^/api/.*$" left out a path with a newline)
 CORS_ALLOWED_ORIGINS = env_list("PUSHSITE_API_CORS_ORIGINS", [])
 
 # --- Pushsite ----------------------------------------------------------------

@@ -7,6 +7,8 @@ and ``serve --portable`` (the streams themselves are tested on both in tests/del
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -216,3 +218,84 @@ async def test_stream_answers_are_byte_for_byte_those_of_the_portable_path(
     portable = await raw_answer(portable_server, RAW_REQUESTS[name])
     assert direct == portable
     assert direct.startswith(b"HTTP/1.")
+
+
+async def answer_to(process: ServerProcess, request: bytes) -> bytes:
+    """What the server writes back before it closes, the request written whole (or as far as it reads it)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", process.port)
+    try:
+        async with asyncio.timeout(10):
+            writer.write(request)
+            with contextlib.suppress(ConnectionError):
+                await writer.drain()
+            answer = b""
+            with contextlib.suppress(ConnectionError):
+                while chunk := await reader.read(65536):
+                    answer += chunk
+            return answer
+    finally:
+        writer.close()
+
+
+HEAD_LIMIT = 65536
+OVERSIZED_HEADS = {
+    # Each was read whole and handed to the application (Django copied every header into META).
+    "one huge header": b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n",
+    "many small headers": b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    + b"".join(b"X-%d: 1\r\n" % n for n in range(101))
+    + b"\r\n",
+    "a header never ended": b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * 2_000_000,
+    "a huge URL": b"GET /healthz?" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+    "a publish's head": b"POST /api/channels/pool-0/messages HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    b"Authorization: Bearer psk_x_y\r\nContent-Type: application/json\r\nContent-Length: 2\r\n"
+    + b"Cookie: "
+    + b"c" * 70_000
+    + b"\r\n\r\n{}",
+    "a stream's head": b"GET /events/pool-0/ HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    + b"".join(b"Accept: text/event-stream\r\n" for _ in range(200))
+    + b"\r\n",
+}
+
+
+@pytest.mark.parametrize("name", list(OVERSIZED_HEADS))
+@pytest.mark.parametrize("which", ["server", "portable_server"])
+async def test_an_oversized_request_head_is_a_json_431_on_both_protocols(
+    name: str, which: str, request: pytest.FixtureRequest
+) -> None:
+    process: ServerProcess = request.getfixturevalue(which)
+    answer = await answer_to(process, OVERSIZED_HEADS[name])
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 431 "), answer[:300]
+    assert b"content-type: application/json" in head
+    assert b"connection: close" in head
+    assert json.loads(body) == {
+        "error": "headers_too_large",
+        "detail": f"The request's line and headers may take at most {HEAD_LIMIT} bytes in at most 100 header lines.",
+    }
+
+
+async def test_a_head_within_the_bounds_is_served_and_a_big_body_is_no_head(server: ServerProcess) -> None:
+    within = (
+        b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+        + b"".join(b"X-%d: %b\r\n" % (n, b"v" * 500) for n in range(90))
+        + b"\r\n"
+    )
+    assert (await answer_to(server, within)).startswith(b"HTTP/1.1 200 ")
+    # A body is not the head: 200 KB sent with its head in one write is still read as a body.
+    body = b"x" * 200_000
+    post = (
+        b"POST /api/channels/pool-0/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+        b"Authorization: Bearer psk_x_y\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%b"
+        % (len(body), body)
+    )
+    assert not (await answer_to(server, post)).startswith(b"HTTP/1.1 431 ")
+
+
+async def test_what_the_parser_refuses_is_a_json_400(
+    server: ServerProcess, portable_server: ServerProcess
+) -> None:
+    for process in (server, portable_server):
+        answer = await answer_to(process, b"GET /\xff HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 400 "), answer[:300]
+        assert json.loads(body)["error"] == "bad_request"

@@ -22,13 +22,15 @@ from django.http import HttpRequest, HttpResponseBase
 
 from events.models import Channel
 
-HISTORY_PATH = re.compile(r"^/api/channels/(?P<slug>[-a-zA-Z0-9_]{1,50})/messages$")
+# Matched whole (fullmatch): "$" also matches before a trailing newline, so a
+# path ending in %0A was judged as the history (a preflight approved, a 404 with CORS headers).
+HISTORY_PATH = re.compile(r"/api/channels/(?P<slug>[-a-zA-Z0-9_]{1,50})/messages")
 READ_METHODS = {"GET", "HEAD"}
 
 
 def allow_channel_origins(sender: Any, request: HttpRequest, **kwargs: Any) -> bool:
     """True when the request reads the history of a channel that allows its Origin (exact match)."""
-    match = HISTORY_PATH.match(request.path)
+    match = HISTORY_PATH.fullmatch(request.path)
     if match is None:
         return False
     method = request.method
@@ -80,7 +82,7 @@ class ChannelOriginsMiddleware:
         return self.get_response(request)
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
-        match = HISTORY_PATH.match(request.path)
+        match = HISTORY_PATH.fullmatch(request.path)
         if match is not None and request.headers.get("Origin"):
             allowed = await sync_to_async(channel_origins)(match["slug"])
             setattr(request, ORIGINS_ATTRIBUTE, allowed)

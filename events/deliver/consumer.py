@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from http.cookies import Morsel, SimpleCookie
 from urllib.parse import parse_qs
 
 from asgiref.typing import (
@@ -17,6 +16,7 @@ from asgiref.typing import (
 )
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
+from django.http.cookie import parse_cookie
 
 from events import signals
 from events.access.auth import (
@@ -41,7 +41,7 @@ from events.exceptions import (
     PermissionDenied,
 )
 from events.http.asgi import RoutedHTTPScope, request_headers
-from events.http.hosts import check_host
+from events.http.hosts import check_host, is_secure
 from events.http.numbers import whole_number
 from events.models import Channel
 from events.signals import StreamAttachment
@@ -80,7 +80,7 @@ class StreamRequest:
 
 def parse_stream_request(scope: RoutedHTTPScope) -> StreamRequest:
     headers = request_headers(scope)
-    host = check_host(headers)
+    host = check_host(headers, scope.get("server"), scope.get("scheme"))
 
     query_string = scope.get("query_string", b"")
     try:
@@ -112,31 +112,37 @@ def parse_stream_request(scope: RoutedHTTPScope) -> StreamRequest:
         cursors.parse_cursor(cursor, slugs, max_length=conf.MAX_CURSOR_LENGTH, name="after")  # errors name it
     rewind = parse_rewind(_last(query, "rewind"))
     token = _last(query, "token")
-    morsel = _session_morsel(headers.get("cookie"))
-    scheme = scope.get("scheme", "http")
+    session_key = session_cookie(headers.get("cookie"))
+    origin = headers.get("origin")
+    scheme = scope.get("scheme") or "http"
+    if origin is not None:
+        # The scheme Django's request.scheme says (SECURE_PROXY_SSL_HEADER behind a TLS
+        # proxy), so a page's own origin is same-origin here as in Django's CSRF check.
+        scheme = "https" if is_secure(scheme, headers) else "http"
     return StreamRequest(
         slugs=slugs,
         cursor=cursor,
         token=token,
         authorization=headers.get("authorization"),
-        session_key=morsel.value if morsel is not None else None,
-        origin=headers.get("origin"),
+        session_key=session_key,
+        origin=origin,
         own_origin=f"{scheme}://{host}",
         format=output,
         rewind=rewind,
     )
 
 
-def _session_morsel(raw: str | None) -> Morsel[str] | None:
-    """The session cookie in a Cookie header, None without one."""
+def session_cookie(raw: str | None) -> str | None:
+    """The session cookie's value in a Cookie header, read as Django's request reads it; None without one.
+
+    Django's ``parse_cookie``, not ``http.cookies.SimpleCookie``: SimpleCookie drops every
+    cookie of a header holding one it cannot parse (a JSON value, a space, an "@" in a
+    name), so a member whose browser had such a cookie was logged in for Django's views
+    and anonymous for the stream (a private channel's stream was a 404, its history a 200).
+    """
     if not raw:
         return None
-    cookie: SimpleCookie = SimpleCookie()
-    try:
-        cookie.load(raw)
-    except Exception:  # a malformed Cookie header just means no session
-        return None
-    return cookie.get(settings.SESSION_COOKIE_NAME)
+    return parse_cookie(raw).get(settings.SESSION_COOKIE_NAME) or None
 
 
 def _last(query: dict[str, list[str]], name: str) -> str | None:

@@ -8,7 +8,8 @@ layer). Every such path asks here, so each rule is written once.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import functools
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from django.conf import settings
@@ -58,6 +59,8 @@ _answers: dict[str, bool] = {}
 def _settings_changed(setting: str, **kwargs: Any) -> None:
     if setting in {"ALLOWED_HOSTS", "DEBUG"}:
         _answers.clear()
+    if setting in {"USE_X_FORWARDED_HOST", "USE_X_FORWARDED_PORT"}:
+        _forwarded.cache_clear()
 
 
 def host_refused() -> InvalidInput:
@@ -65,12 +68,48 @@ def host_refused() -> InvalidInput:
     return InvalidInput("The Host header names a host this server does not serve.")
 
 
-def check_host(headers: dict[str, str]) -> str:
-    """The Host header, if it names a host this server serves (these paths bypass Django's check)."""
-    host = headers.get("host", "")
+def request_host(
+    headers: dict[str, str], server: Sequence[Any] | None = None, scheme: str | None = None
+) -> str:
+    """The host a request names, as ``HttpRequest.get_host()`` reads it before checking it.
+
+    ``X-Forwarded-Host`` when ``USE_X_FORWARDED_HOST`` is on and the request sent one
+    (``DJANGO_USE_X_FORWARDED_HOST``: behind a proxy that sets it), else ``Host``, else
+    (an HTTP/1.0 request without one) the server's own name and port from the scope's
+    ``server``, as PEP 333 rebuilds it (``X-Forwarded-Port`` for the port when
+    ``USE_X_FORWARDED_PORT`` is on). Every path that answers without Django asks here,
+    so the stream, the streaming publish and the API-key fast path accept exactly the
+    requests Django's views accept, and a stream's own origin is the one the browser
+    sees (docs/security.md).
+    """
+    forwarded_host, forwarded_port = _forwarded()
+    if forwarded_host and "x-forwarded-host" in headers:
+        return headers["x-forwarded-host"]
+    host = headers.get("host")
+    if host is not None:
+        return host
+    name, port = (str(server[0]), str(server[1])) if server else ("unknown", "0")
+    if forwarded_port and "x-forwarded-port" in headers:
+        port = headers["x-forwarded-port"]
+    if port != ("443" if is_secure(scheme, headers) else "80"):
+        name = f"{name}:{port}"
+    return name
+
+
+def check_host(
+    headers: dict[str, str], server: Sequence[Any] | None = None, scheme: str | None = None
+) -> str:
+    """The request's host (:func:`request_host`), if it names a host this server serves (these paths bypass Django's check)."""
+    host = request_host(headers, server, scheme)
     if not host_allowed(host):
         raise host_refused()
     return host
+
+
+@functools.cache
+def _forwarded() -> tuple[bool, bool]:
+    # Read once, not through the lazy settings object on every open; forgotten on setting_changed.
+    return bool(settings.USE_X_FORWARDED_HOST), bool(settings.USE_X_FORWARDED_PORT)
 
 
 def is_secure(scheme: str | None, headers: dict[str, str]) -> bool:

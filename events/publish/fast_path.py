@@ -33,7 +33,7 @@ from django.utils.cache import patch_vary_headers
 from events.conf import conf
 from events.deliver.direct import Headers, respond_direct
 from events.http.asgi import RoutedHTTPScope, request_headers
-from events.http.hosts import host_allowed, is_secure
+from events.http.hosts import host_allowed, is_secure, request_host
 from events.http.numbers import whole_number
 from events.publish import api, idempotency
 
@@ -162,7 +162,7 @@ def _eligible_headers(scope: HTTPScope) -> dict[str, str] | None:
     declared = whole_number(headers.get("content-length", ""), max_digits=19)
     if declared is None or declared > conf.MAX_MESSAGE_BYTES:
         return None
-    if not host_allowed(headers.get("host", "")):
+    if not host_allowed(request_host(headers, scope.get("server"), scope.get("scheme"))):
         return None
     if settings.SECURE_SSL_REDIRECT and not is_secure(scope.get("scheme"), headers):
         return None

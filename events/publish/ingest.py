@@ -188,7 +188,7 @@ class StreamPublishConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channel
 
     async def _start(self) -> None:
         headers = request_headers(self.scope)
-        check_host(headers)
+        check_host(headers, self.scope.get("server"), self.scope.get("scheme"))
         if self.scope["method"] != "POST":
             raise MethodNotAllowed(f"{self.scope['method']} is not allowed here; use POST.", allow="POST")
         authorization = headers.get("authorization")

@@ -158,3 +158,18 @@ def test_history_preflight_and_unknown_channels_on_a_real_server(
     read = httpx.get(f"{server.url}/api/channels/{slug}/messages", headers={"Origin": PARTNER})
     assert read.status_code == status
     assert read.headers["content-type"] == "application/json"
+
+
+@pytest.mark.parametrize("path", ["messages%0A", "messages%0A%0A", "messages/"])
+def test_a_history_path_with_a_trailing_newline_is_no_history_for_cors(
+    server: ServerProcess, path: str
+) -> None:
+    # HISTORY_PATH ended in "$", which matches before a trailing newline: a preflight for
+    # /api/channels/partner-feed/messages%0A was approved and its 404 carried the partner's CORS header.
+    url = f"{server.url}/api/channels/partner-feed/{path}"
+    preflight = httpx.options(url, headers={"Origin": PARTNER, "Access-Control-Request-Method": "GET"})
+    assert "access-control-allow-origin" not in preflight.headers
+    read = httpx.get(url, headers={"Origin": PARTNER})
+    assert read.status_code == 404
+    assert read.json()["error"] == "not_found"
+    assert "access-control-allow-origin" not in read.headers

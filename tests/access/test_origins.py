@@ -151,3 +151,37 @@ def test_the_admin_form_names_the_line_that_is_wrong(client: Client) -> None:
     )
     assert not form.is_valid()
     assert "Line 2:" in form.errors["allowed_origins"][0]
+
+
+@pytest.mark.parametrize(
+    ("scope_scheme", "forwarded_proto", "origin", "same_origin"),
+    [
+        ("http", "https", "https://testserver", True),
+        ("http", "https", "http://testserver", False),
+        ("https", None, "https://testserver", True),
+        ("http", None, "https://testserver", False),
+        ("https", "http", "https://testserver", False),
+    ],
+)
+def test_a_streams_own_origin_has_the_scheme_djangos_request_has(
+    scope_scheme: str, forwarded_proto: str | None, origin: str, same_origin: bool
+) -> None:
+    # Behind a TLS proxy (SECURE_PROXY_SSL_HEADER, under a server that leaves the scope's
+    # scheme "http"), Django's views took https://host as the page's own origin and the
+    # stream did not: the site's own page was refused its stream (403) unless the channel
+    # listed the site itself as an allowed origin.
+    from django.test import override_settings
+
+    from events.deliver.consumer import parse_stream_request
+    from tests.support.asgi import http_scope
+
+    headers = {"origin": origin}
+    if forwarded_proto is not None:
+        headers["x-forwarded-proto"] = forwarded_proto
+    scope = http_scope("GET", "/events/news/", headers, scheme=scope_scheme)
+    scope["url_route"] = {"args": (), "kwargs": {"slug": "news"}}
+    with override_settings(
+        SECURE_PROXY_SSL_HEADER=("HTTP_X_FORWARDED_PROTO", "https"), ALLOWED_HOSTS=["testserver"]
+    ):
+        request = parse_stream_request(scope)  # type: ignore[arg-type]
+    assert (request.origin == request.own_origin) is same_origin

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import socket
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from django.test import override_settings
 
 from events.exceptions import InvalidInput
 from events.http.hosts import check_host, host_allowed, is_secure
+from tests.support.servers import ServerProcess
 
 PROXY = ("HTTP_X_FORWARDED_PROTO", "https")
 
@@ -125,3 +127,103 @@ def test_remembered_answers_hold_no_huge_host_and_do_not_stop_at_the_first_stran
         assert len(hosts._answers) <= hosts.MAX_ANSWERS
         assert host_allowed("a.example")
         assert "a.example" in hosts._answers
+
+
+def django_host(headers: dict[str, str]) -> str | None:
+    """The host Django's own request accepts for these headers; None when it refuses them."""
+    scope = asgi_scope("http", [(name.encode(), value.encode()) for name, value in headers.items()])
+    try:
+        return str(ASGIRequest(scope, io.BytesIO()).get_host())
+    except DisallowedHost:
+        return None
+
+
+@pytest.mark.parametrize("forwarded", [False, True], ids=["setting-off", "setting-on"])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"host": "internal:8000", "x-forwarded-host": "public.example"},
+        {"host": "public.example", "x-forwarded-host": "evil.example"},
+        {"host": "public.example", "x-forwarded-host": ""},
+        {"host": "internal:8000", "x-forwarded-host": "public.example,evil.example"},
+        {"host": "public.example"},
+        {"x-forwarded-host": "public.example"},
+    ],
+)
+def test_check_host_honours_use_x_forwarded_host_as_django_does(
+    forwarded: bool, headers: dict[str, str]
+) -> None:
+    # With USE_X_FORWARDED_HOST on, Django's views took X-Forwarded-Host and the paths
+    # that answer without Django (stream, streaming publish, key fast path) took Host:
+    # behind a proxy the same request was served by one and refused (400) by the other.
+    with override_settings(ALLOWED_HOSTS=["public.example"], DEBUG=False, USE_X_FORWARDED_HOST=forwarded):
+        expected = django_host(headers)
+        if expected is None:
+            with pytest.raises(InvalidInput):
+                check_host(headers)
+        else:
+            assert check_host(headers) == expected
+
+
+def django_host_of(scope: dict[str, Any]) -> str | None:
+    try:
+        return str(ASGIRequest(scope, io.BytesIO()).get_host())
+    except DisallowedHost:
+        return None
+
+
+@pytest.mark.parametrize("forwarded_port", [False, True], ids=["port-setting-off", "port-setting-on"])
+@pytest.mark.parametrize(
+    ("scheme", "server", "headers"),
+    [
+        ("http", ("testserver", 80), {}),
+        ("http", ("testserver", 8000), {}),
+        ("https", ("testserver", 443), {}),
+        ("https", ("testserver", 80), {}),
+        ("http", ("127.0.0.1", 8000), {"x-forwarded-port": "80"}),
+        ("http", ("other.example", 80), {}),
+        ("http", None, {}),
+        ("http", ("testserver", 80), {"host": ""}),
+    ],
+)
+def test_a_request_without_host_is_judged_by_the_servers_name_as_django_does(
+    forwarded_port: bool, scheme: str, server: tuple[str, int] | None, headers: dict[str, str]
+) -> None:
+    # An HTTP/1.0 request without Host: Django's views rebuilt the host from the
+    # server's name and port (PEP 333) and served it; the stream and the streaming
+    # publish checked "" and refused it (400), and the key fast path left it to Django.
+    scope = asgi_scope(scheme, [(name.encode(), value.encode()) for name, value in headers.items()])
+    if server is not None:
+        scope["server"] = server
+    allowed = ["testserver", "127.0.0.1"]
+    with override_settings(ALLOWED_HOSTS=allowed, DEBUG=False, USE_X_FORWARDED_PORT=forwarded_port):
+        expected = django_host_of(scope)
+        if expected is None:
+            with pytest.raises(InvalidInput):
+                check_host(headers, server, scheme)
+        else:
+            assert check_host(headers, server, scheme) == expected
+
+
+@pytest.mark.parametrize(
+    ("request_line", "extra"),
+    [
+        (b"GET /events/pool-1/ HTTP/1.0", b""),
+        (b"GET /api/channels/pool-1/messages?limit=1 HTTP/1.0", b""),
+        (
+            b"POST /api/channels/pool-1/stream HTTP/1.0",
+            b"Content-Type: application/x-ndjson\r\nContent-Length: 0\r\n",
+        ),
+    ],
+    ids=["stream", "history", "streaming-publish"],
+)
+def test_an_http_1_0_request_without_host_is_served_alike_on_every_path(
+    server: ServerProcess, api_key: str, request_line: bytes, extra: bytes
+) -> None:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(
+            request_line + b"\r\nAuthorization: Bearer " + api_key.encode() + b"\r\n" + extra + b"\r\n"
+        )
+        head = sock.recv(4096)
+    assert not head.startswith(b"HTTP/1.1 400"), head
+    assert head.split(b" ", 2)[1] in {b"200", b"201"}, head

@@ -167,3 +167,14 @@ def test_settings_the_fast_path_was_not_checked_against_send_every_publish_to_dj
     with override_settings(**change):
         assert _eligible_headers(scope()) is None
     assert _eligible_headers(scope()) is not None
+
+
+@override_settings(ALLOWED_HOSTS=["public.example"], USE_X_FORWARDED_HOST=True)
+def test_the_fast_path_judges_the_host_django_would_under_use_x_forwarded_host() -> None:
+    # It judged Host: behind a proxy (Host internal, X-Forwarded-Host public) every key
+    # publish went the slow way, and one naming an unserved X-Forwarded-Host with a
+    # served Host was taken here while Django's view refuses it (400).
+    behind_proxy = scope((b"host", b"internal:8000"), (b"x-forwarded-host", b"public.example"))
+    assert _eligible_headers(behind_proxy) is not None
+    forged = scope((b"host", b"public.example"), (b"x-forwarded-host", b"evil.example"))
+    assert _eligible_headers(forged) is None
