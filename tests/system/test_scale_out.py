@@ -330,7 +330,16 @@ async def test_serve_with_workers_shares_one_port(
         sequence = await api.publish(running.a.url, running.key, slug, "to every worker")
         for subscriber in subscribers:
             assert ids([await subscriber.next_event()]) == [sequence]
+        # SIGTERM: each worker ends its streams, and the whole server is gone within the
+        # README's 2 s (the supervisor's exit walked its heap for 2-4 s before gc.freeze).
+        started = time.monotonic()
+        assert workers.stop(timeout=10) == 0, workers.log()
+        stopped_in = time.monotonic() - started
+        for subscriber in subscribers:
+            last = (await subscriber.until_closed())[-1]
+            assert (last.event, json.loads(last.data)["reason"]) == ("pushsite.close", "server shutting down")
             await subscriber.close()
+        assert stopped_in < 2.0, f"serve --workers 2 took {stopped_in:.2f} s to stop"
     finally:
         workers.stop()
         running.stop()
