@@ -20,7 +20,8 @@ a disconnect while a response streams).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import types
+from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 
 from django.conf import settings
@@ -38,17 +39,47 @@ async def receive_body_part(receive: Callable[[], Awaitable[Any]], received: int
     PayloadTooLarge (413) once more than ``DATA_UPLOAD_MAX_MEMORY_SIZE`` bytes arrived.
     """
     idle = conf.STREAM_IDLE_SECONDS
+    # The server's receive() answers without waiting when the body has arrived (a
+    # small publish: uvicorn has it before the app runs); only a wait is timed.
+    waiting = receive().__await__()
     try:
-        async with asyncio.timeout(idle):
-            message = await receive()
-    except TimeoutError:
-        raise RequestTimeout(f"No data arrived for {idle:g} s; the request is closed.") from None
+        pending = waiting.send(None)
+    except StopIteration as done:
+        message = done.value
+    else:
+        try:
+            async with asyncio.timeout(idle):
+                message = await _resume(waiting, pending)
+        except TimeoutError:
+            raise RequestTimeout(f"No data arrived for {idle:g} s; the request is closed.") from None
     if message["type"] == "http.request":
         received += len(message.get("body", b""))
         limit: int | None = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         if limit is not None and received > limit:
             raise PayloadTooLarge(f"The body is over the limit of {limit} bytes.")
     return message, received
+
+
+@types.coroutine
+def _resume(waiting: Generator[Any, Any, Any], pending: Any) -> Generator[Any, Any, Any]:
+    """Await the rest of ``waiting``, which yielded ``pending`` (what it waits on) to its first send.
+
+    What ``await`` would do from there: hands each yielded future to the task, sends its
+    result back in, throws in what is thrown at the task (the timeout's cancellation).
+    """
+    while True:
+        try:
+            sent = yield pending
+        except BaseException as error:  # handed on to the awaitable, as await does
+            try:
+                pending = waiting.throw(error)
+            except StopIteration as done:
+                return done.value
+        else:
+            try:
+                pending = waiting.send(sent)
+            except StopIteration as done:
+                return done.value
 
 
 class BoundedBody:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from typing import Any
 
 import pytest
 
@@ -85,3 +86,64 @@ async def test_a_body_that_stops_arriving_is_408(server: ServerProcess, path: st
     writer.transport.abort()
     assert (status, body["error"]) == (408, "timeout")
     assert time.monotonic() - started < IDLE + 3
+
+
+# receive_body_part on its own: the body already there is taken without a timer, a
+# receive that has to wait is timed, and its cancellation reaches the receive.
+
+
+async def test_a_body_that_has_arrived_is_read_without_a_timer(monkeypatch: pytest.MonkeyPatch) -> None:
+    from events.http import bodies
+
+    def no_timer(delay: float | None) -> asyncio.Timeout:
+        raise AssertionError("timed a receive that answered at once")
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": b"abc", "more_body": False}
+
+    monkeypatch.setattr(asyncio, "timeout", no_timer)  # what bodies.py calls
+    message, received = await bodies.receive_body_part(receive, 4)
+    assert message == {"type": "http.request", "body": b"abc", "more_body": False}
+    assert received == 7
+
+
+async def test_a_receive_that_waits_gets_what_it_waited_for(settings: Any) -> None:
+    from events.http import bodies
+
+    settings.PUSHSITE = {**getattr(settings, "PUSHSITE", {}), "STREAM_IDLE_SECONDS": 5}
+    arrived: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+    seen: list[bytes] = []
+
+    async def receive() -> dict[str, object]:
+        await asyncio.sleep(0)  # a bare yield first
+        body = await arrived  # then a future, whose result is sent back in
+        seen.append(body)
+        return {"type": "http.request", "body": body, "more_body": True}
+
+    asyncio.get_running_loop().call_later(0.01, arrived.set_result, b"late")
+    message, received = await asyncio.wait_for(bodies.receive_body_part(receive, 0), timeout=5)
+    assert seen == [b"late"]
+    assert message == {"type": "http.request", "body": b"late", "more_body": True}
+    assert received == 4
+
+
+async def test_a_receive_that_never_answers_is_408_and_is_cancelled(settings: Any) -> None:
+    from events.exceptions import RequestTimeout
+    from events.http import bodies
+
+    settings.PUSHSITE = {**getattr(settings, "PUSHSITE", {}), "STREAM_IDLE_SECONDS": 0.05}
+    cancelled: list[bool] = []
+
+    async def receive() -> dict[str, object]:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.append(True)
+            raise
+        raise AssertionError("unreachable")
+
+    started = time.monotonic()
+    with pytest.raises(RequestTimeout):
+        await asyncio.wait_for(bodies.receive_body_part(receive, 0), timeout=5)
+    assert cancelled == [True]
+    assert time.monotonic() - started < 4
