@@ -103,6 +103,7 @@ ROWS: list[tuple[str, tuple[str, ...]]] = [
     ("(c) server CPU per open µs", ("connections", "cpu_us_per_open")),
     ("(c) server KiB per connection", ("connections", "kib_per_connection")),
     ("(c) one message to all ms", ("connections", "reach_all_ms")),
+    ("(c) one message to all: server CPU ms", ("connections", "reach_server_cpu_ms")),
     ("(c) lost / duplicates", ("connections", "lost+duplicates")),
     ("(d) publish round trip p50 ms", ("publish", "p50_ms")),
     ("(d) publish round trip p99 ms", ("publish", "p99_ms")),

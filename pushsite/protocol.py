@@ -59,6 +59,26 @@ def chunk(data: bytes) -> bytes:
     return b"%x\r\n%b\r\n" % (len(data), data)
 
 
+class _LastChunk:
+    """The bytes object last framed as a chunk, and its chunk.
+
+    Why: a fan-out hands every stream of a channel the same bytes object in one loop
+    turn (events/deliver/relay.py ``Feed._dispatch``), so it is framed once per frame,
+    not once per stream (issue 16). Compared by identity: an equal object built
+    elsewhere is framed again, which is only slower. One entry per process: it keeps
+    the last frame written alive until the next.
+    """
+
+    __slots__ = ("chunk", "data")
+
+    def __init__(self) -> None:
+        self.data = b""
+        self.chunk = chunk(b"")
+
+
+_last = _LastChunk()
+
+
 @functools.lru_cache(maxsize=256)
 def encoded_headers(headers: Headers) -> bytes | None:
     """``headers`` as the lines of a response head, once per distinct head; None if one is invalid.
@@ -81,7 +101,7 @@ class DetachedConnection(asyncio.Protocol):
     makes the loop notice the client leaving.
     """
 
-    __slots__ = ("_head", "_lost", "_on_lost", "_paused_since", "_transport", "_writable")
+    __slots__ = ("_head", "_lost", "_on_lost", "_paused_since", "_transport", "_writable", "paused")
 
     def __init__(self, transport: asyncio.Transport, *, paused: bool, head: bytes = b"") -> None:
         self._transport = transport
@@ -91,6 +111,8 @@ class DetachedConnection(asyncio.Protocol):
         self._on_lost: Callable[[], None] | None = None
         # When the buffer last went above the high-water mark; None while below it.
         self._paused_since: float | None = time.monotonic() if paused else None
+        # DirectWriter.paused, as a plain attribute: a stream reads it after every write.
+        self.paused = paused
         # Made when a writer first waits for the buffer to drain (most streams never do).
         self._writable: asyncio.Event | None = None
 
@@ -99,19 +121,19 @@ class DetachedConnection(asyncio.Protocol):
     def write(self, data: bytes) -> bool:
         if self._lost or self._transport.is_closing():
             return False
+        last = _last
+        if data is not last.data:
+            last.chunk = chunk(data)
+            last.data = data
         if self._head:
             head, self._head = self._head, b""
-            self._transport.write(head + chunk(data))
+            self._transport.write(head + last.chunk)
         else:
-            self._transport.write(chunk(data))
+            self._transport.write(last.chunk)
         return True
 
     def buffered(self) -> int:
         return self._transport.get_write_buffer_size()
-
-    @property
-    def paused(self) -> bool:
-        return self._paused_since is not None
 
     def paused_since(self) -> float | None:
         return self._paused_since
@@ -162,14 +184,17 @@ class DetachedConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._paused_since = time.monotonic()
+        self.paused = True
 
     def resume_writing(self) -> None:
         self._paused_since = None
+        self.paused = False
         self._wake()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
         self._paused_since = None
+        self.paused = False
         self._wake()
         callback, self._on_lost = self._on_lost, None
         if callback is not None:

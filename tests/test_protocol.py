@@ -64,6 +64,36 @@ def test_writes_are_chunks_and_finish_ends_the_response_and_closes() -> None:
     assert not conn.write(b"late")  # nothing after the end
 
 
+def test_one_frame_written_to_many_connections_is_chunked_right_for_each() -> None:
+    """The chunk of the last frame is kept and reused for the same bytes object (issue 16)."""
+    frame, other = b"id: 1\ndata: a\n\n", b"id: 2\ndata: bb\n\n"
+    connections = [connection() for _ in range(3)]
+    for conn, _ in connections:
+        assert conn.write(frame)
+    connections[1][0].write(other)
+    connections[2][0].write(bytes(bytearray(frame)))  # equal, but another object
+    connections[0][0].write(frame)
+    assert [t.written for _, t in connections] == [
+        [b"f\r\nid: 1\ndata: a\n\n\r\n"] * 2,
+        [b"f\r\nid: 1\ndata: a\n\n\r\n", b"10\r\nid: 2\ndata: bb\n\n\r\n"],
+        [b"f\r\nid: 1\ndata: a\n\n\r\n", b"f\r\nid: 1\ndata: a\n\n\r\n"],
+    ]
+
+
+def test_paused_follows_the_transport() -> None:
+    conn, _ = connection()
+    assert not conn.paused
+    conn.pause_writing()
+    assert conn.paused
+    assert conn.paused_since() is not None
+    conn.resume_writing()
+    assert not conn.paused
+    assert conn.paused_since() is None
+    conn.pause_writing()
+    conn.connection_lost(None)
+    assert not conn.paused
+
+
 def test_a_full_socket_is_aborted_not_finished() -> None:
     conn, transport = connection(paused=True)
     assert conn.paused

@@ -42,7 +42,11 @@ class DirectWriter(Protocol):
 
     @property
     def paused(self) -> bool:
-        """True while the buffer is above the high-water mark given to ``claim``."""
+        """True while the buffer is above the high-water mark given to ``claim``.
+
+        A stream reads ``buffered()`` only while this is True (issue 16): unpaused, the
+        buffer is at most that mark, below the stream's bound.
+        """
 
     def paused_since(self) -> float | None:
         """``time.monotonic()`` when the buffer last went above the mark; None when it is below."""

@@ -72,8 +72,10 @@ class Coalescer:
 
     def _flush(self) -> None:
         dirty, self._dirty = self._dirty, []
+        # One clock read for the turn: every stream's write clock is this turn's.
+        now = time.monotonic()
         for stream in dirty:
-            stream.flush()
+            stream.flush(now)
 
 
 _coalescer: Coalescer | None = None
@@ -415,10 +417,11 @@ class Stream:
             return
         flush_now = False
         if not self._pending:
-            if self._coalescer is None:
-                self._coalescer = coalescer()
-            if self._coalescer is not None:
-                self._coalescer.add(self)
+            turn = self._coalescer
+            if turn is None:
+                turn = self._coalescer = coalescer()
+            if turn is not None:
+                turn.add(self)
             else:
                 flush_now = True
         self._pending.append(data)
@@ -433,24 +436,25 @@ class Stream:
         buffered = self._direct.buffered() if self._direct is not None else self._backlog_bytes
         return self._pending_bytes + buffered
 
-    def flush(self) -> None:
-        """Hand what this loop turn wrote to the connection, as one write."""
+    def flush(self, now: float | None = None) -> None:
+        """Hand what this loop turn wrote to the connection, as one write (``now``: the turn's clock)."""
         if not self._pending or self.closed:
             return
         pending = self._pending
         data = pending[0] if len(pending) == 1 else b"".join(pending)
         pending.clear()
         self._pending_bytes = 0
-        if self._direct is not None:
-            self._write_direct(self._direct, data)
-        else:
+        direct = self._direct
+        if direct is None:
             self._send(data)
-
-    def _write_direct(self, direct: DirectWriter, data: bytes) -> None:
-        self.last_write = time.monotonic()
+            return
+        # The direct write, inline: this runs once per stream per frame in a fan-out.
+        self.last_write = time.monotonic() if now is None else now
         if not direct.write(data):
             self.close("write failed")
-        elif direct.buffered() > self._max_backlog:
+        elif direct.paused and direct.buffered() > self._max_backlog:
+            # Only a paused writer can be over the bound: unpaused, its buffer is at most
+            # its high-water mark, this stream's low-water mark (claimed with it).
             stats.slow_reader_evictions += 1
             self.close("slow reader: backlog over limit")
 
